@@ -1,0 +1,183 @@
+"""The `minillm` command line.
+
+    minillm course run [CHAPTER ...] [-p NAME=VALUE ...] [--output-dir DIR | --in-place]
+    minillm train --out-dir DIR [--resume] [--d-model 128 --n-layer 4 ...] [--max-steps ...]
+    minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T]
+
+`minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel).
+Every GPTConfig and TrainConfig field is an option (underscores become dashes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true/false)")
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), title=None) -> None:
+    group = parser.add_argument_group(title or cls.__name__)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        kind = str(f.type)
+        if "bool" in kind:
+            conv = _parse_bool
+        elif "int" in kind:
+            conv = int
+        elif "float" in kind:
+            conv = float
+        else:
+            conv = str
+        default = f.default if f.default is not MISSING else None
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv, default=None,
+                           help=f"default: {default}")
+
+
+def _picked(args: argparse.Namespace, cls, skip=()) -> dict:
+    return {f.name: getattr(args, f.name) for f in fields(cls)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
+
+
+def cmd_course(args: argparse.Namespace) -> int:
+    from minillm.course import format_table, parse_parameter, run_chapters
+
+    params = dict(parse_parameter(p) for p in args.parameter or [])
+    results = run_chapters(args.chapters, params, args.output_dir, in_place=args.in_place,
+                           kernel_name=args.kernel, log_output=args.log_output)
+    print(format_table(results))
+    return 0 if results and all(r.status == "ok" for r in results) else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from minillm.data import ByteTokenizer, load_corpus
+    from minillm.distributed import shutdown
+    from minillm.models import GPT, GPTConfig
+    from minillm.training import TrainConfig, Trainer, evaluate_loss
+
+    tokenizer = ByteTokenizer()
+    train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
+    val = tokenizer.encode_tensor(load_corpus(args.corpus, "validation"))
+    model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, **_picked(args, GPTConfig, ("vocab_size",)))
+    train_cfg = TrainConfig(**_picked(args, TrainConfig))
+    if train_cfg.out_dir is None:
+        raise SystemExit("minillm train: --out-dir is required (checkpoints go there)")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(train_cfg.seed)
+    trainer = Trainer(GPT(model_cfg), train, val, train_cfg, tokenizer=tokenizer.to_dict())
+    if args.resume and trainer.resume():
+        if trainer.dist.is_main:
+            print(f"resumed from step {trainer.step}", flush=True)
+    trainer.fit()
+    if trainer.dist.is_main:
+        summary = {"step": trainer.step, "final_train_loss": trainer.history[-1]["loss"],
+                   "non_embedding_params": trainer.model.num_params()}
+        if trainer.eval_history:
+            summary["final_val_estimate"] = trainer.eval_history[-1]["val_loss"]
+        if args.final_eval:
+            summary["val_nats_per_byte"] = evaluate_loss(trainer.model, val.to(trainer.device))
+        print(json.dumps(summary))
+        Path(train_cfg.out_dir, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if args.export_dir:
+            record = {"command": "minillm " + " ".join(sys.argv[1:]), "summary": summary,
+                      "train_config": trainer.config.__dict__, "history": trainer.history,
+                      "eval_history": trainer.eval_history}
+            trainer.model.save(args.export_dir, extra_files={
+                "tokenizer.json": tokenizer.to_dict(), "training.json": record})
+    shutdown()
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from minillm.data import ByteTokenizer
+    from minillm.generation import generate
+    from minillm.io import read_json
+    from minillm.models import GPT
+    from minillm.utils import choose_device
+
+    folder = Path(args.checkpoint)
+    model = GPT.from_checkpoint(folder, map_location=choose_device(args.device))
+    tok_file = folder / "tokenizer.json"
+    tokenizer = ByteTokenizer.from_dict(read_json(tok_file)) if tok_file.exists() else ByteTokenizer()
+    ids = torch.tensor([tokenizer.encode(args.prompt)])
+    gen = torch.Generator().manual_seed(args.seed)
+    out = generate(model, ids, args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, generator=gen)
+    print(tokenizer.decode(out[0].tolist()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from minillm.models import GPTConfig
+    from minillm.training import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="minillm", description="minillm: course and library")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    course = sub.add_parser("course", help="run the course's chapters")
+    course_sub = course.add_subparsers(dest="course_command", required=True)
+    run = course_sub.add_parser("run", help="execute chapters with papermill")
+    run.add_argument("chapters", nargs="*", help="chapter numbers or names (default: all)")
+    run.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE",
+                     help="set a chapter parameter (repeatable)")
+    run.add_argument("--output-dir", default="build/course", help="where executed notebooks go")
+    run.add_argument("--in-place", action="store_true", help="overwrite the chapters themselves")
+    run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    run.set_defaults(func=cmd_course)
+
+    train = sub.add_parser("train", help="pre-train a GPT on a shipped corpus (torchrun-ready)")
+    train.add_argument("--corpus", default="shakespeare")
+    train.add_argument("--resume", action="store_true", help="continue from out_dir's latest checkpoint")
+    train.add_argument("--final-eval", action="store_true",
+                       help="score the whole validation split at the end (nats per byte)")
+    train.add_argument("--export-dir", default=None,
+                       help="also save the final model (config, weights, tokenizer, training "
+                            "record; no optimizer state) to this folder")
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    _add_dataclass_options(train, GPTConfig, skip=("vocab_size",), title="model (GPTConfig)")
+    _add_dataclass_options(train, TrainConfig, title="training (TrainConfig)")
+    train.set_defaults(func=cmd_train)
+
+    gen = sub.add_parser("generate", help="sample text from a checkpoint")
+    gen.add_argument("--checkpoint", required=True, help="a checkpoint folder")
+    gen.add_argument("--prompt", default="\n")
+    gen.add_argument("--max-new-tokens", type=int, default=200)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--device", default="auto")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from minillm.io import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"minillm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Running the course's chapters headlessly with papermill.
+
+`run_chapters(["03", "06"], parameters={"max_steps": 50})` executes each chapter in a fresh
+kernel, writes the executed notebook to `output_dir` (or back in place), and returns one
+`ChapterResult` per chapter. The command line is `minillm course run`.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ChapterResult", "chapters_dir", "find_chapters", "run_chapters", "parse_parameter"]
+
+
+@dataclass
+class ChapterResult:
+    chapter: str
+    status: str     # "ok" or "failed"
+    seconds: float
+    error: str = ""
+
+
+def chapters_dir() -> Path:
+    """`./chapters` if the working folder has one, else the repository's next to the package."""
+    here = Path.cwd() / "chapters"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[1] / "chapters"
+
+
+def find_chapters(names: list[str] | None = None, folder: Path | None = None) -> list[Path]:
+    """Chapter notebooks by number ("03"), stem ("03_transformer") or path; all when empty."""
+    folder = folder or chapters_dir()
+    every = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        return every
+    found = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".ipynb" and path.is_file():
+            found.append(path)
+            continue
+        matches = [p for p in every if p.stem == name or p.stem.split("_")[0] == name.zfill(2)]
+        if not matches:
+            available = ", ".join(p.stem for p in every) or "none"
+            raise ValueError(f"no chapter matches {name!r}; available: {available}")
+        found.extend(matches)
+    return found
+
+
+def parse_parameter(text: str) -> tuple[str, object]:
+    """'NAME=VALUE' -> (name, value); VALUE is a Python literal if it parses as one, else a string."""
+    if "=" not in text:
+        raise ValueError(f"parameter {text!r} must look like NAME=VALUE")
+    name, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return name.strip(), value
+
+
+def run_chapters(
+    names: list[str] | None = None, parameters: dict | None = None,
+    output_dir: str | Path | None = "build/course", in_place: bool = False,
+    kernel_name: str | None = None, log_output: bool = False,
+) -> list[ChapterResult]:
+    """Execute chapters with papermill; a failure is recorded, and the next chapter still runs."""
+    import papermill as pm
+
+    results = []
+    for path in find_chapters(names):
+        out = path if in_place else Path(output_dir) / path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
+                kernel_name=kernel_name, progress_bar=False, log_output=log_output,
+            )
+            results.append(ChapterResult(path.stem, "ok", time.perf_counter() - start))
+        except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
+            first = str(e).strip().splitlines()
+            results.append(ChapterResult(path.stem, "failed", time.perf_counter() - start,
+                                         first[-1] if first else type(e).__name__))
+    return results
+
+
+def format_table(results: list[ChapterResult]) -> str:
+    width = max([len("chapter")] + [len(r.chapter) for r in results])
+    lines = [f"{'chapter':<{width}}  status  seconds", f"{'-' * width}  ------  -------"]
+    for r in results:
+        lines.append(f"{r.chapter:<{width}}  {r.status:<6}  {r.seconds:7.1f}"
+                     + (f"  {r.error}" if r.error else ""))
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""The byte-level tokenizer: every UTF-8 byte is a token (ids 0-255), plus special tokens.
+
+It is the course's default until chapter 04 trains a BPE: no vocabulary to learn, no unknown
+token, and one token per byte, so a loss in nats per token *is* nats per byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+__all__ = ["ByteTokenizer"]
+
+
+class ByteTokenizer:
+    """Byte ids 0-255, then one id per special token in the order given.
+
+    >>> tok = ByteTokenizer(special_tokens=["<|endoftext|>"])
+    >>> tok.encode("hi<|endoftext|>", allowed_special="all")
+    [104, 105, 256]
+    >>> tok.decode([104, 105, 256])
+    'hi<|endoftext|>'
+    """
+
+    def __init__(self, special_tokens: Sequence[str] = ("<|endoftext|>",)):
+        if len(set(special_tokens)) != len(special_tokens):
+            raise ValueError(f"special_tokens={list(special_tokens)} has duplicates")
+        self.special_tokens = {tok: 256 + i for i, tok in enumerate(special_tokens)}
+        self.inverse_special = {i: tok for tok, i in self.special_tokens.items()}
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + len(self.special_tokens)
+
+    @property
+    def eot_id(self) -> int | None:
+        return self.special_tokens.get("<|endoftext|>")
+
+    def encode(self, text: str, allowed_special: str | Iterable[str] = ()) -> list[int]:
+        """UTF-8 bytes of `text`; special tokens are matched only if `allowed_special` names
+        them (or is "all"), otherwise they are encoded as their plain bytes."""
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        unknown = allowed - set(self.special_tokens)
+        if unknown:
+            raise ValueError(f"allowed_special names unknown special tokens {sorted(unknown)}")
+        if not allowed:
+            return list(text.encode("utf-8"))
+        ids: list[int] = []
+        pos = 0
+        while pos < len(text):
+            nearest = min(
+                ((text.find(tok, pos), tok) for tok in allowed if text.find(tok, pos) >= 0),
+                default=None,
+            )
+            if nearest is None:
+                ids.extend(text[pos:].encode("utf-8"))
+                break
+            start, tok = nearest
+            ids.extend(text[pos:start].encode("utf-8"))
+            ids.append(self.special_tokens[tok])
+            pos = start + len(tok)
+        return ids
+
+    def encode_tensor(self, text: str) -> torch.Tensor:
+        """Encode a large text fast as a 1-D int64 tensor (no special tokens)."""
+        data = bytearray(text.encode("utf-8"))
+        if not data:
+            return torch.empty(0, dtype=torch.long)
+        return torch.frombuffer(data, dtype=torch.uint8).to(torch.long)
+
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """Bytes back to text; invalid UTF-8 becomes U+FFFD unless `errors="strict"`."""
+        out: list[str] = []
+        buf = bytearray()
+        for i in ids:
+            i = int(i)
+            if i < 256:
+                buf.append(i)
+                continue
+            if i not in self.inverse_special:
+                raise ValueError(f"token id {i} is outside this tokenizer's vocabulary "
+                                 f"(size {self.vocab_size})")
+            out.append(buf.decode("utf-8", errors=errors))
+            buf.clear()
+            out.append(self.inverse_special[i])
+        out.append(buf.decode("utf-8", errors=errors))
+        return "".join(out)
+
+    def to_dict(self) -> dict:
+        return {"type": "byte", "special_tokens": list(self.special_tokens)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ByteTokenizer:
+        if d.get("type") != "byte":
+            raise ValueError(f"tokenizer type {d.get('type')!r} is not 'byte'")
+        return cls(special_tokens=d.get("special_tokens", ()))

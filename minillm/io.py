@@ -1,0 +1,144 @@
+"""Safe files: atomic writes, and reading model folders with clear errors.
+
+A checkpoint is a folder: `config.json` + `model.safetensors` (+ more, see
+`minillm.training.checkpoint`). Every file is written to a temporary name in the same folder,
+flushed to disk and renamed over the target (`os.replace` is atomic on POSIX and Windows), so a
+run killed mid-write leaves either the old file or the new one, never half of one. A whole
+folder is written beside its target and renamed into place the same way.
+Nothing is ever unpickled: tensors travel as safetensors, or through
+`torch.load(weights_only=True)`, which only rebuilds tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+__all__ = [
+    "CheckpointError", "atomic_write_bytes", "atomic_write_json", "atomic_folder",
+    "save_tensors", "load_tensors", "read_json", "torch_save_atomic", "torch_load_safe",
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing a file or holds a corrupt one."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic_write(Path(path), lambda p: p.write_bytes(data))
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Write a safetensors file atomically (tensors made contiguous, on the CPU)."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    _atomic_write(Path(path), lambda p: save_file(cpu, str(p), metadata=metadata))
+
+
+def torch_save_atomic(path: str | Path, obj) -> None:
+    """`torch.save` of tensors and plain containers (loadable with weights_only=True)."""
+    _atomic_write(Path(path), lambda p: torch.save(obj, p))
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Write a folder's files into a temporary sibling; on success swap it into `path`.
+
+    If the body raises, the temporary folder is removed and whatever was at `path` stays.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        _fsync_dir(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.parent.is_dir():
+        raise CheckpointError(f"checkpoint folder {path.parent} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {what}")
+    return path
+
+
+def read_json(path: str | Path, what: str = "this file") -> dict:
+    path = _require(Path(path), what)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {e}); "
+                              "restore it or re-save the checkpoint") from e
+
+
+def load_tensors(path: str | Path, what: str = "the model weights") -> dict[str, torch.Tensor]:
+    path = _require(Path(path), what)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({e}); "
+                              "restore it or re-save the checkpoint") from e
+
+
+def torch_load_safe(path: str | Path, what: str = "this state") -> dict:
+    path = _require(Path(path), what)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a truncated zip
+        raise CheckpointError(f"{path} is corrupt or truncated ({e}); "
+                              "restore it or re-save the checkpoint") from e

@@ -1,0 +1,88 @@
+"""Causal self-attention: scaled dot-product attention over several heads.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head) + M) V      (Vaswani et al. 2017, 1706.03762)
+
+M is 0 where a query may look and -inf where it may not; for a decoder (GPT) a query at
+position i sees keys 0..i. Two implementations give the same numbers: `naive_attention`
+writes the formula out (and can return the weights, for heatmaps); "sdpa" calls
+`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel.
+
+Grouped-query attention (Ainslie et al. 2023, 2305.13245) is supported through `n_kv_head`:
+each of the n_kv_head key/value heads serves n_head / n_kv_head query heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minillm.models.config import GPTConfig
+
+__all__ = ["CausalSelfAttention", "causal_mask", "naive_attention"]
+
+
+def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean (t_q, t_k) mask, True where query i may attend to key j (j <= i + t_k - t_q)."""
+    offset = t_k - t_q
+    q = torch.arange(t_q, device=device)[:, None]
+    k = torch.arange(t_k, device=device)[None, :]
+    return k <= q + offset
+
+
+def naive_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0, training: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(d) masked) v, written out. q, k, v: (B, H, T, D).
+
+    Returns:
+        out (B, H, T_q, D) and the attention weights (B, H, T_q, T_k).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    out = F.dropout(weights, p=dropout_p, training=training) @ v
+    return out, weights
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head (or grouped-query) causal self-attention with one fused QKV projection."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        qkv_out = (config.n_head + 2 * config.n_kv_head) * config.head_dim
+        self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.bias)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.proj.residual_scale = True  # GPT-2: init std / sqrt(2 * n_layer)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.last_weights: torch.Tensor | None = None  # filled when record_weights is set
+        self.record_weights = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
+             self.n_kv_head * self.head_dim], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.n_kv_head != self.n_head:
+            group = self.n_head // self.n_kv_head
+            k = k.repeat_interleave(group, dim=1)  # (B, H, T, D)
+            v = v.repeat_interleave(group, dim=1)
+        dropout_p = self.config.dropout if self.training else 0.0
+        if self.config.attn_impl == "naive" or self.record_weights:
+            out, weights = naive_attention(q, k, v, causal_mask(T, T, x.device),
+                                           dropout_p, self.training)
+            if self.record_weights:
+                self.last_weights = weights.detach()
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, C)
+        return self.resid_dropout(self.proj(out))

@@ -1,0 +1,91 @@
+"""`GPTConfig`: every architectural choice of the one GPT model, validated.
+
+Chapters switch these fields to compare designs; they never fork the model. The defaults are
+GPT-2's choices (learned positions, pre-LayerNorm, tanh-GELU MLP, tied embeddings, biases).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["GPTConfig"]
+
+POSITIONS = ("learned",)
+NORMS = ("layernorm",)
+MLPS = ("gelu",)
+ATTN_IMPLS = ("naive", "sdpa")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {choices}")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 257          # byte tokenizer: 256 bytes + <|endoftext|>
+    context_length: int = 256      # longest sequence the model attends over (T)
+    d_model: int = 128             # residual stream width (C)
+    n_layer: int = 4               # Transformer blocks
+    n_head: int = 4                # query heads; head_dim = d_model // n_head
+    n_kv_head: int | None = None   # key/value heads (None = n_head: multi-head attention)
+    d_ff: int | None = None        # MLP hidden width (None = 4 * d_model)
+    dropout: float = 0.0           # on attention weights, residual branches and embeddings
+    bias: bool = True              # biases in Linear layers and norms (GPT-2: True)
+    tie_embeddings: bool = True    # output head shares the token embedding matrix
+    positions: str = "learned"     # position scheme: learned absolute table (GPT-2)
+    norm: str = "layernorm"        # normalisation layer
+    norm_eps: float = 1e-5         # epsilon inside the norm
+    mlp: str = "gelu"              # MLP kind: "gelu" is GPT-2's tanh approximation
+    attn_impl: str = "sdpa"        # "naive" (written out, for teaching) or "sdpa" (fused)
+    init_std: float = 0.02         # std of the normal initialisation (GPT-2)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_head={self.n_head}; "
+                f"pick n_head among the divisors of d_model"
+            )
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if not isinstance(self.n_kv_head, int) or self.n_kv_head <= 0 or self.n_head % self.n_kv_head:
+            raise ValueError(
+                f"n_kv_head={self.n_kv_head!r} must be a positive divisor of n_head={self.n_head}"
+            )
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        if not isinstance(self.d_ff, int) or self.d_ff <= 0:
+            raise ValueError(f"d_ff={self.d_ff!r} must be a positive integer")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.norm_eps <= 0:
+            raise ValueError(f"norm_eps={self.norm_eps} must be positive")
+        if self.init_std <= 0:
+            raise ValueError(f"init_std={self.init_std} must be positive")
+        _check_choice("positions", self.positions, POSITIONS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("mlp", self.mlp, MLPS)
+        _check_choice("attn_impl", self.attn_impl, ATTN_IMPLS)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"config has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)

@@ -1,0 +1,173 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2019, GPT-2).
+
+    h_0 = E[tokens] + P[positions]
+    h_l = Block(h_{l-1})                       l = 1..n_layer, pre-norm
+    logits = LN_f(h_L) E^T                     (tied embeddings)
+
+Departures from / notes on GPT-2, all switchable in `GPTConfig`:
+- defaults reproduce GPT-2 exactly (see `from_hf_gpt2`: identical logits);
+- the QKV projection is a `Linear` (out, in); GPT-2's `Conv1D` stores (in, out);
+- `n_kv_head < n_head` gives grouped-query attention (not in GPT-2);
+- `attn_impl="naive"` keeps the written-out attention beside the fused one.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minillm.io import atomic_folder, atomic_write_json, load_tensors, read_json, save_tensors
+from minillm.models.config import GPTConfig
+from minillm.models.layers import Block, make_norm
+
+__all__ = ["GPT"]
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.context_length, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm_f = make_norm(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2 initialisation: N(0, 0.02); residual projections N(0, 0.02 / sqrt(2 n_layer))."""
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            if getattr(module, "residual_scale", False):
+                std = std / math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args:
+            idx: (B, T) token ids, T <= context_length.
+            targets: optional (B, T) next-token ids; -100 marks positions to ignore.
+
+        Returns:
+            logits (B, T, vocab_size) and the mean cross-entropy loss in nats (or None).
+        """
+        B, T = idx.shape
+        if T > self.config.context_length:
+            raise ValueError(
+                f"input has {T} tokens but context_length={self.config.context_length}; "
+                "crop the input (keep the last context_length tokens) or use a model with a "
+                "longer context"
+            )
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return logits, loss
+
+    # ---- accounting ----------------------------------------------------------------------
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without the token and position embeddings (Kaplan et
+        al. 2020 count N this way). A tied output head is counted once."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None, training: bool = True) -> float:
+        """FLOPs to process one token: 2N per forward plus attention's 2 * n_layer * T * C for
+        QK^T and AV (Kaplan et al. 2020, Table 1); training (forward + backward) is 3x that,
+        the familiar 6N + 12 * n_layer * T * C (PaLM, App. B). N excludes embeddings but
+        includes the output projection, which is a matmul like any other."""
+        c = self.config
+        t = c.context_length if seq_len is None else seq_len
+        n = self.num_params(non_embedding=True) + c.vocab_size * c.d_model
+        forward = 2 * n + 2 * c.n_layer * t * c.d_model
+        return 3 * forward if training else forward
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def weights_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict with a tied `lm_head.weight` left out (safetensors refuses aliases)."""
+        sd = self.state_dict()
+        if self.config.tie_embeddings:
+            sd.pop("lm_head.weight", None)
+        return sd
+
+    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = dict(tensors)
+        if self.config.tie_embeddings:
+            tensors.setdefault("lm_head.weight", tensors.get("tok_emb.weight"))
+        missing = set(self.state_dict()) - set(tensors)
+        unexpected = set(tensors) - set(self.state_dict())
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit this config: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+        self.load_state_dict(tensors)
+
+    def save(self, path: str | Path, extra_files: dict[str, dict] | None = None) -> None:
+        """Write `path/config.json` and `path/model.safetensors` atomically (the whole folder
+        is swapped in at the end; a failed save leaves an existing folder untouched)."""
+        with atomic_folder(path) as tmp:
+            self.write_files(tmp, extra_files)
+
+    def write_files(self, folder: Path, extra_files: dict[str, dict] | None = None) -> None:
+        """Write config.json, model.safetensors and any extra JSON files into `folder`."""
+        atomic_write_json(folder / "config.json", self.config.to_dict())
+        save_tensors(folder / "model.safetensors", self.weights_state_dict())
+        for name, obj in (extra_files or {}).items():
+            atomic_write_json(folder / name, obj)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GPT:
+        """Load a model from a folder holding `config.json` and `model.safetensors` (a training
+        checkpoint holds more; only these two are read)."""
+        path = Path(path)
+        config = GPTConfig.from_dict(read_json(path / "config.json", "config.json (GPTConfig)"))
+        model = cls(config)
+        model.load_weights(load_tensors(path / "model.safetensors", "model.safetensors"))
+        return model.to(map_location)
+
+    # ---- GPT-2 interop -------------------------------------------------------------------
+    @classmethod
+    def from_hf_gpt2(cls, model_or_state_dict, n_head: int | None = None, **overrides) -> GPT:
+        """Build a GPT from a Hugging Face `GPT2LMHeadModel` or its state dict.
+
+        A bare state dict does not say how many heads there are: pass `n_head`, or GPT-2's
+        head width of 64 is assumed (n_head = d_model // 64).
+        """
+        from minillm.models.hf_gpt2 import config_from_hf_gpt2, state_dict_from_hf_gpt2
+
+        config = config_from_hf_gpt2(model_or_state_dict, n_head=n_head, **overrides)
+        model = cls(config)
+        model.load_weights(state_dict_from_hf_gpt2(model_or_state_dict, config))
+        return model
+
+    def to_hf_gpt2_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's weights under `GPT2LMHeadModel`'s names and layouts."""
+        from minillm.models.hf_gpt2 import state_dict_to_hf_gpt2
+
+        return state_dict_to_hf_gpt2(self)
+
+    def hf_gpt2_config(self) -> dict:
+        """Keyword arguments for `transformers.GPT2Config` describing this model."""
+        from minillm.models.hf_gpt2 import hf_gpt2_config
+
+        return hf_gpt2_config(self.config)

@@ -1,0 +1,134 @@
+"""Weight conversion between minillm's GPT and Hugging Face's `GPT2LMHeadModel`.
+
+transformers is not imported: a state dict is a dict of tensors. GPT-2 stores its linear layers
+as `Conv1D` with weight (in, out); minillm's `nn.Linear` stores (out, in), so those transpose.
+Names map one to one:
+
+    transformer.wte / wpe            <-> tok_emb / pos_emb
+    transformer.h.i.ln_1 / ln_2      <-> blocks.i.norm1 / norm2
+    transformer.h.i.attn.c_attn      <-> blocks.i.attn.qkv      (transposed)
+    transformer.h.i.attn.c_proj      <-> blocks.i.attn.proj     (transposed)
+    transformer.h.i.mlp.c_fc/c_proj  <-> blocks.i.mlp.fc/proj   (transposed)
+    transformer.ln_f                 <-> norm_f
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from minillm.models.config import GPTConfig
+
+_BLOCK = {
+    "ln_1": "norm1", "ln_2": "norm2", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj",
+    "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj",
+}
+_CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def _state_dict(model_or_state_dict) -> dict[str, torch.Tensor]:
+    sd = model_or_state_dict
+    if hasattr(sd, "state_dict"):
+        sd = sd.state_dict()
+    # GPT2Model (no head) has no "transformer." prefix; accept both.
+    if not any(k.startswith("transformer.") for k in sd):
+        sd = {f"transformer.{k}": v for k, v in sd.items()}
+    return dict(sd)
+
+
+def config_from_hf_gpt2(model_or_state_dict, n_head: int | None = None, **overrides) -> GPTConfig:
+    hf_config = getattr(model_or_state_dict, "config", None)
+    sd = _state_dict(model_or_state_dict)
+    if "transformer.wte.weight" not in sd:
+        raise ValueError("this does not look like a GPT-2 state dict: transformer.wte.weight missing")
+    vocab_size, d_model = sd["transformer.wte.weight"].shape
+    n_layer = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"transformer\.h\.(\d+)\.", k)))
+    kwargs = dict(
+        vocab_size=vocab_size,
+        context_length=sd["transformer.wpe.weight"].shape[0],
+        d_model=d_model,
+        n_layer=n_layer,
+        n_head=n_head or (hf_config.n_head if hf_config is not None else max(1, d_model // 64)),
+        d_ff=sd["transformer.h.0.mlp.c_fc.weight"].shape[1],
+        norm_eps=hf_config.layer_norm_epsilon if hf_config is not None else 1e-5,
+        tie_embeddings="lm_head.weight" not in sd
+        or sd["lm_head.weight"].data_ptr() == sd["transformer.wte.weight"].data_ptr()
+        or torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]),
+    )
+    if hf_config is not None:
+        act = getattr(hf_config, "activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"GPT-2 activation_function={act!r} is not supported; minillm's "
+                             "GPT-2 MLP uses the tanh approximation ('gelu_new')")
+    kwargs.update(overrides)
+    return GPTConfig(**kwargs)
+
+
+def state_dict_from_hf_gpt2(model_or_state_dict, config: GPTConfig) -> dict[str, torch.Tensor]:
+    sd = _state_dict(model_or_state_dict)
+    out = {
+        "tok_emb.weight": sd["transformer.wte.weight"],
+        "pos_emb.weight": sd["transformer.wpe.weight"],
+        "norm_f.weight": sd["transformer.ln_f.weight"],
+        "norm_f.bias": sd["transformer.ln_f.bias"],
+    }
+    for i in range(config.n_layer):
+        for hf, ours in _BLOCK.items():
+            for kind in ("weight", "bias"):
+                w = sd[f"transformer.h.{i}.{hf}.{kind}"]
+                if kind == "weight" and hf in _CONV1D:
+                    w = w.t()
+                out[f"blocks.{i}.{ours}.{kind}"] = w.contiguous()
+    if not config.tie_embeddings:
+        out["lm_head.weight"] = sd["lm_head.weight"]
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+def _check_gpt2_compatible(config: GPTConfig) -> None:
+    problems = []
+    if config.positions != "learned":
+        problems.append(f"positions={config.positions!r}")
+    if config.norm != "layernorm":
+        problems.append(f"norm={config.norm!r}")
+    if config.mlp != "gelu":
+        problems.append(f"mlp={config.mlp!r}")
+    if not config.bias:
+        problems.append("bias=False")
+    if config.n_kv_head != config.n_head:
+        problems.append(f"n_kv_head={config.n_kv_head} != n_head")
+    if problems:
+        raise ValueError(f"this model cannot be expressed as GPT-2: {', '.join(problems)}; "
+                         "GPT-2 needs learned positions, LayerNorm, GELU, biases and MHA")
+
+
+def state_dict_to_hf_gpt2(model) -> dict[str, torch.Tensor]:
+    config = model.config
+    _check_gpt2_compatible(config)
+    sd = model.state_dict()
+    out = {
+        "transformer.wte.weight": sd["tok_emb.weight"],
+        "transformer.wpe.weight": sd["pos_emb.weight"],
+        "transformer.ln_f.weight": sd["norm_f.weight"],
+        "transformer.ln_f.bias": sd["norm_f.bias"],
+        "lm_head.weight": sd["lm_head.weight"],
+    }
+    for i in range(config.n_layer):
+        for hf, ours in _BLOCK.items():
+            for kind in ("weight", "bias"):
+                w = sd[f"blocks.{i}.{ours}.{kind}"]
+                if kind == "weight" and hf in _CONV1D:
+                    w = w.t()
+                out[f"transformer.h.{i}.{hf}.{kind}"] = w.contiguous()
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+def hf_gpt2_config(config: GPTConfig) -> dict:
+    _check_gpt2_compatible(config)
+    return dict(
+        vocab_size=config.vocab_size, n_positions=config.context_length, n_embd=config.d_model,
+        n_layer=config.n_layer, n_head=config.n_head, n_inner=config.d_ff,
+        activation_function="gelu_new", layer_norm_epsilon=config.norm_eps,
+        resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+        tie_word_embeddings=config.tie_embeddings,
+    )

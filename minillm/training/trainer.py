@@ -1,0 +1,268 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, accumulation, autocast, DDP, resume.
+
+One optimizer step:
+    for each of grad_accum_steps micro-batches:   loss / grad_accum_steps -> backward
+    clip the global gradient norm to grad_clip
+    set lr from `lr_at(step)`; AdamW step; zero grads
+
+Determinism: batches come from one `torch.Generator` seeded with `seed`; dropout uses torch's
+global generator, seeded once. Both states go into every checkpoint with the optimizer, so a
+run killed at any point and resumed from its last checkpoint ends with the same weights, bit
+for bit on the CPU, as a run never interrupted.
+
+Data parallelism: under torchrun each rank draws the same global batch and trains on its own
+slice; DistributedDataParallel averages gradients, so N ranks with batch_size B follow one
+process with batch_size N*B. Only rank 0 writes checkpoints and prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from minillm.data.batching import check_tokens, sample_batch
+from minillm.distributed import DistInfo, all_reduce_mean, init_from_env
+from minillm.training.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    save_training_checkpoint,
+)
+from minillm.training.evaluate import estimate_loss
+from minillm.training.optim import configure_optimizer, lr_at
+from minillm.utils import choose_device, default_dtype_for
+
+__all__ = ["TrainConfig", "Trainer"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000          # optimizer steps in the whole run
+    batch_size: int = 16           # sequences per micro-batch, per process
+    grad_accum_steps: int = 1      # micro-batches per optimizer step
+    lr: float = 1e-3               # peak learning rate
+    min_lr: float = 1e-4           # floor of the cosine decay
+    warmup_steps: int = 100        # linear warm-up steps
+    weight_decay: float = 0.1      # AdamW decay on >= 2-D weights
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0         # max global gradient norm (0 = no clipping)
+    eval_interval: int = 100       # steps between validation estimates (0 = never)
+    eval_batches: int = 10         # batches per validation estimate
+    log_interval: int = 10         # steps between entries in the history
+    checkpoint_interval: int = 0   # steps between checkpoints (0 = only at the end)
+    keep_checkpoints: int = 2      # checkpoint folders kept in out_dir/checkpoints
+    out_dir: str | None = None     # where checkpoints go (None = no checkpoints)
+    seed: int = 1337               # seeds the data stream and dropout
+    device: str = "auto"           # "auto" = cuda > mps > cpu
+    dtype: str = "auto"            # autocast dtype: "auto" = bfloat16 on CUDA, else float32
+    compile: bool = False          # torch.compile the model (the saved weights stay uncompiled)
+    progress: bool | None = None   # tqdm bar; None = only when stderr is a terminal
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "grad_clip",
+                     "keep_checkpoints", "min_lr", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be positive")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr={self.min_lr} is above lr={self.lr}; the floor must be lower")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; choose 'auto' or one of {sorted(DTYPES)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class Trainer:
+    """Train a GPT on a 1-D tensor of token ids.
+
+    Args:
+        model: the (uncompiled, unwrapped) model; it is moved to the chosen device.
+        train_tokens / val_tokens: 1-D int64 tensors.
+        config: a `TrainConfig`.
+        tokenizer: optional dict saved as tokenizer.json in each checkpoint.
+        dist: a `DistInfo`; default reads torchrun's environment.
+    """
+
+    def __init__(self, model: nn.Module, train_tokens: torch.Tensor,
+                 val_tokens: torch.Tensor | None = None, config: TrainConfig | None = None,
+                 tokenizer: dict | None = None, dist: DistInfo | None = None):
+        self.config = config or TrainConfig()
+        c = self.config
+        ctx = model.config.context_length
+        check_tokens(train_tokens, ctx, "training tokens")
+        if val_tokens is not None:
+            check_tokens(val_tokens, ctx, "validation tokens")
+        self.device = choose_device(c.device)
+        self.dist = dist or init_from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.amp_dtype = default_dtype_for(self.device) if c.dtype == "auto" else DTYPES[c.dtype]
+        self.model = model.to(self.device)  # the raw module: what we save
+        self.train_tokens, self.val_tokens = train_tokens, val_tokens
+        self.tokenizer = tokenizer
+        self.optimizer = configure_optimizer(
+            self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=self.device.type)
+        self.generator = torch.Generator().manual_seed(c.seed)
+        torch.manual_seed(c.seed)  # dropout
+        self.step = 0
+        self.history: list[dict] = []
+        self.eval_history: list[dict] = []
+        runner = torch.compile(self.model) if c.compile else self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            runner = DDP(runner, device_ids=ids)
+        self.runner = runner
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state(self) -> dict:
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "data_generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 only); returns its folder."""
+        if self.config.out_dir is None:
+            return None
+        folder = None
+        if self.dist.is_main:
+            meta = {"step": self.step, "train_config": asdict(self.config),
+                    "world_size": self.dist.world_size,
+                    "history": self.history, "eval_history": self.eval_history}
+            folder = save_training_checkpoint(
+                self.config.out_dir, self.step, self.model, self.state(), meta,
+                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        return folder
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Restore weights, optimizer, data stream and RNG from a checkpoint folder, or from
+        the latest checkpoint of `out_dir` when `path` is None. Returns False if there is none."""
+        folder = Path(path) if path is not None else (
+            latest_checkpoint(self.config.out_dir) if self.config.out_dir else None)
+        if folder is None:
+            return False
+        from minillm.io import load_tensors
+
+        self.model.load_weights(load_tensors(folder / "model.safetensors"))
+        state, meta = load_trainer_state(folder)
+        if meta.get("world_size", 1) != self.dist.world_size:
+            raise ValueError(
+                f"checkpoint {folder} was written by {meta['world_size']} processes but this run "
+                f"has {self.dist.world_size}; resume with the same world size")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["data_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = meta["step"]
+        self.history, self.eval_history = meta["history"], meta["eval_history"]
+        return True
+
+    # ---- the loop ------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def evaluate(self) -> float | None:
+        if self.val_tokens is None:
+            return None
+        c = self.config
+        with self._autocast():
+            loss = estimate_loss(self.model, self.val_tokens, c.eval_batches, c.batch_size,
+                                 self.model.config.context_length, seed=c.seed + 1,
+                                 rank=self.dist.rank, world_size=self.dist.world_size)
+        return all_reduce_mean(torch.tensor(loss), self.dist).item()
+
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer step; returns (mean micro-batch loss, gradient norm before clipping)."""
+        c, ctx = self.config, self.model.config.context_length
+        lr = lr_at(self.step, c.lr, c.warmup_steps, c.max_steps, c.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for micro in range(c.grad_accum_steps):
+            x, y = sample_batch(self.train_tokens, c.batch_size, ctx, self.generator,
+                                self.dist.rank, self.dist.world_size)
+            x, y = x.to(self.device), y.to(self.device)
+            last = micro == c.grad_accum_steps - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.runner.no_sync()
+            with sync:
+                with self._autocast():
+                    _, loss = self.runner(x, y)
+                (loss / c.grad_accum_steps).backward()
+            total += loss.item()
+        if c.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip).item()
+        else:
+            grad_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in self.model.parameters()
+                                      if p.grad is not None))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total / c.grad_accum_steps, grad_norm
+
+    def fit(self) -> list[dict]:
+        """Train until `max_steps` (from wherever `resume` left off); return the history."""
+        c = self.config
+        ctx = self.model.config.context_length
+        tokens_per_step = c.batch_size * c.grad_accum_steps * ctx * self.dist.world_size
+        show = sys.stderr.isatty() if c.progress is None else c.progress
+        bar = tqdm(total=c.max_steps, initial=self.step, disable=not (show and self.dist.is_main),
+                   desc="train", dynamic_ncols=True)
+        self.model.train()
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < c.max_steps:
+            loss, grad_norm = self.train_step()
+            window_steps += 1
+            bar.update(1)
+            if self.step % c.log_interval == 0 or self.step == c.max_steps:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - window_start
+                loss = all_reduce_mean(torch.tensor(loss), self.dist).item()
+                self.history.append({
+                    "step": self.step, "loss": loss, "grad_norm": grad_norm,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "tokens": self.step * tokens_per_step,
+                    "tokens_per_s": window_steps * tokens_per_step / seconds,
+                })
+                bar.set_postfix(loss=f"{loss:.3f}")
+                window_start, window_steps = time.perf_counter(), 0
+            if c.eval_interval and (self.step % c.eval_interval == 0 or self.step == c.max_steps):
+                val = self.evaluate()
+                if val is not None:
+                    self.eval_history.append({"step": self.step, "val_loss": val})
+                    bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}")
+            if c.checkpoint_interval and self.step % c.checkpoint_interval == 0:
+                self.save_checkpoint()
+        bar.close()
+        if c.out_dir is not None and not (c.checkpoint_interval
+                                          and self.step % c.checkpoint_interval == 0):
+            self.save_checkpoint()
+        return self.history

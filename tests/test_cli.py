@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from minillm.cli import main
+from minillm.course import find_chapters, parse_parameter
+
+
+def _notebook(path, source_after_params):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("steps = 2")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source_after_params)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_parse_parameter():
+    assert parse_parameter("max_steps=50") == ("max_steps", 50)
+    assert parse_parameter("device=cpu") == ("device", "cpu")
+    assert parse_parameter("full=True") == ("full", True)
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_parameter("oops")
+
+
+@pytest.mark.slow
+def test_course_run_executes_with_parameters_and_reports_failures(tmp_path, monkeypatch, capsys):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    _notebook(chapters / "01_ok.ipynb", "print('steps', steps)\nassert steps == 5")
+    _notebook(chapters / "02_broken.ipynb", "raise RuntimeError('boom')")
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in find_chapters()] == ["01_ok.ipynb", "02_broken.ipynb"]
+    with pytest.raises(ValueError, match="no chapter matches '07'"):
+        find_chapters(["07"])
+
+    assert main(["course", "run", "01", "-p", "steps=5", "--output-dir", "out"]) == 0
+    table = capsys.readouterr().out
+    assert "01_ok" in table and "ok" in table
+    executed = json.loads((tmp_path / "out" / "01_ok.ipynb").read_text())
+    assert any("steps 5" in "".join(o.get("text", "")) for c in executed["cells"]
+               for o in c.get("outputs", []))
+
+    assert main(["course", "run", "--output-dir", "out"]) == 1
+    table = capsys.readouterr().out
+    assert "02_broken  failed" in table and "boom" in table
+
+
+def test_generate_command_prints_text(tmp_path, tiny_model):
+    from minillm.data import ByteTokenizer
+    from minillm.models import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=257, context_length=16, d_model=32, n_layer=1, n_head=2))
+    model.save(tmp_path / "ckpt", extra_files={"tokenizer.json": ByteTokenizer().to_dict()})
+    out = subprocess.run([sys.executable, "-m", "minillm", "generate", "--checkpoint",
+                          str(tmp_path / "ckpt"), "--prompt", "To be", "--max-new-tokens", "5"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("To be")
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert main(["generate", "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,28 @@
+"""pyproject.toml and environment.yml must describe the same environment."""
+
+import re
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in pyproject["dependencies"]}
+    wanted |= {_name(r) for r in pyproject["optional-dependencies"]["dev"]}
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    lines = lines[lines.index("dependencies:") + 1 :]
+    listed = set()
+    for line in lines:
+        m = re.match(r"\s*-\s+([A-Za-z0-9_.\-]+)", line)
+        if m and m.group(1) not in ("pip", "python", "-e"):
+            listed.add(_name(m.group(1)))
+    assert wanted - listed == set(), f"missing from environment.yml: {sorted(wanted - listed)}"
+    assert listed - wanted == set(), f"not in pyproject.toml: {sorted(listed - wanted)}"
+    assert any("-e ." in line for line in lines), "environment.yml must pip-install minillm editable"

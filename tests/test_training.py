@@ -1,0 +1,190 @@
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minillm.io import CheckpointError
+from minillm.models import GPT, GPTConfig
+from minillm.training import (
+    TrainConfig,
+    Trainer,
+    evaluate_loss,
+    latest_checkpoint,
+    lr_at,
+    param_groups,
+)
+
+# a random but periodic sequence: there is something to learn
+DATA = torch.randint(0, 61, (97,), generator=torch.Generator().manual_seed(0)).repeat(52)
+
+
+def _trainer(tmp_path=None, dropout=0.1, **overrides):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=61, context_length=16, d_model=32, n_layer=2, n_head=4,
+                          dropout=dropout))
+    cfg = dict(max_steps=12, batch_size=4, warmup_steps=3, lr=3e-3, eval_interval=6,
+               eval_batches=2, log_interval=2, device="cpu",
+               out_dir=str(tmp_path) if tmp_path else None)
+    cfg.update(overrides)
+    return Trainer(model, DATA, DATA[:500], TrainConfig(**cfg))
+
+
+def test_schedule_warms_up_then_follows_the_cosine_to_the_floor():
+    lrs = [lr_at(s, 1.0, 10, 110, 0.1) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lrs[110] == pytest.approx(0.1) and lrs[119] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
+def test_weight_decay_only_on_matrices(tiny_model):
+    decay, no_decay = param_groups(tiny_model, 0.1)
+    assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    assert all(p.ndim < 2 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
+    assert n == sum(p.numel() for p in tiny_model.parameters())  # tied weight counted once
+
+
+def test_training_lowers_the_loss_and_records_history():
+    t = _trainer(max_steps=40)
+    before = evaluate_loss(t.model, DATA[:800])
+    assert before > 3.5
+    t.fit()
+    after = evaluate_loss(t.model, DATA[:800])
+    assert after < before - 0.5
+    assert [h["step"] for h in t.history] == list(range(2, 41, 2))
+    assert [e["step"] for e in t.eval_history] == [6, 12, 18, 24, 30, 36, 40]
+    assert all(h["lr"] > 0 and h["tokens_per_s"] > 0 for h in t.history)
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    a = _trainer(max_steps=3, batch_size=8, grad_accum_steps=1, dropout=0.0, grad_clip=0.0)
+    b = _trainer(max_steps=3, batch_size=4, grad_accum_steps=2, dropout=0.0, grad_clip=0.0)
+    # the same windows: 8 at once, or 4 then 4 from the same generator stream
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(torch.randint(0, 99, (8,), generator=g1),
+                       torch.cat([torch.randint(0, 99, (4,), generator=g2) for _ in range(2)]))
+    a.fit()
+    b.fit()
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
+
+
+def test_resume_in_process_is_bit_exact(tmp_path):
+    full = _trainer(tmp_path / "full", checkpoint_interval=6)
+    full.fit()
+    resumed = _trainer(tmp_path / "other")
+    assert resumed.resume(tmp_path / "full" / "checkpoints" / "step_000006")
+    assert resumed.step == 6
+    resumed.fit()
+    for (k, v1), (_, v2) in zip(full.model.state_dict().items(),
+                                resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(v1, v2), k
+
+
+def _train_cmd(out_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "minillm", "train", "--out-dir", str(out_dir), "--d-model", "32",
+            "--n-layer", "2", "--n-head", "2", "--context-length", "32", "--batch-size", "8",
+            "--dropout", "0.1", "--max-steps", "400", "--warmup-steps", "20", "--lr", "3e-3",
+            "--eval-interval", "100", "--eval-batches", "2", "--checkpoint-interval", "25",
+            "--threads", "1", "--device", "cpu", "--seed", "7", *extra]
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_ends_bit_identical(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(_train_cmd(tmp_path / "ref"), check=True, env=env, capture_output=True)
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(run), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "latest.json").exists():
+        time.sleep(0.02)
+    time.sleep(0.3)  # let it get past the checkpoint, into the middle of later steps
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = int(latest_checkpoint(run).name.split("_")[1])
+    assert 0 < killed_at < 400
+
+    subprocess.run(_train_cmd(run, "--resume"), check=True, env=env, capture_output=True)
+    ref = load_file(str(latest_checkpoint(tmp_path / "ref") / "model.safetensors"))
+    got = load_file(str(latest_checkpoint(run) / "model.safetensors"))
+    assert latest_checkpoint(run).name == "step_000400"
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), f"{k} differs after kill + resume from step {killed_at}"
+
+
+def test_empty_corpus_and_short_corpus_raise():
+    model = GPT(GPTConfig(vocab_size=61, context_length=16, d_model=32, n_layer=1, n_head=4))
+    with pytest.raises(ValueError, match="training tokens is empty"):
+        Trainer(model, torch.tensor([], dtype=torch.long), config=TrainConfig(device="cpu"))
+    with pytest.raises(ValueError, match="fewer than context_length"):
+        Trainer(model, torch.arange(10), config=TrainConfig(device="cpu"))
+
+
+def test_bad_train_config_names_the_field():
+    with pytest.raises(ValueError, match="min_lr=0.1 is above lr=0.01"):
+        TrainConfig(lr=0.01, min_lr=0.1)
+    with pytest.raises(ValueError, match="batch_size=0 must be positive"):
+        TrainConfig(batch_size=0)
+
+
+def test_checkpoint_folder_missing_or_corrupt_files(tmp_path, tiny_model):
+    folder = tmp_path / "ckpt"
+    tiny_model.save(folder)
+    assert torch.equal(GPT.from_checkpoint(folder).tok_emb.weight, tiny_model.tok_emb.weight)
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        GPT.from_checkpoint(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+        GPT.from_checkpoint(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json is corrupt"):
+        GPT.from_checkpoint(folder)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        GPT.from_checkpoint(tmp_path / "nowhere")
+
+
+def test_a_failed_save_leaves_the_old_checkpoint_untouched(tmp_path, tiny_model, monkeypatch):
+    folder = tmp_path / "ckpt"
+    tiny_model.save(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    import minillm.models.gpt as gpt_module
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gpt_module, "save_tensors", broken)
+    with torch.no_grad():
+        tiny_model.tok_emb.weight.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        tiny_model.save(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp folders left behind
+
+
+def test_resume_refuses_a_different_world_size(tmp_path):
+    t = _trainer(tmp_path, max_steps=2)
+    t.fit()
+    import json
+
+    meta_path = latest_checkpoint(tmp_path) / "trainer.json"
+    meta = json.loads(meta_path.read_text())
+    meta["world_size"] = 4
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="written by 4 processes"):
+        _trainer(tmp_path, max_steps=4).resume()
