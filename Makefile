@@ -12,7 +12,6 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 export PATH := $(abspath $(BIN)):$(PATH)
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1

@@ -69,8 +69,12 @@ def run_chapters(
     kernel_name: str | None = None, log_output: bool = False,
 ) -> list[ChapterResult]:
     """Execute chapters with papermill; a failure is recorded, and the next chapter still runs."""
+    import os
+
     import papermill as pm
 
+    # Figures must reach the notebook: a kernel that inherits MPLBACKEND=Agg would draw nothing.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     results = []
     for path in find_chapters(names):
         out = path if in_place else Path(output_dir) / path.name
@@ -81,12 +85,25 @@ def run_chapters(
                 str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
                 kernel_name=kernel_name, progress_bar=False, log_output=log_output,
             )
+            _strip_local_paths(out)
             results.append(ChapterResult(path.stem, "ok", time.perf_counter() - start))
         except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
             first = str(e).strip().splitlines()
             results.append(ChapterResult(path.stem, "failed", time.perf_counter() - start,
                                          first[-1] if first else type(e).__name__))
     return results
+
+
+def _strip_local_paths(path: Path) -> None:
+    """papermill records absolute input/output paths in the notebook; keep only the names."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = Path(meta[key]).name
+    nbformat.write(nb, path)
 
 
 def format_table(results: list[ChapterResult]) -> str:

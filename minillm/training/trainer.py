@@ -48,6 +48,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class TrainConfig:
     max_steps: int = 1000          # optimizer steps in the whole run
     batch_size: int = 16           # sequences per micro-batch, per process
+    seq_len: int | None = None     # training window in tokens (None = the model's context_length)
     grad_accum_steps: int = 1      # micro-batches per optimizer step
     lr: float = 1e-3               # peak learning rate
     min_lr: float = 1e-4           # floor of the cosine decay
@@ -72,6 +73,8 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.seq_len is not None and self.seq_len <= 0:
+            raise ValueError(f"seq_len={self.seq_len} must be positive (or None)")
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "grad_clip",
                      "keep_checkpoints", "min_lr", "weight_decay"):
             if getattr(self, name) < 0:
@@ -106,6 +109,10 @@ class Trainer:
         self.config = config or TrainConfig()
         c = self.config
         ctx = model.config.context_length
+        if c.seq_len is not None and c.seq_len > ctx:
+            raise ValueError(f"seq_len={c.seq_len} is longer than the model's context_length={ctx}")
+        self.seq_len = c.seq_len or ctx
+        ctx = self.seq_len
         check_tokens(train_tokens, ctx, "training tokens")
         if val_tokens is not None:
             check_tokens(val_tokens, ctx, "validation tokens")
@@ -195,13 +202,13 @@ class Trainer:
         c = self.config
         with self._autocast():
             loss = estimate_loss(self.model, self.val_tokens, c.eval_batches, c.batch_size,
-                                 self.model.config.context_length, seed=c.seed + 1,
+                                 self.seq_len, seed=c.seed + 1,
                                  rank=self.dist.rank, world_size=self.dist.world_size)
         return all_reduce_mean(torch.tensor(loss), self.dist).item()
 
     def train_step(self) -> tuple[float, float]:
         """One optimizer step; returns (mean micro-batch loss, gradient norm before clipping)."""
-        c, ctx = self.config, self.model.config.context_length
+        c, ctx = self.config, self.seq_len
         lr = lr_at(self.step, c.lr, c.warmup_steps, c.max_steps, c.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -230,8 +237,7 @@ class Trainer:
     def fit(self) -> list[dict]:
         """Train until `max_steps` (from wherever `resume` left off); return the history."""
         c = self.config
-        ctx = self.model.config.context_length
-        tokens_per_step = c.batch_size * c.grad_accum_steps * ctx * self.dist.world_size
+        tokens_per_step = c.batch_size * c.grad_accum_steps * self.seq_len * self.dist.world_size
         show = sys.stderr.isatty() if c.progress is None else c.progress
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not (show and self.dist.is_main),
                    desc="train", dynamic_ncols=True)
