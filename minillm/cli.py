@@ -110,12 +110,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from minillm.generation import generate
     from minillm.io import read_json
     from minillm.models import GPT
+    from minillm.tokenizers import tokenizer_from_dict
     from minillm.utils import choose_device
 
     folder = Path(args.checkpoint)
     model = GPT.from_checkpoint(folder, map_location=choose_device(args.device))
     tok_file = folder / "tokenizer.json"
-    tokenizer = ByteTokenizer.from_dict(read_json(tok_file)) if tok_file.exists() else ByteTokenizer()
+    tokenizer = tokenizer_from_dict(read_json(tok_file)) if tok_file.exists() else ByteTokenizer()
     ids = torch.tensor([tokenizer.encode(args.prompt)])
     gen = torch.Generator().manual_seed(args.seed)
     out = generate(model, ids, args.max_new_tokens, temperature=args.temperature,
