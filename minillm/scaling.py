@@ -1,0 +1,435 @@
+"""Scaling laws: FLOPs accounting, Kaplan power laws, Chinchilla's fits, IsoFLOP analysis.
+
+Kaplan et al. 2020 (arXiv:2001.08361) fit single-variable power laws in log space,
+
+    L(N) = (N_c / N)^α_N,   L(D) = (D_c / D)^α_D,   L(C) = (C_c / C)^α_C,
+
+on the *frontier* of their runs (N: models trained near convergence; D: large models stopped
+early; C: the lower envelope of all training curves). Hoffmann et al. 2022 ("Chinchilla",
+arXiv:2203.15556) fit the loss of every run jointly (Approach 3, §3.3, App. D.2),
+
+    L(N, D) = E + A / N^α + B / D^β,
+
+parametrised as log L̂ = LSE(a − α log N, b − β log D, e) with A = e^a, B = e^b, E = e^e, and
+minimise Σ_i Huber_δ(log L̂_i − log L_i), δ = 1e-3, with L-BFGS from a grid of
+initialisations, keeping the best. Under C = 6ND the optimum of that fit is closed-form:
+
+    N_opt = G (C/6)^(β/(α+β)),  D_opt = G^-1 (C/6)^(α/(α+β)),  G = (αA / (βB))^(1/(α+β)).
+
+Approach 2 fits, per compute budget (an IsoFLOP profile), a parabola of loss against log N; its
+vertex is N_opt(C), and a line through log N_opt against log C gives N_opt ∝ C^a (and
+D_opt = C / (6 N_opt) ∝ C^b, b = 1 − a).
+
+Departures:
+- the initialisation grid is screened first: the objective is evaluated at every grid point
+  (cheap, vectorised) and L-BFGS refines only the `n_refine` best (`n_refine=None` refines all
+  of them, the paper's procedure; the paper's grid is `CHINCHILLA_GRID`, our default is coarser);
+- the objective is the *sum* of Huber terms, as in the paper; Besiroglu et al. 2024
+  (arXiv:2404.10102) show how much the fitted values depend on such details;
+- bootstrap intervals (resampling runs with replacement) are percentile intervals.
+N is whatever parameter count you pass; FLOPs per token come from `GPT.flops_per_token`
+(6N + the attention term + the output head).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["param_counts", "training_flops", "flops_6nd", "allocations_for_budget",
+           "PowerLawFit", "fit_power_law", "pareto_frontier", "huber", "chinchilla_objective",
+           "ChinchillaFit", "fit_chinchilla", "CHINCHILLA_GRID", "DEFAULT_GRID",
+           "IsoFLOPProfile", "IsoFLOPFit", "fit_isoflop_parabola", "fit_isoflops",
+           "compute_optimal", "PUBLISHED"]
+
+# Published values, for comparison (../shared/PAPERS.md §1-2).
+PUBLISHED = {
+    "chinchilla": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28,
+                   "a_approach2": 0.49, "b_approach2": 0.51, "a_approach3": 0.46,
+                   "b_approach3": 0.54},
+    "kaplan": {"alpha_N": 0.076, "N_c": 8.8e13, "alpha_D": 0.095, "D_c": 5.4e13,
+               "alpha_C_min": 0.050, "a": 0.73},
+}
+
+
+# ---- FLOPs accounting --------------------------------------------------------------------------
+def param_counts(model) -> dict[str, int]:
+    """{"total": every parameter once, "non_embedding": without token/position embeddings}.
+    Kaplan et al. count N without embeddings; Chinchilla counts all parameters."""
+    return {"total": model.num_params(non_embedding=False),
+            "non_embedding": model.num_params(non_embedding=True)}
+
+
+def training_flops(model, tokens: float, seq_len: int | None = None) -> float:
+    """Training FLOPs for `tokens` tokens: tokens × `model.flops_per_token(seq_len)`, i.e.
+    3 × (2N + 2·n_layer·T·d_model): Kaplan et al.'s forward count (Table 1: 2 FLOPs per weight
+    per token, the output head included, plus 2·n_layer·n_ctx·d for attention over the
+    context), times 3 for forward + backward, i.e. 6N + 6·n_layer·T·d_model."""
+    return float(tokens) * model.flops_per_token(seq_len, training=True)
+
+
+def flops_6nd(n_params, tokens):
+    """The usual approximation C ≈ 6 N D (works on scalars and arrays)."""
+    return 6.0 * np.asarray(n_params, dtype=float) * np.asarray(tokens, dtype=float)
+
+
+def allocations_for_budget(budget: float, n_params: Sequence[float],
+                           flops_per_token: Sequence[float] | None = None) -> list[tuple]:
+    """(N, D) pairs that spend `budget` FLOPs: D = C / flops_per_token, with flops_per_token =
+    6N unless the exact per-model values are given (e.g. from `GPT.flops_per_token`)."""
+    if budget <= 0:
+        raise ValueError(f"budget={budget} must be positive (training FLOPs)")
+    fpt = [6.0 * n for n in n_params] if flops_per_token is None else list(flops_per_token)
+    if len(fpt) != len(n_params):
+        raise ValueError(f"flops_per_token has {len(fpt)} entries for {len(n_params)} models")
+    return [(float(n), budget / f) for n, f in zip(n_params, fpt, strict=True)]
+
+
+def _arrays(*xs) -> list[np.ndarray]:
+    out = [np.asarray(x, dtype=float).ravel() for x in xs]
+    if len({len(x) for x in out}) != 1:
+        raise ValueError(f"inputs have different lengths {[len(x) for x in out]}")
+    if any((x <= 0).any() or not np.isfinite(x).all() for x in out):
+        raise ValueError("scaling-law inputs must be finite and positive (they are logged)")
+    return out
+
+
+# ---- Kaplan-style single power laws ------------------------------------------------------------
+@dataclass
+class PowerLawFit:
+    """L(x) = (x_c / x)^exponent, fitted as a line in log-log space.
+
+    `exponent_se` and `log10_scale_se` are ordinary-least-squares standard errors."""
+    exponent: float
+    scale: float               # x_c
+    exponent_se: float
+    log10_scale_se: float
+    r2: float
+    n_points: int
+
+    def predict(self, x):
+        return (self.scale / np.asarray(x, dtype=float)) ** self.exponent
+
+
+def fit_power_law(x, loss) -> PowerLawFit:
+    """Fit L = (x_c / x)^α by least squares on log L = α log x_c − α log x.
+
+    Args:
+        x: N, D or C of each point (positive).
+        loss: the loss of each point (positive; nats).
+    """
+    x, loss = _arrays(x, loss)
+    if len(x) < 3:
+        raise ValueError(f"a power-law fit with uncertainties needs >= 3 points, got {len(x)}")
+    lx, ly = np.log(x), np.log(loss)
+    X = np.stack([np.ones_like(lx), lx], axis=1)
+    coef, *_ = np.linalg.lstsq(X, ly, rcond=None)
+    resid = ly - X @ coef
+    dof = max(len(x) - 2, 1)
+    cov = np.linalg.inv(X.T @ X) * (resid @ resid) / dof
+    intercept, slope = coef
+    alpha = -slope
+    log_xc = intercept / alpha
+    # delta method for log x_c = intercept / alpha
+    g = np.array([1.0 / alpha, intercept / alpha**2])
+    log_xc_se = math.sqrt(max(g @ cov @ g, 0.0))
+    ss_tot = ((ly - ly.mean()) ** 2).sum()
+    return PowerLawFit(exponent=float(alpha), scale=float(math.exp(log_xc)),
+                       exponent_se=float(math.sqrt(cov[1, 1])),
+                       log10_scale_se=float(log_xc_se / math.log(10)),
+                       r2=float(1 - (resid @ resid) / ss_tot) if ss_tot > 0 else 1.0,
+                       n_points=len(x))
+
+
+def pareto_frontier(x, loss) -> np.ndarray:
+    """Indices (sorted by x) of points whose loss beats every point with a smaller or equal x:
+    the lower envelope Kaplan et al. fit L(N), L(D) and L(C) to."""
+    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
+    order = np.lexsort((loss, x))
+    keep, best = [], math.inf
+    for i in order:
+        if loss[i] < best:
+            keep.append(i)
+            best = loss[i]
+    return np.array(keep, dtype=int)
+
+
+# ---- Chinchilla Approach 3 ---------------------------------------------------------------------
+def huber(r: torch.Tensor, delta: float = 1e-3) -> torch.Tensor:
+    """Elementwise Huber: r²/2 if |r| <= δ, else δ(|r| − δ/2)."""
+    a = r.abs()
+    return torch.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
+
+
+def chinchilla_objective(theta: torch.Tensor, log_n: torch.Tensor, log_d: torch.Tensor,
+                         log_loss: torch.Tensor, delta: float = 1e-3) -> torch.Tensor:
+    """Σ_i Huber_δ(LSE(a − α log N_i, b − β log D_i, e) − log L_i).
+
+    `theta` is (..., 5) = (a, b, e, alpha, beta); leading dimensions give one objective per
+    parameter vector (the grid is evaluated in one call)."""
+    a, b, e, alpha, beta = theta.unbind(-1)
+    terms = torch.stack([a[..., None] - alpha[..., None] * log_n,
+                         b[..., None] - beta[..., None] * log_d,
+                         e[..., None].expand(*e.shape, log_n.shape[-1])], dim=-1)
+    pred = torch.logsumexp(terms, dim=-1)  # (..., n_points)
+    return huber(pred - log_loss, delta).sum(-1)
+
+
+# the paper's grid (App. D.2): 6 × 6 × 5 × 5 × 5 = 4500 starting points for (a, b, e, α, β)
+CHINCHILLA_GRID = {"a": np.arange(0, 30, 5.0), "b": np.arange(0, 30, 5.0),
+                   "e": np.arange(-1, 1.5, 0.5), "alpha": np.arange(0, 2.5, 0.5),
+                   "beta": np.arange(0, 2.5, 0.5)}
+# a finer grid in a, b and a coarser one elsewhere; screened, then the best few are refined
+DEFAULT_GRID = {"a": np.arange(0, 27.5, 2.5), "b": np.arange(0, 27.5, 2.5),
+                "e": np.arange(-1, 1.5, 0.5), "alpha": np.arange(0.1, 1.6, 0.2),
+                "beta": np.arange(0.1, 1.6, 0.2)}
+
+
+@dataclass
+class ChinchillaFit:
+    """L(N, D) = E + A / N^alpha + B / D^beta and how it was obtained."""
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    objective: float             # Σ Huber at the optimum
+    n_points: int
+    ci: dict[str, tuple[float, float]] | None = None  # bootstrap percentile intervals
+    bootstrap: np.ndarray | None = field(default=None, repr=False)  # (n, 5): E, A, B, α, β
+
+    def predict(self, n_params, tokens):
+        n = np.asarray(n_params, dtype=float)
+        d = np.asarray(tokens, dtype=float)
+        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}
+
+    @property
+    def a(self) -> float:
+        """Exponent of N_opt ∝ C^a: β / (α + β)."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        """Exponent of D_opt ∝ C^b: α / (α + β)."""
+        return self.alpha / (self.alpha + self.beta)
+
+
+def _grid(grid: dict) -> torch.Tensor:
+    names = ("a", "b", "e", "alpha", "beta")
+    missing = set(names) - set(grid)
+    if missing:
+        raise ValueError(f"grid lacks {sorted(missing)}; it needs values for {names}")
+    return torch.tensor(list(itertools.product(*(grid[k] for k in names))), dtype=torch.float64)
+
+
+def _lbfgs(theta0: torch.Tensor, objective) -> tuple[torch.Tensor, float]:
+    theta = theta0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=500, tolerance_grad=1e-12,
+                            tolerance_change=1e-14, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = objective(theta)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    with torch.no_grad():
+        value = float(objective(theta))
+    return theta.detach(), value
+
+
+def _fit_once(log_n, log_d, log_loss, starts, delta, n_refine,
+              extra_start=None) -> tuple[np.ndarray, float, np.ndarray]:
+    with torch.no_grad():
+        values = chinchilla_objective(starts, log_n, log_d, log_loss, delta)
+    order = torch.argsort(values)
+    if n_refine is not None:
+        order = order[:n_refine]
+    candidates = [starts[i] for i in order.tolist()]
+    if extra_start is not None:
+        candidates.append(extra_start)
+    best, best_value = None, math.inf
+    for start in candidates:
+        theta, value = _lbfgs(start, lambda t: chinchilla_objective(
+            t, log_n, log_d, log_loss, delta))
+        if math.isfinite(value) and value < best_value:
+            best, best_value = theta, value
+    a, b, e, alpha, beta = best.tolist()
+    return np.array([math.exp(e), math.exp(a), math.exp(b), alpha, beta]), best_value, best
+
+
+def fit_chinchilla(n_params, tokens, loss, delta: float = 1e-3, grid: dict | None = None,
+                   n_refine: int | None = 20, n_bootstrap: int = 0,
+                   bootstrap_refine: int = 0, ci: float = 0.9, seed: int = 0) -> ChinchillaFit:
+    """Fit L(N, D) = E + A/N^α + B/D^β the way Hoffmann et al. 2022 do (Approach 3).
+
+    Args:
+        n_params, tokens, loss: one entry per training run (loss in nats).
+        delta: Huber threshold on the log-loss residual (paper: 1e-3).
+        grid: starting values for (a, b, e, alpha, beta) = (log A, log B, log E, α, β);
+            default `DEFAULT_GRID`; `CHINCHILLA_GRID` is the paper's.
+        n_refine: L-BFGS is run from the `n_refine` grid points with the lowest objective
+            (None: from all of them, slow); the best result is kept.
+        n_bootstrap: if > 0, refit on that many resamples of the runs (with replacement) to get
+            percentile intervals `ci` (e.g. 0.9 → 5th-95th percentiles); each refit starts
+            L-BFGS from the full-data optimum and from its `bootstrap_refine` best grid points
+            (0 by default: warm starts only, fast, may understate multi-modal uncertainty).
+        seed: seeds the bootstrap resampling.
+
+    Returns:
+        A `ChinchillaFit`; `.predict(N, D)`, `.objective`, `.ci` (if bootstrapped).
+    """
+    n, d, y = _arrays(n_params, tokens, loss)
+    if len(n) < 5:
+        raise ValueError(f"fit_chinchilla has 5 parameters and needs >= 5 runs, got {len(n)}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci={ci} must be in (0, 1), e.g. 0.9 for a 90% interval")
+    log_n, log_d, log_y = (torch.tensor(np.log(v), dtype=torch.float64) for v in (n, d, y))
+    starts = _grid(DEFAULT_GRID if grid is None else grid)
+    params, value, theta = _fit_once(log_n, log_d, log_y, starts, delta, n_refine)
+    fit = ChinchillaFit(*params.tolist(), objective=value, n_points=len(n))
+    if n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        samples = []
+        for _ in range(n_bootstrap):
+            idx = torch.as_tensor(rng.integers(0, len(n), len(n)))
+            p, _, _ = _fit_once(log_n[idx], log_d[idx], log_y[idx], starts, delta,
+                                bootstrap_refine, extra_start=theta)
+            samples.append(p)
+        fit.bootstrap = np.array(samples)
+        lo, hi = np.quantile(fit.bootstrap, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
+        fit.ci = {k: (float(lo[i]), float(hi[i]))
+                  for i, k in enumerate(("E", "A", "B", "alpha", "beta"))}
+    return fit
+
+
+# ---- Chinchilla Approach 2: IsoFLOP profiles ---------------------------------------------------
+@dataclass
+class IsoFLOPProfile:
+    """loss ≈ c0 + c1 x + c2 x², x = ln N, for the runs of one budget; its vertex is N_opt."""
+    budget: float
+    coeffs: tuple[float, float, float]   # (c0, c1, c2)
+    n_opt: float
+    loss_opt: float
+    n_points: int
+
+    def predict(self, n_params):
+        x = np.log(np.asarray(n_params, dtype=float))
+        c0, c1, c2 = self.coeffs
+        return c0 + c1 * x + c2 * x**2
+
+
+def fit_isoflop_parabola(n_params, loss, budget: float) -> IsoFLOPProfile:
+    """Least-squares parabola of loss against ln N for one IsoFLOP profile (>= 3 runs).
+
+    Raises:
+        ValueError: fewer than 3 runs, or the parabola opens downwards (no minimum: the
+            profile does not bracket the optimum; add smaller and larger models)."""
+    n, y = _arrays(n_params, loss)
+    if len(n) < 3:
+        raise ValueError(f"budget {budget:.3g}: a parabola needs >= 3 runs, got {len(n)}")
+    c2, c1, c0 = np.polyfit(np.log(n), y, 2)
+    if c2 <= 0:
+        raise ValueError(f"budget {budget:.3g}: the parabola opens downwards (c2={c2:.3g}); "
+                         "its runs do not bracket a minimum")
+    x_opt = -c1 / (2 * c2)
+    return IsoFLOPProfile(budget=float(budget), coeffs=(float(c0), float(c1), float(c2)),
+                          n_opt=float(math.exp(x_opt)),
+                          loss_opt=float(c0 + c1 * x_opt + c2 * x_opt**2), n_points=len(n))
+
+
+@dataclass
+class IsoFLOPFit:
+    """N_opt = k_n C^a and D_opt = k_d C^b from the vertices of the IsoFLOP parabolas."""
+    profiles: list[IsoFLOPProfile]
+    a: float
+    b: float
+    k_n: float
+    k_d: float
+    a_se: float
+    flops_per_param_token: float = 6.0
+    skipped: list[float] = field(default_factory=list)  # budgets whose runs bracket no minimum
+
+    def n_opt(self, budget):
+        return self.k_n * np.asarray(budget, dtype=float) ** self.a
+
+    def d_opt(self, budget):
+        return self.k_d * np.asarray(budget, dtype=float) ** self.b
+
+
+def fit_isoflops(n_params, loss, budgets, flops_per_param_token: float = 6.0,
+                 skip_unbracketed: bool = True) -> IsoFLOPFit:
+    """Chinchilla's Approach 2: a parabola per budget, then log N_opt = log k_n + a log C.
+
+    Args:
+        n_params, loss: one entry per run.
+        budgets: the IsoFLOP budget (target FLOPs) each run belongs to; runs with equal budget
+            form one profile.
+        flops_per_param_token: D_opt = C / (this × N_opt); 6 for C = 6ND.
+        skip_unbracketed: leave out (and list in `.skipped`) budgets whose parabola has no
+            minimum or whose vertex lies outside the range of N trained; False raises instead.
+
+    Returns:
+        An `IsoFLOPFit`; `b = 1 − a` exactly under C = 6ND (D_opt is derived from N_opt).
+    """
+    n, y, c = _arrays(n_params, loss, budgets)
+    profiles, skipped = [], []
+    for budget in np.unique(c):
+        sel = c == budget
+        try:
+            profile = fit_isoflop_parabola(n[sel], y[sel], budget)
+            if not n[sel].min() <= profile.n_opt <= n[sel].max():
+                raise ValueError(f"budget {budget:.3g}: the vertex N={profile.n_opt:.3g} lies "
+                                 f"outside the models trained ({n[sel].min():.3g}-"
+                                 f"{n[sel].max():.3g}); add models beyond that end")
+        except ValueError:
+            if not skip_unbracketed:
+                raise
+            skipped.append(float(budget))
+            continue
+        profiles.append(profile)
+    if len(profiles) < 2:
+        raise ValueError(f"need >= 2 budgets that bracket a minimum to fit N_opt ∝ C^a, got "
+                         f"{len(profiles)} (skipped {skipped})")
+    cs = np.array([p.budget for p in profiles])
+    n_opt = np.array([p.n_opt for p in profiles])
+    law = fit_power_law(cs, 1.0 / n_opt) if len(cs) >= 3 else None
+    slope, intercept = np.polyfit(np.log(cs), np.log(n_opt), 1)
+    k_n = math.exp(intercept)
+    # D_opt = C / (f k_n C^a) = (1 / (f k_n)) C^(1-a)
+    return IsoFLOPFit(profiles=profiles, a=float(slope), b=float(1 - slope),
+                      k_n=k_n, k_d=1.0 / (flops_per_param_token * k_n),
+                      a_se=float(law.exponent_se) if law is not None else float("nan"),
+                      flops_per_param_token=flops_per_param_token, skipped=skipped)
+
+
+def compute_optimal(budget, fit: ChinchillaFit | IsoFLOPFit,
+                    flops_per_param_token: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """(N_opt, D_opt) for a compute budget C (scalar or array), from either fit.
+
+    For a `ChinchillaFit` this is the closed-form minimum of L(N, D) on C = f·N·D (f = 6):
+    N_opt = G (C/f)^(β/(α+β)), D_opt = G^-1 (C/f)^(α/(α+β)), G = (αA/(βB))^(1/(α+β)).
+    For an `IsoFLOPFit` it is the fitted N_opt = k_n C^a, D_opt = k_d C^b.
+    """
+    c = np.asarray(budget, dtype=float)
+    if (c <= 0).any():
+        raise ValueError(f"budget={budget} must be positive (training FLOPs)")
+    if isinstance(fit, IsoFLOPFit):
+        return fit.n_opt(c), fit.d_opt(c)
+    if isinstance(fit, ChinchillaFit):
+        s = fit.alpha + fit.beta
+        g = (fit.alpha * fit.A / (fit.beta * fit.B)) ** (1 / s)
+        x = c / flops_per_param_token
+        return g * x ** (fit.beta / s), x ** (fit.alpha / s) / g
+    raise TypeError(f"fit must be a ChinchillaFit or an IsoFLOPFit, got {type(fit).__name__}")
