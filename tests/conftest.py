@@ -13,3 +13,12 @@ def tiny_config() -> GPTConfig:
 def tiny_model(tiny_config) -> GPT:
     torch.manual_seed(0)
     return GPT(tiny_config)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread than two on the shared 2-core CI machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -46,3 +46,246 @@ def test_eos_stops_generation(tiny_model):
     first = generate(tiny_model, x, 1, temperature=0)[0, -1].item()
     out = generate(tiny_model, x, 10, temperature=0, eos_token_id=first)
     assert out.shape == (1, 3)
+
+
+# ---- the decoding module: strategies, HF parity, batching, streaming, bad input ----------------
+
+from minillm.data import data_dir  # noqa: E402
+from minillm.generation import left_pad, stream  # noqa: E402
+from minillm.models import GPT, GPTConfig  # noqa: E402
+from minillm.speculative import speculative_generate, verify_draft  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def hf_pair():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=50, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                                  bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    return hf, GPT.from_hf_gpt2(hf).eval()
+
+
+def _hf_generate(hf, x, **kwargs):
+    kwargs.setdefault("attention_mask", torch.ones_like(x))
+    kwargs.setdefault("pad_token_id", 0)
+    return hf.generate(x, do_sample=False, **kwargs)
+
+
+def test_greedy_matches_hugging_face(hf_pair):
+    hf, ours = hf_pair
+    x = torch.randint(1, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+    expected = _hf_generate(hf, x, max_new_tokens=25, eos_token_id=None)
+    assert torch.equal(generate(ours, x, 25, do_sample=False), expected)
+    expected = _hf_generate(hf, x, max_new_tokens=25, repetition_penalty=1.3,
+                            no_repeat_ngram_size=3, eos_token_id=None)
+    got = generate(ours, x, 25, do_sample=False, repetition_penalty=1.3, no_repeat_ngram_size=3)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("num_beams, length_penalty, early_stopping, eos", [
+    (4, 1.0, False, None), (3, 0.5, True, 5), (4, 2.0, "never", [5, 7]), (2, -1.0, False, 3),
+    (3, 0.0, True, 3),
+])
+def test_beam_search_matches_hugging_face(hf_pair, num_beams, length_penalty, early_stopping, eos):
+    hf, ours = hf_pair
+    x = torch.randint(1, 50, (3, 7), generator=torch.Generator().manual_seed(0))
+    # pad with a non-zero id: HF fills with `pad_token_id or eos`, so a pad id of 0 becomes eos
+    expected = _hf_generate(hf, x, max_new_tokens=15, num_beams=num_beams, pad_token_id=1,
+                            length_penalty=length_penalty, early_stopping=early_stopping,
+                            eos_token_id=eos)
+    got = generate(ours, x, 15, do_sample=False, num_beams=num_beams, pad_token_id=1,
+                   length_penalty=length_penalty, early_stopping=early_stopping, eos_token_id=eos)
+    assert torch.equal(got, expected)
+
+
+def test_left_padded_batch_matches_hugging_face_and_single_prompts(hf_pair):
+    hf, ours = hf_pair
+    prompts = [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    ids, mask = left_pad(prompts, pad_token_id=0)
+    assert mask.tolist()[1] == [0, 0, 0, 1, 1]
+    for kwargs in [{}, {"num_beams": 3}]:
+        expected = _hf_generate(hf, ids, attention_mask=mask, max_new_tokens=10, **kwargs)
+        got = generate(ours, ids, 10, do_sample=False, attention_mask=mask, **kwargs)
+        assert torch.equal(got, expected)
+    alone = [generate(ours, torch.tensor([p]), 10, do_sample=False)[0, -10:] for p in prompts]
+    assert torch.equal(got[:, -10:], generate(ours, ids, 10, do_sample=False,
+                                              attention_mask=mask, num_beams=3)[:, -10:])
+    assert torch.equal(generate(ours, ids, 10, do_sample=False, attention_mask=mask)[:, -10:],
+                       torch.stack(alone))
+
+
+def test_trained_checkpoint_exported_to_hf_decodes_identically():
+    transformers = pytest.importorskip("transformers")
+    path = data_dir() / "checkpoints" / "shakespeare_byte"
+    if not (path / "model.safetensors").exists():
+        pytest.skip("the course checkpoint is not built")
+    ours = GPT.from_checkpoint(path).eval()
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**ours.hf_gpt2_config())).eval()
+    hf.load_state_dict(ours.to_hf_gpt2_state_dict(), strict=False)
+    x = torch.tensor([list(b"ROMEO:\nWhat light")])
+    for kwargs in [{}, {"num_beams": 3}]:
+        expected = _hf_generate(hf, x, max_new_tokens=24, eos_token_id=None, **kwargs)
+        assert torch.equal(generate(ours, x, 24, do_sample=False, **kwargs), expected)
+
+
+def _hidden(model, ids):
+    """Final (post-norm) hidden states, computed block by block (no hooks, no cache)."""
+    x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.size(1)))
+    for block in model.blocks:
+        x = block(x)
+    return model.norm_f(x)[0]  # (T, C)
+
+
+def _reference_contrastive(model, ids, steps, alpha, k):
+    """Su et al. 2022, eq. (5), written out: score every top-k candidate by a full forward."""
+    for _ in range(steps):
+        probs = model(ids)[0][0, -1].softmax(-1)
+        context = _hidden(model, ids)
+        top_p, top_i = probs.topk(k)
+        scores = []
+        for p, v in zip(top_p, top_i, strict=True):
+            h_v = _hidden(model, torch.cat([ids, v.view(1, 1)], dim=1))[-1]
+            penalty = torch.nn.functional.cosine_similarity(h_v[None], context).max()
+            scores.append((1 - alpha) * p - alpha * penalty)
+        ids = torch.cat([ids, top_i[torch.stack(scores).argmax()].view(1, 1)], dim=1)
+    return ids
+
+
+@torch.no_grad()
+def test_contrastive_search_matches_the_papers_formula(hf_pair):
+    # transformers >= 4.56 moved contrastive search to a Hub repo (custom_generate), which
+    # cannot be fetched offline, so the reference is the paper's formula written out.
+    _, ours = hf_pair
+    x = torch.randint(1, 50, (2, 6), generator=torch.Generator().manual_seed(3))
+    got = generate(ours, x, 12, penalty_alpha=0.6, top_k=4)
+    for row in range(2):
+        assert torch.equal(got[row:row + 1], _reference_contrastive(ours, x[row:row + 1], 12, 0.6, 4))
+    # alpha -> 0 is greedy
+    assert torch.equal(generate(ours, x, 12, penalty_alpha=1e-9, top_k=4),
+                       generate(ours, x, 12, do_sample=False))
+
+
+def test_streaming_yields_the_same_tokens(tiny_model):
+    x = torch.randint(0, 61, (2, 4))
+    steps = list(stream(tiny_model, x, 6, do_sample=False))
+    assert len(steps) == 6 and all(s.shape == (2,) for s in steps)
+    assert torch.equal(torch.stack(steps, 1), generate(tiny_model, x, 6, temperature=0)[:, 4:])
+
+
+def test_stop_tokens_list_and_padding_of_finished_rows(tiny_model):
+    x = torch.randint(0, 61, (3, 3), generator=torch.Generator().manual_seed(2))
+    free = generate(tiny_model, x, 8, do_sample=False)
+    stop = [int(free[0, 4]), int(free[1, 5])]
+    out = generate(tiny_model, x, 8, do_sample=False, eos_token_id=stop, pad_token_id=60)
+    for row in out[:, 3:]:
+        hits = [i for i, t in enumerate(row.tolist()) if t in stop]
+        if hits:  # everything after the first stop token is padding
+            assert set(row[hits[0] + 1:].tolist()) <= {60}
+
+
+def test_sampling_warpers_change_the_draws(tiny_model):
+    x = torch.zeros(4, 2, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    out = generate(tiny_model, x, 10, do_sample=True, top_k=1, generator=g)
+    assert torch.equal(out, generate(tiny_model, x, 10, do_sample=False))  # top-1 is greedy
+    for kwargs in [dict(top_p=0.5), dict(min_p=0.2), dict(typical_p=0.5), dict(temperature=0.3)]:
+        a = generate(tiny_model, x, 10, do_sample=True, generator=torch.Generator().manual_seed(1),
+                     **kwargs)
+        b = generate(tiny_model, x, 10, do_sample=True, generator=torch.Generator().manual_seed(1),
+                     **kwargs)
+        assert torch.equal(a, b) and a.shape == (4, 12)
+
+
+def test_bad_input_gives_clear_errors(tiny_model):
+    x = torch.zeros(1, 4, dtype=torch.long)
+    cases = [
+        (dict(input_ids=torch.zeros(1, 0, dtype=torch.long)), "empty prompt"),
+        (dict(input_ids=torch.zeros(1, 17, dtype=torch.long)), "context_length=16"),
+        (dict(top_p=0.0, do_sample=True), r"top_p=0.0 must be in \(0, 1\]"),
+        (dict(top_p=1.2, do_sample=True), "top_p=1.2"),
+        (dict(temperature=0.0, do_sample=True), "must be > 0 when sampling"),
+        (dict(temperature=-0.5), "temperature=-0.5"),
+        (dict(max_new_tokens=-1), "max_new_tokens=-1"),
+        (dict(num_beams=2, max_new_tokens=13), "exceeds context_length=16"),
+        (dict(num_beams=0), "num_beams=0"),
+        (dict(num_beams=2, do_sample=True), "beam sampling"),
+    ]
+    for kwargs, match in cases:
+        args = dict(input_ids=x, max_new_tokens=3) | kwargs
+        with pytest.raises(ValueError, match=match):
+            generate(tiny_model, **args)
+    # documented behaviour: greedy and sampling continue past the context with a sliding window
+    assert generate(tiny_model, x, 30, do_sample=False).shape == (1, 34)
+
+
+def test_speculative_greedy_equals_target_greedy(hf_pair):
+    _, target = hf_pair
+    torch.manual_seed(1)
+    draft = GPT(GPTConfig(vocab_size=50, context_length=64, d_model=16, n_layer=1, n_head=2)).eval()
+    x = torch.randint(1, 50, (1, 5), generator=torch.Generator().manual_seed(4))
+    expected = generate(target, x, 20, do_sample=False)
+    for gamma in (1, 3, 6):
+        out, stats = speculative_generate(target, draft, x, 20, num_assistant_tokens=gamma,
+                                          return_stats=True)
+        assert torch.equal(out, expected) and 0 <= stats["acceptance_rate"] <= 1
+    # a draft identical to the target is always accepted
+    out, stats = speculative_generate(target, target, x, 20, num_assistant_tokens=4,
+                                      return_stats=True)
+    assert torch.equal(out, expected) and stats["acceptance_rate"] == 1.0
+    assert torch.equal(generate(target, x, 20, do_sample=False, assistant_model=draft), expected)
+
+
+def _chi2_critical(df: int, z: float = 3.09) -> float:
+    """Wilson-Hilferty approximation of the chi-square quantile (z = 3.09: p = 0.001)."""
+    return df * (1 - 2 / (9 * df) + z * (2 / (9 * df)) ** 0.5) ** 3
+
+
+def test_verify_draft_samples_exactly_from_the_target():
+    g = torch.Generator().manual_seed(0)
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]])
+    q = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    counts = torch.zeros(4)
+    n = 4000
+    for _ in range(n):
+        d = torch.multinomial(q[0], 1, generator=g)
+        accepted, nxt = verify_draft(d, q, p, g)
+        counts[int(d) if accepted else nxt] += 1
+    chi2 = ((counts - n * p[0]) ** 2 / (n * p[0])).sum()
+    assert chi2 < _chi2_critical(3)
+
+
+def test_speculative_sampling_has_the_target_distribution():
+    """Leviathan et al., Theorem 3.5, end to end on a 4-token vocabulary: the 3-token
+    continuations of speculative sampling follow the target's exact joint distribution."""
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=4, context_length=8, d_model=16, n_head=2, init_std=0.5)
+    target = GPT(GPTConfig(n_layer=2, **cfg)).eval()
+    draft = GPT(GPTConfig(n_layer=1, **cfg)).eval()
+    x = torch.tensor([[1, 2]])
+    with torch.no_grad():  # exact target probabilities of all 64 continuations
+        exact = torch.zeros(4, 4, 4)
+        for a in range(4):
+            for b in range(4):
+                seq = torch.tensor([[1, 2, a, b]])
+                logp = target(seq)[0][0].log_softmax(-1)
+                exact[a, b] = (logp[1, a] + logp[2, b] + logp[3]).exp()
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    counts = torch.zeros(4, 4, 4)
+    accepted = drafted = 0
+    for _ in range(n):
+        out, stats = speculative_generate(target, draft, x, 3, do_sample=True,
+                                          num_assistant_tokens=2, generator=g,
+                                          return_stats=True)
+        counts[tuple(out[0, 2:].tolist())] += 1
+        accepted, drafted = accepted + stats["accepted"], drafted + stats["drafted"]
+    expected = n * exact.flatten()
+    keep = expected >= 5  # pool the rare outcomes into one bin
+    obs = torch.cat([counts.flatten()[keep], counts.flatten()[~keep].sum().view(1)])
+    exp = torch.cat([expected[keep], expected[~keep].sum().view(1)])
+    chi2 = ((obs - exp) ** 2 / exp.clamp(min=1e-9)).sum()
+    assert chi2 < _chi2_critical(int(keep.sum()))
+    assert 0 < accepted < drafted  # the draft differs: some tokens are rejected

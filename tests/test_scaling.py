@@ -237,8 +237,8 @@ def test_sweep_config_validates():
         SweepConfig(budgets=())
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_run_sweep_records_points_and_resumes(tmp_path):
-    torch.set_num_threads(1)
     cfg = SweepConfig(budgets=(2e8, 4e8), shapes=((16, 1),), context_length=16, batch_size=4,
                       eval_tokens=512, min_steps=1, min_tokens_per_param=0.01)
     out = tmp_path / "sweep.jsonl"

@@ -9,6 +9,10 @@ writes the formula out (and can return the weights, for heatmaps); "sdpa" calls
 
 Grouped-query attention (Ainslie et al. 2023, 2305.13245) is supported through `n_kv_head`:
 each of the n_kv_head key/value heads serves n_head / n_kv_head query heads.
+
+Decoding passes a `KVCache` (minillm.models.kv_cache): the new keys/values are appended to the
+cached ones and the T new queries attend over all T_past + T keys. The queries are then the
+*last* T positions, so the causal mask is aligned at the bottom-right (`causal_mask(T, T_k)`).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.models.config import GPTConfig
+from minillm.models.kv_cache import KVCache
 
-__all__ = ["CausalSelfAttention", "causal_mask", "naive_attention"]
+__all__ = ["CausalSelfAttention", "causal_mask", "naive_attention", "padding_causal_mask"]
 
 
 def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch.Tensor:
@@ -30,6 +35,17 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch
     q = torch.arange(t_q, device=device)[:, None]
     k = torch.arange(t_k, device=device)[None, :]
     return k <= q + offset
+
+
+def padding_causal_mask(t_q: int, key_mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, t_q, T_k) boolean mask: causal, and blind to keys where `key_mask` (B, T_k) is 0
+    (left padding). A query always sees its own key, so a padding query's softmax is never
+    over nothing (that would give NaN, which a zero weight cannot cancel in `weights @ v`)."""
+    t_k = key_mask.size(1)
+    q = torch.arange(t_q, device=key_mask.device)[:, None] + (t_k - t_q)  # query positions
+    k = torch.arange(t_k, device=key_mask.device)[None, :]
+    mask = (k <= q)[None] & key_mask.bool()[:, None, :]  # (B, t_q, T_k)
+    return (mask | (k == q)[None])[:, None]
 
 
 def naive_attention(
@@ -64,7 +80,11 @@ class CausalSelfAttention(nn.Module):
         self.last_weights: torch.Tensor | None = None  # filled when record_weights is set
         self.record_weights = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """x: (B, T, C). mask: optional boolean (B or 1, 1, T, T_k), True where a query may look;
+        None means causal. cache: keys/values of earlier tokens, updated in place (`layer` says
+        which of its layers is ours)."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
@@ -72,17 +92,25 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, T, D)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, Hkv, T_past + T, D)
+        T_k = k.size(2)
         if self.n_kv_head != self.n_head:
             group = self.n_head // self.n_kv_head
-            k = k.repeat_interleave(group, dim=1)  # (B, H, T, D)
+            k = k.repeat_interleave(group, dim=1)  # (B, H, T_k, D)
             v = v.repeat_interleave(group, dim=1)
         dropout_p = self.config.dropout if self.training else 0.0
         if self.config.attn_impl == "naive" or self.record_weights:
-            out, weights = naive_attention(q, k, v, causal_mask(T, T, x.device),
-                                           dropout_p, self.training)
+            if mask is None:
+                mask = causal_mask(T, T_k, x.device)
+            out, weights = naive_attention(q, k, v, mask, dropout_p, self.training)
             if self.record_weights:
                 self.last_weights = weights.detach()
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        elif mask is None and T > 1 and T != T_k:  # several new queries after a cache
+            out = F.scaled_dot_product_attention(q, k, v, causal_mask(T, T_k, x.device),
+                                                 dropout_p=dropout_p)
+        else:  # one query sees every key; T == T_k is the ordinary causal case
+            out = F.scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p,
+                                                 is_causal=mask is None and T > 1)
         out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, C)
         return self.resid_dropout(self.proj(out))

@@ -8,26 +8,30 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 - defaults reproduce GPT-2 exactly (see `from_hf_gpt2`: identical logits);
 - the QKV projection is a `Linear` (out, in); GPT-2's `Conv1D` stores (in, out);
 - `n_kv_head < n_head` gives grouped-query attention (not in GPT-2);
-- `attn_impl="naive"` keeps the written-out attention beside the fused one.
+- `attn_impl="naive"` keeps the written-out attention beside the fused one;
+- for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
+  `attention_mask` (Hugging Face's names and conventions).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from minillm.io import atomic_folder, atomic_write_json, load_tensors, read_json, save_tensors
+from minillm.models.attention import padding_causal_mask
+from minillm.models.base import LanguageModel, lm_loss
 from minillm.models.config import GPTConfig
+from minillm.models.kv_cache import KVCache
 from minillm.models.layers import Block, make_norm
 
 __all__ = ["GPT"]
 
 
-class GPT(nn.Module):
+class GPT(LanguageModel):
+    config_class = GPTConfig
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -55,31 +59,40 @@ class GPT(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+        cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Args:
             idx: (B, T) token ids, T <= context_length.
             targets: optional (B, T) next-token ids; -100 marks positions to ignore.
+            cache: optional KV cache holding the keys/values of the tokens before `idx`; it is
+                extended by `idx`'s (decoding: prefill the prompt, then one token per call).
+            position_ids: optional (B, T) or (T,) positions of `idx`'s tokens; default
+                `past + arange(T)` with `past` the tokens already in the cache.
+            attention_mask: optional (B, past + T) 1 for real tokens, 0 for (left) padding.
 
         Returns:
             logits (B, T, vocab_size) and the mean cross-entropy loss in nats (or None).
         """
         B, T = idx.shape
-        if T > self.config.context_length:
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.context_length:
             raise ValueError(
-                f"input has {T} tokens but context_length={self.config.context_length}; "
+                f"input has {past + T} tokens but context_length={self.config.context_length}; "
                 "crop the input (keep the last context_length tokens) or use a model with a "
                 "longer context"
             )
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=idx.device)
+        mask = None if attention_mask is None else padding_causal_mask(T, attention_mask)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(position_ids))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, cache, i)
+        if cache is not None:
+            cache.advance(T)
         logits = self.lm_head(self.norm_f(x))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return logits, loss
+        return logits, lm_loss(logits, targets)
 
     # ---- accounting ----------------------------------------------------------------------
     def num_params(self, non_embedding: bool = True) -> int:
@@ -93,10 +106,11 @@ class GPT(nn.Module):
         return n
 
     def flops_per_token(self, seq_len: int | None = None, training: bool = True) -> float:
-        """FLOPs to process one token: 2N per forward plus attention's 2 * n_layer * T * C for
-        QK^T and AV (Kaplan et al. 2020, Table 1); training (forward + backward) is 3x that,
-        the familiar 6N + 12 * n_layer * T * C (PaLM, App. B). N excludes embeddings but
-        includes the output projection, which is a matmul like any other."""
+        """FLOPs to process one token, Kaplan et al. 2020 (Table 1): 2N per forward plus the
+        context-dependent 2 * n_layer * T * C; training (forward + backward) is 3x that,
+        6N + 6 * n_layer * T * C. N excludes embeddings but includes the output projection, a
+        matmul like any other. (PaLM, App. B, counts both QK^T and AV over the full context,
+        12 * n_layer * T * C; for T << 6 * C the difference is small.)"""
         c = self.config
         t = c.context_length if seq_len is None else seq_len
         n = self.num_params(non_embedding=True) + c.vocab_size * c.d_model
@@ -115,35 +129,7 @@ class GPT(nn.Module):
         tensors = dict(tensors)
         if self.config.tie_embeddings:
             tensors.setdefault("lm_head.weight", tensors.get("tok_emb.weight"))
-        missing = set(self.state_dict()) - set(tensors)
-        unexpected = set(tensors) - set(self.state_dict())
-        if missing or unexpected:
-            raise ValueError(f"weights do not fit this config: missing {sorted(missing)[:5]}, "
-                             f"unexpected {sorted(unexpected)[:5]}")
-        self.load_state_dict(tensors)
-
-    def save(self, path: str | Path, extra_files: dict[str, dict] | None = None) -> None:
-        """Write `path/config.json` and `path/model.safetensors` atomically (the whole folder
-        is swapped in at the end; a failed save leaves an existing folder untouched)."""
-        with atomic_folder(path) as tmp:
-            self.write_files(tmp, extra_files)
-
-    def write_files(self, folder: Path, extra_files: dict[str, dict] | None = None) -> None:
-        """Write config.json, model.safetensors and any extra JSON files into `folder`."""
-        atomic_write_json(folder / "config.json", self.config.to_dict())
-        save_tensors(folder / "model.safetensors", self.weights_state_dict())
-        for name, obj in (extra_files or {}).items():
-            atomic_write_json(folder / name, obj)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GPT:
-        """Load a model from a folder holding `config.json` and `model.safetensors` (a training
-        checkpoint holds more; only these two are read)."""
-        path = Path(path)
-        config = GPTConfig.from_dict(read_json(path / "config.json", "config.json (GPTConfig)"))
-        model = cls(config)
-        model.load_weights(load_tensors(path / "model.safetensors", "model.safetensors"))
-        return model.to(map_location)
+        super().load_weights(tensors)
 
     # ---- GPT-2 interop -------------------------------------------------------------------
     @classmethod

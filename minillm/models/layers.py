@@ -12,6 +12,7 @@ from torch import nn
 
 from minillm.models.attention import CausalSelfAttention
 from minillm.models.config import GPTConfig
+from minillm.models.kv_cache import KVCache
 
 __all__ = ["MLP", "Block", "make_norm"]
 
@@ -42,6 +43,8 @@ class Block(nn.Module):
         self.norm2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """x: (B, T, C); mask, cache and layer go to the attention (see CausalSelfAttention)."""
+        x = x + self.attn(self.norm1(x), mask, cache, layer)
         return x + self.mlp(self.norm2(x))

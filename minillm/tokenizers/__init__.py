@@ -32,7 +32,6 @@ from minillm.tokenizers.trainer import (
 )
 
 
-
 def tokenizer_from_dict(d: dict):
     """The tokenizer a checkpoint's tokenizer.json describes: {"type": "byte"} or {"type": "bpe"}."""
     from minillm.data.tokenizer import ByteTokenizer

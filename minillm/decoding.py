@@ -1,0 +1,174 @@
+"""The running state every decoding strategy shares: tokens so far, padding mask, KV cache.
+
+`DecodeState.next_logits()` runs the model on the tokens it has not seen yet and returns their
+logits. With a cache that is the prefill (the whole prompt) and then one token per step; without
+one it is a forward over the last `context_length` tokens every time. Both give the same
+numbers, so cached and uncached decoding choose the same tokens.
+
+Batches of prompts of different lengths are *left*-padded (`left_pad`), so every row's next
+token is in the last column; `attention_mask` (B, T) marks real tokens with 1. Positions count
+real tokens only (`cumsum(mask) - 1`), as in Hugging Face, so a padded row gets the same logits
+as the same prompt alone.
+
+Past the context: once the sequence is longer than `context_length`, the model sees the last
+`context_length` tokens (a sliding window, positions restarting at 0). Absolute positions then
+change at every step, so a cache cannot slide with them: those steps run without the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from minillm.models.kv_cache import KVCache
+
+__all__ = ["DecodeState", "left_pad"]
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int = 0
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token lists of different lengths, padding on the left.
+
+    Returns:
+        input_ids (B, T_max) and attention_mask (B, T_max), 1 on real tokens.
+    """
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise ValueError("left_pad needs at least one sequence and no empty ones")
+    t = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), t), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), t), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, t - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, t - len(s):] = 1
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp_(min=0)  # (B, T) real-token positions, pads at 0
+
+
+class DecodeState:
+    """Tokens `seq` (B, L), `mask` (B, L) and an optional KV cache, decoded with `model`.
+
+    Args:
+        model: a GPT (anything with `config.context_length` and the cache-aware forward).
+        input_ids: (B, T) prompt, left-padded if `attention_mask` has zeros.
+        attention_mask: optional (B, T), 1 on real tokens.
+        max_length: the longest the sequence will get (sizes the cache).
+        use_cache: keep a KV cache (else recompute the window every step).
+        capture_hidden: also record the final (post-norm) hidden states of each forward in
+            `self.hidden` (B, n, C), for contrastive search.
+    """
+
+    def __init__(self, model: nn.Module, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor | None, max_length: int, use_cache: bool = True,
+                 capture_hidden: bool = False):
+        self.model = model
+        self.ctx = model.config.context_length
+        device = next(model.parameters()).device
+        self.seq = input_ids.to(device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(self.seq)
+        if attention_mask.shape != self.seq.shape:
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} differs from "
+                             f"input_ids shape {tuple(self.seq.shape)}")
+        self.mask = attention_mask.to(device=device, dtype=torch.long)
+        self.padded = not bool(self.mask.all())
+        cache_len = min(self.ctx, max_length)
+        self.cache = KVCache.for_model(model, self.seq.size(0), cache_len) if use_cache else None
+        self.n_seen = 0  # tokens of `seq` whose keys/values are in the cache
+        self.hidden: torch.Tensor | None = None
+        self._hook = None
+        self._slots: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if capture_hidden:
+            self._hook = model.norm_f.register_forward_hook(self._record_hidden)
+
+    def _record_hidden(self, module, args, output) -> None:
+        self.hidden = output
+
+    def close(self) -> None:
+        """Remove the hidden-state hook (if any)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    @property
+    def length(self) -> int:
+        return self.seq.size(1)
+
+    def next_logits(self) -> torch.Tensor:
+        """Logits (B, n, V) of the n tokens appended since the last call (all, at first)."""
+        n_new = self.length - self.n_seen
+        cached = self.cache is not None and self.length <= self.cache.max_length
+        if cached:
+            new = self.seq[:, self.n_seen:]
+            pos = _positions(self.mask)[:, self.n_seen:] if self.padded else None
+            logits, _ = self.model(new, cache=self.cache, position_ids=pos,
+                                   attention_mask=self.mask if self.padded else None)
+        else:  # no cache, or past the context: forward over the window
+            window, wmask = self.seq[:, -self.ctx:], self.mask[:, -self.ctx:]
+            padded = not bool(wmask.all())
+            logits, _ = self.model(window, position_ids=_positions(wmask) if padded else None,
+                                   attention_mask=wmask if padded else None)
+            logits = logits[:, -n_new:]
+            if self.hidden is not None:
+                self.hidden = self.hidden[:, -n_new:]
+        self.n_seen = self.length
+        return logits
+
+    def append(self, tokens: torch.Tensor) -> None:
+        """Append (B,) or (B, n) tokens (all real: mask 1)."""
+        tokens = tokens.view(self.seq.size(0), -1).to(self.seq.device)
+        self.seq = torch.cat([self.seq, tokens], dim=1)
+        self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=1)
+
+    def crop(self, length: int) -> None:
+        """Keep the first `length` tokens (and their cache entries)."""
+        self.seq, self.mask = self.seq[:, :length], self.mask[:, :length]
+        self.n_seen = min(self.n_seen, length)
+        if self.cache is not None and self.cache.length > self.n_seen:
+            self.cache.crop(self.n_seen)
+
+    def try_each(self, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the model on each of k candidate next tokens (B, k) without keeping any.
+
+        Returns logits (B, k, V) and, with capture_hidden, final hidden states (B, k, C). The
+        candidates' cache slots are remembered so that `commit` can keep the chosen ones; each
+        candidate is a batch-B forward, so the cache is never copied k times."""
+        start = self.length
+        logits, hidden, self._slots = [], [], []
+        for j in range(candidates.size(1)):
+            self.append(candidates[:, j])
+            logits.append(self.next_logits()[:, -1])
+            if self.hidden is not None:
+                hidden.append(self.hidden[:, -1])
+            if self.cache is not None and self.cache.length > start:
+                self._slots.append((self.cache.keys[:, :, :, start].clone(),
+                                    self.cache.values[:, :, :, start].clone()))
+            self.crop(start)
+        return torch.stack(logits, 1), torch.stack(hidden, 1) if hidden else None
+
+    def commit(self, candidates: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        """Append candidate `choice` (B,) of each row after `try_each(candidates)`; returns the
+        chosen tokens (B,)."""
+        rows = torch.arange(candidates.size(0), device=candidates.device)
+        tokens = candidates[rows, choice]
+        start = self.length
+        self.append(tokens)
+        if self._slots:
+            keys = torch.stack([k for k, _ in self._slots])    # (k, n_layer, B, H, D)
+            values = torch.stack([v for _, v in self._slots])
+            self.cache.keys[:, :, :, start] = keys[choice, :, rows].transpose(0, 1)
+            self.cache.values[:, :, :, start] = values[choice, :, rows].transpose(0, 1)
+            self.cache.advance(1)
+            self.n_seen = self.length
+        self._slots = []
+        return tokens
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (B',) in that order (beam search parents, contrastive candidates)."""
+        self.seq, self.mask = self.seq[index], self.mask[index]
+        if self.cache is not None:
+            self.cache.reorder(index)

@@ -1,0 +1,142 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minillm.data import ByteTokenizer
+from minillm.models.neural import (
+    MLPLM,
+    RNNLM,
+    MLPLMConfig,
+    RNNLMConfig,
+    gradient_norm_by_distance,
+    lm_nll_bits,
+    text_bits_per_byte,
+)
+from minillm.ngram import NGramLM
+from minillm.training import TrainConfig, Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("cls,kwargs,message", [
+    (MLPLMConfig, dict(n_context=0), "n_context=0 must be a positive integer"),
+    (MLPLMConfig, dict(dropout=1.0), "dropout=1.0 must be in"),
+    (RNNLMConfig, dict(cell="transformer"), "cell='transformer' is not supported"),
+    (RNNLMConfig, dict(d_hidden=-1), "d_hidden=-1 must be a positive integer"),
+])
+def test_config_validation_names_field_and_value(cls, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cls(**kwargs)
+
+
+def test_config_round_trips_and_rejects_unknown_fields():
+    c = RNNLMConfig(cell="gru", d_hidden=8)
+    assert RNNLMConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="unknown fields"):
+        MLPLMConfig.from_dict({"n_embd": 3})
+
+
+def small_models():
+    torch.manual_seed(0)
+    return [MLPLM(MLPLMConfig(vocab_size=11, context_length=12, n_context=3, d_embed=4,
+                              d_hidden=16, direct=True)),
+            *[RNNLM(RNNLMConfig(vocab_size=11, context_length=12, cell=c, d_embed=4, d_hidden=8))
+              for c in ("rnn", "gru", "lstm")]]
+
+
+@pytest.mark.parametrize("model", small_models(), ids=["mlp", "rnn", "gru", "lstm"])
+def test_shapes_loss_and_causality(model):
+    x = torch.randint(0, 11, (2, 12))
+    logits, loss = model(x, x)
+    assert logits.shape == (2, 12, 11)
+    torch.testing.assert_close(loss, F.cross_entropy(logits.flatten(0, 1), x.flatten()))
+    x2 = x.clone()
+    x2[:, 6] = (x2[:, 6] + 1) % 11
+    changed = (model(x2)[0] - logits).abs().amax(dim=(0, 2)) > 0
+    assert not changed[:6].any() and changed[6]          # no position sees the future
+    if isinstance(model, MLPLM):                         # and the MLP sees only n-1 = 3 tokens
+        assert changed.tolist() == [False] * 6 + [True] * 3 + [False] * 3
+    with pytest.raises(ValueError, match="context_length=12"):
+        model(torch.zeros(1, 13, dtype=torch.long))
+
+
+def test_mlp_is_bengios_equation_written_out():
+    model = small_models()[0]
+    x = torch.randint(0, 11, (1, 12))
+    C, H, U, W = model.embed.weight, model.hidden, model.out, model.direct.weight
+    t = 7
+    feats = torch.cat([C[x[0, t - 2]], C[x[0, t - 1]], C[x[0, t]]])    # oldest first
+    y = U.bias + W @ feats + U.weight @ torch.tanh(H.bias + H.weight @ feats)
+    torch.testing.assert_close(model(x)[0][0, t], y)
+    pad = C[11]                                                          # before the start
+    feats0 = torch.cat([pad, pad, C[x[0, 0]]])
+    y0 = U.bias + W @ feats0 + U.weight @ torch.tanh(H.bias + H.weight @ feats0)
+    torch.testing.assert_close(model(x)[0][0, 0], y0)
+
+
+@pytest.mark.parametrize("which", [0, 3], ids=["mlp", "lstm"])
+def test_trains_with_the_trainer_and_resumes_from_its_checkpoint(which, tmp_path):
+    tokens = torch.arange(400) % 7                       # a periodic sequence: easy to learn
+    cfg = dict(max_steps=60, batch_size=8, lr=3e-2, warmup_steps=5, eval_interval=30,
+               eval_batches=2, log_interval=10, checkpoint_interval=30, progress=False)
+    model = small_models()[which]
+    trainer = Trainer(model, tokens, tokens, TrainConfig(**cfg, out_dir=str(tmp_path)))
+    history = trainer.fit()
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    loaded = type(model).from_checkpoint(tmp_path / "checkpoints" / "step_000060")
+    x = tokens[:12][None]
+    torch.testing.assert_close(loaded(x)[0], model(x)[0])
+    fresh = small_models()[which]                        # resume at step 30, finish, same weights
+    resumed = Trainer(fresh, tokens, tokens, TrainConfig(**cfg, out_dir=str(tmp_path / "b")))
+    resumed.resume(tmp_path / "checkpoints" / "step_000030")
+    resumed.fit()
+    for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_lm_nll_bits_scores_every_token_once():
+    model = small_models()[2].eval()
+    ids = torch.randint(0, 10, (30,))
+    seq = torch.cat([torch.tensor([10]), ids])
+    # one window of length <= context_length: the plain sum of cross-entropies
+    logits = model(seq[:-1][None][:, :12])[0][0]
+    expected = F.cross_entropy(logits, seq[1:13], reduction="sum").item() / math.log(2)
+    assert lm_nll_bits(model, ids[:12], bos_id=10) == pytest.approx(expected, rel=1e-5)
+    # an MLP with n-1 = 3 sees the same context in any window that keeps >= 2 tokens of overlap
+    mlp = small_models()[0].eval()
+    full = [lm_nll_bits(mlp, ids, bos_id=10, stride=s) for s in (1, 5, 10)]
+    assert full == pytest.approx([full[0]] * 3, rel=1e-5)
+    with torch.no_grad():
+        direct = F.cross_entropy(
+            torch.cat([mlp(seq[i:i + 12][None])[0][0, -1:] if i else mlp(seq[:12][None])[0][0]
+                       for i in range(0, 19)]), seq[1:], reduction="sum")
+    assert full[0] == pytest.approx(direct.item() / math.log(2), rel=1e-5)
+
+
+def test_text_bits_per_byte_is_one_function_for_ngram_and_neural_models():
+    text = "to be or not to be"
+    ngram = NGramLM(3, "kneser_ney", tokenizer="bytes").fit_text("to be, or not to be: that")
+    assert text_bits_per_byte(ngram, text) == ngram.bits_per_byte(text)
+    model = RNNLM(RNNLMConfig(vocab_size=257, context_length=8, d_embed=4, d_hidden=8))
+    ids = ByteTokenizer().encode(text)
+    bits = text_bits_per_byte(model, text)
+    assert bits == pytest.approx(lm_nll_bits(model, ids, bos_id=256) / len(text))
+    assert bits == pytest.approx(math.log2(257), rel=0.05)   # untrained: about uniform
+    with pytest.raises(ValueError, match="start token"):
+        text_bits_per_byte(small_models()[0], text)
+
+
+def test_gradient_norm_by_distance():
+    torch.manual_seed(0)
+    model = RNNLM(RNNLMConfig(vocab_size=11, context_length=20, cell="rnn", d_embed=4,
+                              d_hidden=8))
+    idx = torch.randint(0, 11, (3, 21))
+    norms = gradient_norm_by_distance(model, idx)
+    assert norms.shape == (20,) and (norms > 0).all()
+    assert norms[-1] < 1e-2 * norms[0]                   # a small tanh RNN forgets fast
+    e = model.embed(idx[:, :-1]).detach().requires_grad_(True)
+    logits, _ = model.forward_embeddings(e)
+    F.cross_entropy(logits[:, -1], idx[:, -1], reduction="sum").backward()
+    torch.testing.assert_close(norms[5], e.grad[:, -6].norm(dim=-1).mean())
