@@ -1,13 +1,20 @@
 """Models: the one configurable GPT and its parts, the KV cache, and the neural LMs of ch. 02."""
 
-from minillm.models.attention import CausalSelfAttention, causal_mask, naive_attention
+from minillm.models.attention import (
+    CausalSelfAttention,
+    build_attention_mask,
+    causal_mask,
+    naive_attention,
+)
 from minillm.models.base import LanguageModel, lm_loss
 from minillm.models.config import GPTConfig
 from minillm.models.gpt import GPT
 from minillm.models.kv_cache import KVCache, kv_cache_nbytes
-from minillm.models.layers import MLP, Block
+from minillm.models.layers import Block
+from minillm.models.mlp import GeluMLP, SwiGLU
 from minillm.models.neural import MLPLM, RNNLM, MLPLMConfig, RNNLMConfig
+from minillm.models.norms import RMSNorm
 
-__all__ = ["GPT", "GPTConfig", "Block", "CausalSelfAttention", "KVCache", "LanguageModel", "MLP",
-           "MLPLM", "MLPLMConfig", "RNNLM", "RNNLMConfig", "causal_mask", "kv_cache_nbytes",
-           "lm_loss", "naive_attention"]
+__all__ = ["GPT", "GPTConfig", "Block", "CausalSelfAttention", "GeluMLP", "KVCache",
+           "LanguageModel", "MLPLM", "MLPLMConfig", "RMSNorm", "RNNLM", "RNNLMConfig", "SwiGLU",
+           "build_attention_mask", "causal_mask", "kv_cache_nbytes", "lm_loss", "naive_attention"]

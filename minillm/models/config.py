@@ -1,7 +1,9 @@
 """`GPTConfig`: every architectural choice of the one GPT model, validated.
 
 Chapters switch these fields to compare designs; they never fork the model. The defaults are
-GPT-2's choices (learned positions, pre-LayerNorm, tanh-GELU MLP, tied embeddings, biases).
+GPT-2's choices (learned positions, pre-LayerNorm, tanh-GELU MLP, tied embeddings, biases,
+causal mask). A LLaMA is `positions="rope", norm="rmsnorm", mlp="swiglu", bias=False,
+tie_embeddings=False` with `n_kv_head < n_head` (see `GPT.from_hf_llama`).
 """
 
 from __future__ import annotations
@@ -9,12 +11,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from minillm.models.mlp import swiglu_hidden_size
+
 __all__ = ["GPTConfig"]
 
-POSITIONS = ("learned",)
-NORMS = ("layernorm",)
-MLPS = ("gelu",)
+POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi")
+NORMS = ("layernorm", "rmsnorm")
+NORM_PLACEMENTS = ("pre", "post")
+MLPS = ("gelu", "swiglu")
 ATTN_IMPLS = ("naive", "sdpa")
+ATTN_MASKS = ("causal", "prefix", "bidirectional")
+ROPE_SCALINGS = ("none", "linear", "ntk")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -30,15 +37,21 @@ class GPTConfig:
     n_layer: int = 4               # Transformer blocks
     n_head: int = 4                # query heads; head_dim = d_model // n_head
     n_kv_head: int | None = None   # key/value heads (None = n_head: multi-head attention)
-    d_ff: int | None = None        # MLP hidden width (None = 4 * d_model)
+    d_ff: int | None = None        # MLP hidden width (None = 4 d; SwiGLU: 8d/3 rounded up to 32)
     dropout: float = 0.0           # on attention weights, residual branches and embeddings
     bias: bool = True              # biases in Linear layers and norms (GPT-2: True)
     tie_embeddings: bool = True    # output head shares the token embedding matrix
-    positions: str = "learned"     # position scheme: learned absolute table (GPT-2)
-    norm: str = "layernorm"        # normalisation layer
+    positions: str = "learned"     # "none", "learned" (GPT-2), "sinusoidal", "rope", "alibi"
+    rope_base: float = 10000.0     # RoPE: theta_i = base^(-2i/d)
+    rope_fraction: float = 1.0     # RoPE: share of each head's dims that rotate (GPT-NeoX: 0.25)
+    rope_scaling: str = "none"     # RoPE for longer contexts: "linear" (interpolation) or "ntk"
+    rope_scale: float = 1.0        # RoPE: the context extension factor for rope_scaling
+    norm: str = "layernorm"        # "layernorm" or "rmsnorm"
+    norm_placement: str = "pre"    # "pre" (GPT-2, LLaMA) or "post" (original Transformer, BERT)
     norm_eps: float = 1e-5         # epsilon inside the norm
-    mlp: str = "gelu"              # MLP kind: "gelu" is GPT-2's tanh approximation
+    mlp: str = "gelu"              # "gelu" (GPT-2's tanh approximation) or "swiglu" (LLaMA)
     attn_impl: str = "sdpa"        # "naive" (written out, for teaching) or "sdpa" (fused)
+    attn_mask: str = "causal"      # "causal" (decoder), "prefix" (prefix-LM) or "bidirectional"
     init_std: float = 0.02         # std of the normal initialisation (GPT-2)
 
     def __post_init__(self) -> None:
@@ -58,7 +71,7 @@ class GPTConfig:
                 f"n_kv_head={self.n_kv_head!r} must be a positive divisor of n_head={self.n_head}"
             )
         if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
+            self.d_ff = swiglu_hidden_size(self.d_model) if self.mlp == "swiglu" else 4 * self.d_model
         if not isinstance(self.d_ff, int) or self.d_ff <= 0:
             raise ValueError(f"d_ff={self.d_ff!r} must be a positive integer")
         if not 0.0 <= self.dropout < 1.0:
@@ -69,8 +82,18 @@ class GPTConfig:
             raise ValueError(f"init_std={self.init_std} must be positive")
         _check_choice("positions", self.positions, POSITIONS)
         _check_choice("norm", self.norm, NORMS)
+        _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _check_choice("mlp", self.mlp, MLPS)
         _check_choice("attn_impl", self.attn_impl, ATTN_IMPLS)
+        _check_choice("attn_mask", self.attn_mask, ATTN_MASKS)
+        _check_choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
+        if self.rope_base <= 1:
+            raise ValueError(f"rope_base={self.rope_base} must be > 1 (LLaMA uses 10000)")
+        if not 0 < self.rope_fraction <= 1 or int(self.head_dim * self.rope_fraction) < 2:
+            raise ValueError(f"rope_fraction={self.rope_fraction} must be in (0, 1] and rotate at "
+                             f"least 2 of the head's {self.head_dim} dims")
+        if self.rope_scale < 1:
+            raise ValueError(f"rope_scale={self.rope_scale} must be >= 1 (a context extension factor)")
 
     @property
     def head_dim(self) -> int:

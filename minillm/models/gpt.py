@@ -7,7 +7,14 @@
 Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 - defaults reproduce GPT-2 exactly (see `from_hf_gpt2`: identical logits);
 - the QKV projection is a `Linear` (out, in); GPT-2's `Conv1D` stores (in, out);
+- positions: P is a learned table (GPT-2), fixed sinusoids, or nothing at all — RoPE rotates
+  queries and keys inside attention and ALiBi biases the scores instead (minillm.models.positions).
+  Vaswani et al. scale the token embeddings up by sqrt(d) so that they are not drowned by the
+  sinusoids (rms 1/sqrt(2)); with GPT-2's N(0, init_std) embeddings we scale the sinusoids down
+  instead, to rms init_std, the scale of the learned table they replace;
+- RMSNorm, post-norm, SwiGLU, biases off, untied head: the LLaMA family (`from_hf_llama`);
 - `n_kv_head < n_head` gives grouped-query attention (not in GPT-2);
+- `attn_mask="prefix"` / `"bidirectional"` turn the decoder into a prefix-LM or an encoder;
 - `attn_impl="naive"` keeps the written-out attention beside the fused one;
 - for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
   `attention_mask` (Hugging Face's names and conventions).
@@ -20,11 +27,13 @@ import math
 import torch
 from torch import nn
 
-from minillm.models.attention import padding_causal_mask
+from minillm.models.attention import build_attention_mask
 from minillm.models.base import LanguageModel, lm_loss
 from minillm.models.config import GPTConfig
 from minillm.models.kv_cache import KVCache
-from minillm.models.layers import Block, make_norm
+from minillm.models.layers import Block
+from minillm.models.norms import make_norm
+from minillm.models.positions import sinusoidal_at
 
 __all__ = ["GPT"]
 
@@ -36,10 +45,13 @@ class GPT(LanguageModel):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos_emb = nn.Embedding(config.context_length, config.d_model)
+        if config.positions == "learned":
+            self.pos_emb = nn.Embedding(config.context_length, config.d_model)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.norm_f = make_norm(config)
+        # post-norm blocks end normalised already (the original Transformer has no final norm)
+        self.norm_f = make_norm(config.norm, config.d_model, config.norm_eps, config.bias) \
+            if config.norm_placement == "pre" else nn.Identity()
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
@@ -61,7 +73,7 @@ class GPT(LanguageModel):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
         cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None, prefix_length: int | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Args:
             idx: (B, T) token ids, T <= context_length.
@@ -71,6 +83,7 @@ class GPT(LanguageModel):
             position_ids: optional (B, T) or (T,) positions of `idx`'s tokens; default
                 `past + arange(T)` with `past` the tokens already in the cache.
             attention_mask: optional (B, past + T) 1 for real tokens, 0 for (left) padding.
+            prefix_length: with attn_mask="prefix", how many leading tokens every position sees.
 
         Returns:
             logits (B, T, vocab_size) and the mean cross-entropy loss in nats (or None).
@@ -83,12 +96,31 @@ class GPT(LanguageModel):
                 "crop the input (keep the last context_length tokens) or use a model with a "
                 "longer context"
             )
+        c = self.config
+        if cache is not None and c.attn_mask != "causal":
+            raise ValueError(f"a KV cache needs attn_mask='causal' (this model has "
+                             f"{c.attn_mask!r}): decode without a cache")
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=idx.device)
-        mask = None if attention_mask is None else padding_causal_mask(T, attention_mask)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(position_ids))  # (B, T, C)
+        key_positions = None
+        if c.positions == "alibi":
+            key_positions = torch.arange(past + T, device=idx.device) if attention_mask is None \
+                else (attention_mask.cumsum(-1) - 1).clamp(min=0)        # real-token positions
+        mask = build_attention_mask(c, T, past + T, idx.device, attention_mask, prefix_length,
+                                    position_ids, key_positions)
+        x = self.tok_emb(idx)                                                  # (B, T, C)
+        if c.positions == "learned":
+            if int(position_ids.max()) >= c.context_length:
+                raise ValueError(f"position {int(position_ids.max())} is beyond the learned "
+                                 f"position table ({c.context_length} entries): a learned table "
+                                 "cannot extrapolate; use positions='rope', 'alibi' or "
+                                 "'sinusoidal' for longer inputs")
+            x = x + self.pos_emb(position_ids)
+        elif c.positions == "sinusoidal":  # scaled to the rms of a fresh learned table (see below)
+            x = x + (c.init_std * math.sqrt(2)) * sinusoidal_at(position_ids, c.d_model).to(x.dtype)
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, cache, i)
+            x = block(x, mask, cache, i, position_ids)
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.norm_f(x))  # (B, T, V)
@@ -100,7 +132,9 @@ class GPT(LanguageModel):
         al. 2020 count N this way). A tied output head is counted once."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
+            n -= self.tok_emb.weight.numel()
+            if self.config.positions == "learned":
+                n -= self.pos_emb.weight.numel()
             if not self.config.tie_embeddings:
                 n -= self.lm_head.weight.numel()
         return n
@@ -145,6 +179,16 @@ class GPT(LanguageModel):
         model = cls(config)
         model.load_weights(state_dict_from_hf_gpt2(model_or_state_dict, config))
         return model
+
+    @classmethod
+    def from_hf_llama(cls, model, **overrides) -> GPT:
+        """Build a LLaMA-style GPT from a Hugging Face `LlamaForCausalLM` (identical logits)."""
+        from minillm.models.hf_llama import config_from_hf_llama, state_dict_from_hf_llama
+
+        config = config_from_hf_llama(model.config, **overrides)
+        gpt = cls(config)
+        gpt.load_weights(state_dict_from_hf_llama(model, config))
+        return gpt
 
     def to_hf_gpt2_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under `GPT2LMHeadModel`'s names and layouts."""

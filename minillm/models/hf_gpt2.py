@@ -97,9 +97,14 @@ def _check_gpt2_compatible(config: GPTConfig) -> None:
         problems.append("bias=False")
     if config.n_kv_head != config.n_head:
         problems.append(f"n_kv_head={config.n_kv_head} != n_head")
+    if config.norm_placement != "pre":
+        problems.append(f"norm_placement={config.norm_placement!r}")
+    if config.attn_mask != "causal":
+        problems.append(f"attn_mask={config.attn_mask!r}")
     if problems:
         raise ValueError(f"this model cannot be expressed as GPT-2: {', '.join(problems)}; "
-                         "GPT-2 needs learned positions, LayerNorm, GELU, biases and MHA")
+                         "GPT-2 needs learned positions, pre-LayerNorm, GELU, biases, MHA and a "
+                         "causal mask")
 
 
 def state_dict_to_hf_gpt2(model) -> dict[str, torch.Tensor]:

@@ -1,8 +1,10 @@
-"""The pieces of a Transformer block besides attention: the norm, the MLP, the block itself.
+"""The Transformer block: attention and MLP sub-layers around the residual stream.
 
-GPT-2's block is pre-norm (Xiong et al. 2020, 2002.04745):
-    x = x + Attn(LN(x));  x = x + MLP(LN(x))
-and its MLP is Linear(C, 4C) -> GELU (tanh approximation) -> Linear(4C, C).
+Pre-norm (GPT-2, LLaMA; Xiong et al. 2020, 2002.04745) normalises each sub-layer's input:
+    x = x + Attn(N(x));  x = x + MLP(N(x))
+post-norm (the original Transformer, BERT) normalises after the residual addition:
+    x = N(x + Attn(x));  x = N(x + MLP(x))
+Pre-norm trains stably without a careful warm-up; post-norm needs one (Xiong et al.).
 """
 
 from __future__ import annotations
@@ -13,38 +15,33 @@ from torch import nn
 from minillm.models.attention import CausalSelfAttention
 from minillm.models.config import GPTConfig
 from minillm.models.kv_cache import KVCache
+from minillm.models.mlp import GeluMLP, SwiGLU
+from minillm.models.norms import make_norm
 
-__all__ = ["MLP", "Block", "make_norm"]
-
-
-def make_norm(config: GPTConfig) -> nn.Module:
-    """The normalisation layer the config names."""
-    return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
+__all__ = ["Block", "make_mlp"]
 
 
-class MLP(nn.Module):
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.fc = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
-        self.act = nn.GELU(approximate="tanh")
-        self.proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
-        self.proj.residual_scale = True
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(self.act(self.fc(x))))
+def make_mlp(config: GPTConfig) -> nn.Module:
+    """The MLP the config names ("gelu": GPT-2's; "swiglu": LLaMA's)."""
+    cls = SwiGLU if config.mlp == "swiglu" else GeluMLP
+    return cls(config.d_model, config.d_ff, bias=config.bias, dropout=config.dropout)
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.norm1 = make_norm(config)
+        self.post_norm = config.norm_placement == "post"
+        self.norm1 = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
         self.attn = CausalSelfAttention(config)
-        self.norm2 = make_norm(config)
-        self.mlp = MLP(config)
+        self.norm2 = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
+        self.mlp = make_mlp(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """x: (B, T, C); mask, cache and layer go to the attention (see CausalSelfAttention)."""
-        x = x + self.attn(self.norm1(x), mask, cache, layer)
+                cache: KVCache | None = None, layer: int = 0,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, C); mask, cache, layer and positions go to the attention."""
+        if self.post_norm:
+            x = self.norm1(x + self.attn(x, mask, cache, layer, positions))
+            return self.norm2(x + self.mlp(x))
+        x = x + self.attn(self.norm1(x), mask, cache, layer, positions)
         return x + self.mlp(self.norm2(x))
