@@ -289,3 +289,19 @@ def test_speculative_sampling_has_the_target_distribution():
     chi2 = ((obs - exp) ** 2 / exp.clamp(min=1e-9)).sum()
     assert chi2 < _chi2_critical(int(keep.sum()))
     assert 0 < accepted < drafted  # the draft differs: some tokens are rejected
+
+
+@torch.no_grad()
+def test_contrastive_search_matches_hugging_face_where_it_ships(hf_pair):
+    """transformers < 4.56 still ships contrastive search in GenerationMixin; the dev
+    environment's 5.x fetches it from the Hub instead, so there this test skips (the formula
+    test above covers it). Run it in an environment with transformers 4.x for HF parity."""
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(transformers.GenerationMixin, "_contrastive_search"):
+        pytest.skip(f"transformers {transformers.__version__} does not ship contrastive search")
+    hf, ours = hf_pair
+    x = torch.randint(1, 50, (3, 7), generator=torch.Generator().manual_seed(2))
+    for alpha, k in [(0.6, 4), (0.3, 6)]:
+        expected = _hf_generate(hf, x, max_new_tokens=20, penalty_alpha=alpha, top_k=k,
+                                eos_token_id=None)
+        assert torch.equal(generate(ours, x, 20, penalty_alpha=alpha, top_k=k), expected)

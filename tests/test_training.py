@@ -199,3 +199,13 @@ def test_training_window_can_be_shorter_than_the_context():
     assert x_seen and all(shape == (4, 8) for shape in x_seen)
     with pytest.raises(ValueError, match="seq_len=32 is longer than the model's context_length=16"):
         _trainer(seq_len=32)
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_plain_weights(tmp_path):
+    """torch.compile wraps the model; checkpoints must still hold the plain names (no _orig_mod.)."""
+    t = _trainer(tmp_path, max_steps=2, compile=True, dropout=0.0)
+    t.fit()
+    names = list(load_file(str(latest_checkpoint(tmp_path) / "model.safetensors")))
+    assert names and not any("_orig_mod" in n for n in names)
+    assert GPT.from_checkpoint(latest_checkpoint(tmp_path)).config == t.model.config

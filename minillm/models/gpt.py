@@ -102,6 +102,9 @@ class GPT(LanguageModel):
                              f"{c.attn_mask!r}): decode without a cache")
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=idx.device)
+            last_position = past + T - 1  # known without reading the tensor (no device sync)
+        else:
+            last_position = int(position_ids.max())
         key_positions = None
         if c.positions == "alibi":
             key_positions = torch.arange(past + T, device=idx.device) if attention_mask is None \
@@ -110,8 +113,8 @@ class GPT(LanguageModel):
                                     position_ids, key_positions)
         x = self.tok_emb(idx)                                                  # (B, T, C)
         if c.positions == "learned":
-            if int(position_ids.max()) >= c.context_length:
-                raise ValueError(f"position {int(position_ids.max())} is beyond the learned "
+            if last_position >= c.context_length:
+                raise ValueError(f"position {last_position} is beyond the learned "
                                  f"position table ({c.context_length} entries): a learned table "
                                  "cannot extrapolate; use positions='rope', 'alibi' or "
                                  "'sinusoidal' for longer inputs")
