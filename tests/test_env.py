@@ -3,7 +3,12 @@
 import re
 from pathlib import Path
 
-import tomllib
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 
