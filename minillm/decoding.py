@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from minillm.models.kv_cache import KVCache
+from minillm.models.positions import positions_from_mask
 
 __all__ = ["DecodeState", "left_pad"]
 
@@ -43,10 +44,6 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int = 0
         ids[i, t - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
         mask[i, t - len(s):] = 1
     return ids, mask
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.cumsum(-1) - 1).clamp_(min=0)  # (B, T) real-token positions, pads at 0
 
 
 class DecodeState:
@@ -104,13 +101,13 @@ class DecodeState:
         cached = self.cache is not None and self.length <= self.cache.max_length
         if cached:
             new = self.seq[:, self.n_seen:]
-            pos = _positions(self.mask)[:, self.n_seen:] if self.padded else None
+            pos = positions_from_mask(self.mask)[:, self.n_seen:] if self.padded else None
             logits, _ = self.model(new, cache=self.cache, position_ids=pos,
                                    attention_mask=self.mask if self.padded else None)
         else:  # no cache, or past the context: forward over the window
             window, wmask = self.seq[:, -self.ctx:], self.mask[:, -self.ctx:]
             padded = not bool(wmask.all())
-            logits, _ = self.model(window, position_ids=_positions(wmask) if padded else None,
+            logits, _ = self.model(window, position_ids=positions_from_mask(wmask) if padded else None,
                                    attention_mask=wmask if padded else None)
             logits = logits[:, -n_new:]
             if self.hidden is not None:

@@ -152,3 +152,20 @@ def test_new_fields_are_validated(field, value, message):
 def test_swiglu_hidden_size_rule():
     assert GPTConfig(d_model=4096, n_head=32, mlp="swiglu").d_ff == 10944   # 8d/3 up to 32
     assert GPTConfig(d_model=128, n_head=4).d_ff == 512
+
+
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_left_padded_batches_decode_like_single_prompts(positions):
+    """Padding must not shift positions: RoPE/ALiBi/learned count real tokens only."""
+    from minillm.decoding import left_pad
+    from minillm.generation import generate
+
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=31, context_length=32, d_model=32, n_layer=2, n_head=4,
+                      n_kv_head=2, positions=positions)).eval()
+    prompts = [[3, 7, 1, 9, 4, 4], [5, 2], [8, 8, 8, 1]]
+    ids, mask = left_pad(prompts, pad_token_id=0)
+    batch = generate(m, ids, 8, do_sample=False, attention_mask=mask, pad_token_id=0)
+    for row, p in enumerate(prompts):
+        alone = generate(m, torch.tensor([p]), 8, do_sample=False)
+        assert batch[row, -8:].tolist() == alone[0, -8:].tolist(), (positions, row)

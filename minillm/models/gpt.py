@@ -33,7 +33,7 @@ from minillm.models.config import GPTConfig
 from minillm.models.kv_cache import KVCache
 from minillm.models.layers import Block
 from minillm.models.norms import make_norm
-from minillm.models.positions import sinusoidal_at
+from minillm.models.positions import positions_from_mask, sinusoidal_at
 
 __all__ = ["GPT"]
 
@@ -108,7 +108,7 @@ class GPT(LanguageModel):
         key_positions = None
         if c.positions == "alibi":
             key_positions = torch.arange(past + T, device=idx.device) if attention_mask is None \
-                else (attention_mask.cumsum(-1) - 1).clamp(min=0)        # real-token positions
+                else positions_from_mask(attention_mask)
         mask = build_attention_mask(c, T, past + T, idx.device, attention_mask, prefix_length,
                                     position_ids, key_positions)
         x = self.tok_emb(idx)                                                  # (B, T, C)

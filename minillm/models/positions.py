@@ -32,9 +32,15 @@ import torch
 from torch import nn
 
 __all__ = [
-    "sinusoidal_table", "sinusoidal_at", "rope_inv_freq", "rope_cos_sin", "apply_rope", "alibi_slopes",
+    "positions_from_mask", "sinusoidal_table", "sinusoidal_at", "rope_inv_freq", "rope_cos_sin", "apply_rope", "alibi_slopes",
     "alibi_bias", "RotaryEmbedding",
 ]
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only: (B, T) `cumsum(mask) - 1`, left padding at 0 (as
+    in Hugging Face), so a left-padded row gets the positions of the same prompt alone."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
 
 
 def sinusoidal_table(n_positions: int, d_model: int, base: float = 10000.0,
