@@ -74,23 +74,31 @@ def run_chapters(
     import papermill as pm
 
     # Figures must reach the notebook: a kernel that inherits MPLBACKEND=Agg would draw nothing.
+    # Kernels inherit this process's environment: set the inline backend for them, then restore.
+    saved_backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     results = []
-    for path in find_chapters(names):
-        out = path if in_place else Path(output_dir) / path.name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
-                kernel_name=kernel_name, progress_bar=False, log_output=log_output,
-            )
-            _strip_local_paths(out)
-            results.append(ChapterResult(path.stem, "ok", time.perf_counter() - start))
-        except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
-            first = str(e).strip().splitlines()
-            results.append(ChapterResult(path.stem, "failed", time.perf_counter() - start,
-                                         first[-1] if first else type(e).__name__))
+    try:
+        for path in find_chapters(names):
+            out = path if in_place else Path(output_dir) / path.name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            try:
+                pm.execute_notebook(
+                    str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
+                    kernel_name=kernel_name, progress_bar=False, log_output=log_output,
+                )
+                _strip_local_paths(out)
+                results.append(ChapterResult(path.stem, "ok", time.perf_counter() - start))
+            except Exception as e:  # papermill's PapermillExecutionError carries the cell's error
+                first = str(e).strip().splitlines()
+                results.append(ChapterResult(path.stem, "failed", time.perf_counter() - start,
+                                             first[-1] if first else type(e).__name__))
+    finally:
+        if saved_backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved_backend
     return results
 
 

@@ -97,3 +97,9 @@ def test_byte_tokenizer_special_tokens():
         tok.decode([0xFF], errors="strict")
     with pytest.raises(ValueError, match="outside"):
         tok.decode([999])
+
+
+def test_byte_tokenizer_prefers_the_longest_special_token():
+    tok = ByteTokenizer(special_tokens=["<|end|>", "<|end|>!"])
+    assert tok.encode("a<|end|>!<|end|>b", allowed_special="all") == [97, 257, 256, 98]
+    assert tok.encode("<|end|>", allowed_special=["<|end|>"]) == [256]

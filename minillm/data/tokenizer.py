@@ -6,6 +6,7 @@ token, and one token per byte, so a loss in nats per token *is* nats per byte.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -46,20 +47,12 @@ class ByteTokenizer:
             raise ValueError(f"allowed_special names unknown special tokens {sorted(unknown)}")
         if not allowed:
             return list(text.encode("utf-8"))
+        # longest first, so that a special token that contains another one wins
+        pattern = "(" + "|".join(re.escape(t) for t in sorted(allowed, key=len, reverse=True)) + ")"
         ids: list[int] = []
-        pos = 0
-        while pos < len(text):
-            nearest = min(
-                ((text.find(tok, pos), tok) for tok in allowed if text.find(tok, pos) >= 0),
-                default=None,
-            )
-            if nearest is None:
-                ids.extend(text[pos:].encode("utf-8"))
-                break
-            start, tok = nearest
-            ids.extend(text[pos:start].encode("utf-8"))
-            ids.append(self.special_tokens[tok])
-            pos = start + len(tok)
+        for i, piece in enumerate(re.split(pattern, text)):
+            # re.split with one group alternates: text, special, text, special, ...
+            ids.extend([self.special_tokens[piece]] if i % 2 else piece.encode("utf-8"))
         return ids
 
     def encode_tensor(self, text: str) -> torch.Tensor:

@@ -8,7 +8,6 @@ tie_embeddings=False` with `n_kv_head < n_head` (see `GPT.from_hf_llama`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 
 from minillm.models.mlp import swiglu_hidden_size
@@ -109,6 +108,3 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"config has unknown fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
