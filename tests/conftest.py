@@ -1,7 +1,16 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 from minillm.models import GPT, GPTConfig
+
+# CI replays the same examples every run (a red build is reproducible and never a coin toss);
+# a developer can explore fresh ones with HYPOTHESIS_PROFILE=explore.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -94,10 +94,10 @@ def test_gpt_forward_still_checks_the_context():
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(st.integers(1, 6), min_size=1, max_size=6), st.sampled_from([4, 2, 1]))
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=6), st.sampled_from([4, 2, 1]))
 def test_any_chunking_of_the_sequence_gives_the_same_logits(chunks, n_kv_head):
     model = _model(n_kv_head)
-    total = sum(chunks)
+    total = sum(chunks)  # at most 30 tokens: inside the model's context of 32
     x = torch.randint(0, 61, (1, total), generator=torch.Generator().manual_seed(total))
     cache, parts, start = KVCache.for_model(model, batch_size=1), [], 0
     with torch.no_grad():
