@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -294,8 +299,8 @@ def test_speculative_sampling_has_the_target_distribution():
 @torch.no_grad()
 def test_contrastive_search_matches_hugging_face_where_it_ships(hf_pair):
     """transformers < 4.56 still ships contrastive search in GenerationMixin; the dev
-    environment's 5.x fetches it from the Hub instead, so there this test skips (the formula
-    test above covers it). Run it in an environment with transformers 4.x for HF parity."""
+    environment's 5.x fetches it from the Hub instead, so there this test skips and the next
+    one runs it in a child process against transformers 4.46.3."""
     transformers = pytest.importorskip("transformers")
     if not hasattr(transformers.GenerationMixin, "_contrastive_search"):
         pytest.skip(f"transformers {transformers.__version__} does not ship contrastive search")
@@ -305,3 +310,36 @@ def test_contrastive_search_matches_hugging_face_where_it_ships(hf_pair):
         expected = _hf_generate(hf, x, max_new_tokens=20, penalty_alpha=alpha, top_k=k,
                                 eos_token_id=None)
         assert torch.equal(generate(ours, x, 20, penalty_alpha=alpha, top_k=k), expected)
+
+
+# The last transformers line that ships contrastive search, with the tokenizers and hub it pins.
+LEGACY_TRANSFORMERS = ["transformers==4.46.3", "tokenizers==0.20.3", "huggingface_hub==0.36.2"]
+
+
+@pytest.mark.slow
+def test_contrastive_search_matches_hugging_face_4x_in_a_side_folder():
+    """Where the installed transformers (5.x) no longer ships contrastive search, fetch 4.46.3
+    from PyPI (a registry, allowed here) into build/hf-legacy, put it first on the path of a
+    child pytest and run the parity test above there. Skipped without network."""
+    transformers = pytest.importorskip("transformers")
+    if hasattr(transformers.GenerationMixin, "_contrastive_search"):
+        pytest.skip("the installed transformers ships contrastive search: the test above ran")
+    root = Path(__file__).resolve().parents[1]
+    target = root / "build" / "hf-legacy"
+    if not (target / ".complete").exists():
+        partial = target.with_name("hf-legacy.partial")
+        subprocess.run(["rm", "-rf", str(partial)], check=True)
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                              "--target", str(partial), *LEGACY_TRANSFORMERS],
+                             capture_output=True, text=True)
+        if pip.returncode != 0:
+            pytest.skip(f"cannot fetch {LEGACY_TRANSFORMERS[0]}: {pip.stderr[-300:]}")
+        (partial / ".complete").touch()
+        subprocess.run(["rm", "-rf", str(target)], check=True)
+        partial.rename(target)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(root)])}
+    child = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", __file__,
+         "-k", "test_contrastive_search_matches_hugging_face_where_it_ships"],
+        capture_output=True, text=True, env=env, cwd=root)
+    assert child.returncode == 0 and "1 passed" in child.stdout, child.stdout[-2000:]
