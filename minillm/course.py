@@ -87,6 +87,9 @@ def run_chapters(
                 pm.execute_notebook(
                     str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
                     kernel_name=kernel_name, progress_bar=False, log_output=log_output,
+                    # the kernel's own start-up notices (e.g. "running over TCP without
+                    # encryption" on this local, single-user run) are not the chapter's output
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
                 )
                 _strip_local_paths(out)
                 results.append(ChapterResult(path.stem, "ok", time.perf_counter() - start))
