@@ -209,3 +209,40 @@ def test_compiled_training_saves_plain_weights(tmp_path):
     names = list(load_file(str(latest_checkpoint(tmp_path) / "model.safetensors")))
     assert names and not any("_orig_mod" in n for n in names)
     assert GPT.from_checkpoint(latest_checkpoint(tmp_path)).config == t.model.config
+
+
+def test_float16_scales_the_loss_and_learns_like_float32():
+    ref = _trainer(dtype="float32", dropout=0.0, eval_interval=0)
+    half = _trainer(dtype="float16", dropout=0.0, eval_interval=0)
+    assert ref.scaler is None and half.scaler is not None
+    ref.fit(), half.fit()
+    for a, b in zip(ref.history, half.history, strict=True):
+        assert abs(a["loss"] - b["loss"]) < 0.02, (a, b)
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())  # master weights
+    assert half.scaler.state_dict()["_growth_tracker"] == 12  # 12 steps, none skipped
+
+
+def test_float16_skips_a_step_whose_scaled_gradients_overflow():
+    tr = _trainer(dtype="float16", dropout=0.0)
+    tr.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)  # far beyond float16's 65504
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.train_step()
+    assert tr.scaler.get_scale() == 2.0 ** 39  # backed off by half
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the optimizer step was skipped
+    for _ in range(40):  # the scale keeps halving until the gradients fit, then it learns
+        tr.train_step()
+    assert tr.scaler.get_scale() <= 2.0 ** 24
+    assert any(not torch.equal(v, before[k]) for k, v in tr.model.state_dict().items())
+
+
+def test_float16_resume_restores_the_loss_scaler(tmp_path):
+    full = _trainer(tmp_path / "full", dtype="float16", checkpoint_interval=6)
+    full.fit()
+    resumed = _trainer(tmp_path / "other", dtype="float16")
+    assert resumed.resume(tmp_path / "full" / "checkpoints" / "step_000006")
+    assert resumed.scaler.state_dict()["_growth_tracker"] == 6
+    resumed.fit()
+    assert resumed.scaler.state_dict() == full.scaler.state_dict()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k

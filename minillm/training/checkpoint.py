@@ -5,7 +5,7 @@
       checkpoints/step_000300/
         config.json                   the GPTConfig
         model.safetensors             weights (from the uncompiled, unwrapped model)
-        trainer_state.pt              optimizer, data-generator and RNG states (tensors only)
+        trainer_state.pt              optimizer, data-generator, RNG and fp16 loss-scale states
         trainer.json                  step, train config, metrics history
         tokenizer.json                optional
 

@@ -65,7 +65,8 @@ class TrainConfig:
     out_dir: str | None = None     # where checkpoints go (None = no checkpoints)
     seed: int = 1337               # seeds the data stream and dropout
     device: str = "auto"           # "auto" = cuda > mps > cpu
-    dtype: str = "auto"            # autocast dtype: "auto" = bfloat16 on CUDA, else float32
+    dtype: str = "auto"            # autocast dtype: "auto" = bfloat16 on CUDA, else float32;
+                                   # "float16" adds dynamic loss scaling (GradScaler)
     compile: bool = False          # torch.compile the model (the saved weights stay uncompiled)
     progress: bool | None = None   # tqdm bar; None = only when stderr is a terminal
 
@@ -126,6 +127,11 @@ class Trainer:
         self.tokenizer = tokenizer
         self.optimizer = configure_optimizer(
             self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=self.device.type)
+        # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
+        # backward, unscale before clipping, skip steps whose gradients overflowed and adapt the
+        # scale (Micikevicius et al. 2018). bfloat16 has float32's range and needs none of it.
+        self.scaler = (torch.amp.GradScaler(self.device.type)
+                       if self.amp_dtype == torch.float16 else None)
         self.generator = torch.Generator().manual_seed(c.seed)
         torch.manual_seed(c.seed)  # dropout
         self.step = 0
@@ -148,6 +154,8 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def save_checkpoint(self) -> Path | None:
@@ -182,6 +190,8 @@ class Trainer:
                 f"checkpoint {folder} was written by {meta['world_size']} processes but this run "
                 f"has {self.dist.world_size}; resume with the same world size")
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.generator.set_state(state["data_generator"])
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
@@ -222,14 +232,21 @@ class Trainer:
             with sync:
                 with self._autocast():
                     _, loss = self.runner(x, y)
-                (loss / c.grad_accum_steps).backward()
+                scaled = loss / c.grad_accum_steps
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip and report the true gradient norm
         if c.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip).item()
         else:
             grad_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in self.model.parameters()
                                       if p.grad is not None))
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when a gradient is inf/nan
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return total / c.grad_accum_steps, grad_norm
