@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from minillm.decoding import DecodeState
+from minillm.decoding import DecodeState, eos_ids
 from minillm.logits_processors import LogitsProcessor, apply_processors
 
 __all__ = ["beam_search"]
@@ -58,13 +58,11 @@ def beam_search(
     if max_new_tokens == 0:
         return input_ids.clone()
     max_length = T + max_new_tokens
-    eos = None if eos_token_id is None else torch.tensor(
-        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    stops = eos_ids(eos_token_id)
+    eos = torch.tensor(stops, dtype=torch.long) if stops else None
     fill = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else 0)
     n_keep = max(2, 1 + (0 if eos is None else len(eos))) * K
     mask = None if attention_mask is None else attention_mask.repeat_interleave(K, dim=0)
-    was_training = model.training
-    model.eval()
     state = DecodeState(model, input_ids.repeat_interleave(K, dim=0), mask, max_length, use_cache)
     device = state.seq.device
     eos = None if eos is None else eos.to(device)
@@ -78,55 +76,52 @@ def beam_search(
     done_len = torch.zeros(B, K, dtype=torch.long, device=device)
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
     cur = T
-    try:
-        while cur < max_length:
-            logits = state.next_logits()[:, -1].float()
-            logp = apply_processors(processors, state.seq, logits.log_softmax(dim=-1))
-            V = logp.size(-1)
-            logp = (logp.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
-            # c. the best n_keep continuations over all beams
-            top_scores, top_idx = torch.topk(logp, n_keep)                   # (B, n_keep)
-            parent, token = top_idx // V, top_idx % V
-            seqs = state.seq.view(B, K, cur)
-            cand = torch.cat([_gather(seqs, parent), token[..., None]], dim=2)  # (B, n_keep, cur+1)
-            # d. which candidates end here
-            hits = torch.zeros_like(token, dtype=torch.bool) if eos is None else torch.isin(
-                token, eos)
-            hits |= cur + 1 >= max_length
-            # e. the K best unfinished continue
-            cont_scores = top_scores + hits.to(torch.float32) * BIG
-            nxt = torch.topk(cont_scores, K)[1]
-            running_scores = _gather(cont_scores, nxt)
-            new_parent = _gather(parent, nxt)
-            # f. finished candidates compete with the finished hypotheses so far
-            fin_scores = top_scores / ((cur + 1 - T) ** length_penalty)
-            full = done_flag.all(dim=-1, keepdim=True) & (early_stopping is True)
-            fin_scores = fin_scores + full.to(torch.float32) * BIG
-            fin_scores = fin_scores + (~improvable).to(torch.float32) * BIG
-            just_done = hits & top_k_mask[None, :]
-            fin_scores = fin_scores + (~just_done) * BIG
-            cand_full = torch.full((B, n_keep, max_length), fill, dtype=torch.long, device=device)
-            cand_full[:, :, : cur + 1] = cand
-            merged_scores = torch.cat([done_scores, fin_scores], dim=1)
-            best = torch.topk(merged_scores, K)[1]
-            done_seqs = _gather(torch.cat([done_seqs, cand_full], dim=1), best)
-            done_scores = _gather(merged_scores, best)
-            done_flag = _gather(torch.cat([done_flag, just_done], dim=1), best)
-            done_len = _gather(torch.cat([done_len, torch.full_like(token, cur + 1 - T)], 1), best)
-            # g. move the running beams (and their cache rows) forward
-            rows = (new_parent + torch.arange(B, device=device)[:, None] * K).view(-1)
-            state.reorder(rows)
-            state.append(_gather(token, nxt).view(-1))
-            cur += 1
-            never = early_stopping == "never" and length_penalty > 0
-            hyp_len = max_length - T if never else cur - T
-            best_running = running_scores[:, :1] / (hyp_len ** length_penalty)
-            worst_done = torch.where(done_flag, done_scores.min(dim=1, keepdim=True)[0], BIG)
-            improvable = improvable & (best_running > worst_done).any(dim=-1, keepdim=True)
-            all_done = bool(done_flag.all()) and early_stopping is True
-            if not bool(improvable.any()) or all_done or bool(hits.all()):
-                break
-    finally:
-        model.train(was_training)
+    while cur < max_length:
+        logits = state.next_logits()[:, -1].float()
+        logp = apply_processors(processors, state.seq, logits.log_softmax(dim=-1))
+        V = logp.size(-1)
+        logp = (logp.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
+        # c. the best n_keep continuations over all beams
+        top_scores, top_idx = torch.topk(logp, n_keep)                   # (B, n_keep)
+        parent, token = top_idx // V, top_idx % V
+        seqs = state.seq.view(B, K, cur)
+        cand = torch.cat([_gather(seqs, parent), token[..., None]], dim=2)  # (B, n_keep, cur+1)
+        # d. which candidates end here
+        hits = torch.zeros_like(token, dtype=torch.bool) if eos is None else torch.isin(
+            token, eos)
+        hits |= cur + 1 >= max_length
+        # e. the K best unfinished continue
+        cont_scores = top_scores + hits.to(torch.float32) * BIG
+        nxt = torch.topk(cont_scores, K)[1]
+        running_scores = _gather(cont_scores, nxt)
+        new_parent = _gather(parent, nxt)
+        # f. finished candidates compete with the finished hypotheses so far
+        fin_scores = top_scores / ((cur + 1 - T) ** length_penalty)
+        full = done_flag.all(dim=-1, keepdim=True) & (early_stopping is True)
+        fin_scores = fin_scores + full.to(torch.float32) * BIG
+        fin_scores = fin_scores + (~improvable).to(torch.float32) * BIG
+        just_done = hits & top_k_mask[None, :]
+        fin_scores = fin_scores + (~just_done) * BIG
+        cand_full = torch.full((B, n_keep, max_length), fill, dtype=torch.long, device=device)
+        cand_full[:, :, : cur + 1] = cand
+        merged_scores = torch.cat([done_scores, fin_scores], dim=1)
+        best = torch.topk(merged_scores, K)[1]
+        done_seqs = _gather(torch.cat([done_seqs, cand_full], dim=1), best)
+        done_scores = _gather(merged_scores, best)
+        done_flag = _gather(torch.cat([done_flag, just_done], dim=1), best)
+        done_len = _gather(torch.cat([done_len, torch.full_like(token, cur + 1 - T)], 1), best)
+        # g. move the running beams (and their cache rows) forward
+        rows = (new_parent + torch.arange(B, device=device)[:, None] * K).view(-1)
+        state.reorder(rows)
+        state.append(_gather(token, nxt).view(-1))
+        cur += 1
+        never = early_stopping == "never" and length_penalty > 0
+        hyp_len = max_length - T if never else cur - T
+        best_running = running_scores[:, :1] / (hyp_len ** length_penalty)
+        worst_done = torch.where(done_flag, done_scores.min(dim=1, keepdim=True)[0], BIG)
+        improvable = improvable & (best_running > worst_done).any(dim=-1, keepdim=True)
+        all_done = bool(done_flag.all()) and early_stopping is True
+        if not bool(improvable.any()) or all_done or bool(hits.all()):
+            break
     out = done_seqs[:, 0]                                          # (B, max_length)
     return out[:, : T + int(done_len[:, 0].max())]

@@ -10,6 +10,10 @@ token is in the last column; `attention_mask` (B, T) marks real tokens with 1. P
 real tokens only (`cumsum(mask) - 1`), as in Hugging Face, so a padded row gets the same logits
 as the same prompt alone.
 
+Decoding needs a causal model (`attn_mask="causal"`); a prompt's padding must be on the left.
+The model is put in eval mode for each forward and given back in the mode it was in, so two
+decoders (e.g. two `stream`s) may interleave on one model.
+
 Past the context: once the sequence is longer than `context_length`, the model sees the last
 `context_length` tokens (a sliding window, positions restarting at 0). Absolute positions then
 change at every step, so a cache cannot slide with them: those steps run without the cache.
@@ -25,7 +29,28 @@ from torch import nn
 from minillm.models.kv_cache import KVCache
 from minillm.models.positions import positions_from_mask
 
-__all__ = ["DecodeState", "left_pad"]
+__all__ = ["DecodeState", "draw", "eos_ids", "left_pad"]
+
+
+def eos_ids(eos_token_id) -> list[int]:
+    """Stop ids as a list of ints from None, an int (Python, NumPy or a 0-d tensor) or a
+    sequence/tensor of them; None or an empty list means no stop token."""
+    if eos_token_id is None:
+        return []
+    values = torch.as_tensor(eos_token_id).flatten()
+    if values.numel() == 0:
+        return []
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise ValueError(f"eos_token_id={eos_token_id!r} must be token ids (integers)")
+    return [int(v) for v in values.tolist()]
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One sample per row of `probs` (B, V) -> (B,) (or (V,) -> ()). A generator on another
+    device (a seeded CPU generator with a CUDA model) samples on its device."""
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)[..., 0]
+    return torch.multinomial(probs, 1, generator=generator)[..., 0]
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int = 0
@@ -62,6 +87,10 @@ class DecodeState:
     def __init__(self, model: nn.Module, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor | None, max_length: int, use_cache: bool = True,
                  capture_hidden: bool = False):
+        if getattr(model.config, "attn_mask", "causal") != "causal":
+            raise ValueError(f"decoding needs a causal model; this one has attn_mask="
+                             f"{model.config.attn_mask!r} (an encoder or prefix-LM): score with "
+                             "forward(...) instead")
         self.model = model
         self.ctx = model.config.context_length
         device = next(model.parameters()).device
@@ -73,6 +102,11 @@ class DecodeState:
                              f"input_ids shape {tuple(self.seq.shape)}")
         self.mask = attention_mask.to(device=device, dtype=torch.long)
         self.padded = not bool(self.mask.all())
+        if self.padded and not (bool((self.mask.diff(dim=1) >= 0).all())
+                                and bool(self.mask[:, -1].all())):
+            raise ValueError("attention_mask must be left padding (0s, then 1s up to the last "
+                             "column): the next token is read from the last column. Pad with "
+                             "minillm.decoding.left_pad")
         cache_len = min(self.ctx, max_length)
         self.cache = KVCache.for_model(model, self.seq.size(0), cache_len) if use_cache else None
         self.n_seen = 0  # tokens of `seq` whose keys/values are in the cache
@@ -95,6 +129,15 @@ class DecodeState:
     def length(self) -> int:
         return self.seq.size(1)
 
+    def _forward(self, idx: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The model's logits in eval mode; its own mode is restored afterwards."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model(idx, **kwargs)[0]
+        finally:
+            self.model.train(was_training)
+
     def next_logits(self) -> torch.Tensor:
         """Logits (B, n, V) of the n tokens appended since the last call (all, at first)."""
         n_new = self.length - self.n_seen
@@ -102,13 +145,13 @@ class DecodeState:
         if cached:
             new = self.seq[:, self.n_seen:]
             pos = positions_from_mask(self.mask)[:, self.n_seen:] if self.padded else None
-            logits, _ = self.model(new, cache=self.cache, position_ids=pos,
+            logits = self._forward(new, cache=self.cache, position_ids=pos,
                                    attention_mask=self.mask if self.padded else None)
         else:  # no cache, or past the context: forward over the window
             window, wmask = self.seq[:, -self.ctx:], self.mask[:, -self.ctx:]
             padded = not bool(wmask.all())
-            logits, _ = self.model(window, position_ids=positions_from_mask(wmask) if padded else None,
-                                   attention_mask=wmask if padded else None)
+            logits = self._forward(window, attention_mask=wmask if padded else None,
+                                   position_ids=positions_from_mask(wmask) if padded else None)
             logits = logits[:, -n_new:]
             if self.hidden is not None:
                 self.hidden = self.hidden[:, -n_new:]

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from minillm.decoding import DecodeState, left_pad
+from minillm.decoding import DecodeState, draw, eos_ids, left_pad
 from minillm.logits_processors import apply_processors, build_processors
 
 __all__ = ["generate", "left_pad", "sample_next", "stream"]
@@ -56,15 +56,7 @@ def sample_next(
             raise ValueError(f"top_k={top_k} must be a positive integer or None")
         return logits.argmax(dim=-1, keepdim=True)
     procs = build_processors(True, temperature=temperature, top_k=top_k)
-    return _draw(apply_processors(procs, None, logits.float()), generator)[:, None]
-
-
-def _draw(scores: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One sample per row from softmax(scores) (B, V) -> (B,)."""
-    probs = scores.softmax(dim=-1)
-    if generator is not None and generator.device != probs.device:
-        return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(probs.device)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return draw(apply_processors(procs, None, logits.float()).softmax(dim=-1), generator)[:, None]
 
 
 def _check_inputs(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
@@ -97,13 +89,6 @@ def _resolve_do_sample(do_sample: bool | None, temperature: float, deterministic
     return do_sample
 
 
-def _eos_tensor(eos_token_id: int | Sequence[int] | None, device) -> torch.Tensor | None:
-    if eos_token_id is None:
-        return None
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    return torch.tensor(ids, dtype=torch.long, device=device)
-
-
 @torch.no_grad()
 def stream(
     model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -126,12 +111,11 @@ def stream(
     procs = build_processors(
         do_sample, temperature=temperature, top_k=None if contrastive else top_k, top_p=top_p,
         min_p=min_p, typical_p=typical_p, repetition_penalty=repetition_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size)
-    was_training = model.training
-    model.eval()
+        no_repeat_ngram_size=no_repeat_ngram_size, attention_mask=attention_mask)
     state = DecodeState(model, input_ids, attention_mask, input_ids.size(1) + max_new_tokens,
                         use_cache, capture_hidden=contrastive)
-    eos = _eos_tensor(eos_token_id, state.seq.device)
+    stops = eos_ids(eos_token_id)
+    eos = torch.tensor(stops, dtype=torch.long, device=state.seq.device) if stops else None
     pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else 0)
     done = torch.zeros(state.seq.size(0), dtype=torch.bool, device=state.seq.device)
     try:
@@ -143,7 +127,8 @@ def stream(
                 nxt, logits, context_hidden = _contrastive_step(
                     state, scores, context_hidden, top_k, penalty_alpha)
             else:
-                nxt = _draw(scores, generator) if do_sample else scores.argmax(dim=-1)
+                nxt = draw(scores.softmax(dim=-1), generator) if do_sample \
+                    else scores.argmax(dim=-1)
             if eos is not None:
                 nxt = nxt.masked_fill(done, pad)
                 done |= torch.isin(nxt, eos)
@@ -156,7 +141,6 @@ def stream(
                 logits = state.next_logits()[:, -1].float()
     finally:
         state.close()
-        model.train(was_training)
 
 
 def _contrastive_step(state: DecodeState, scores: torch.Tensor, context_hidden: torch.Tensor,
@@ -164,6 +148,7 @@ def _contrastive_step(state: DecodeState, scores: torch.Tensor, context_hidden: 
     """One step of contrastive search: score the top-k candidates of every row by
     (1 - α) p(v) - α max_j cos(h_v, h_j); returns (chosen (B,), their next logits (B, V), the
     context hidden states with the chosen one's appended (B, T + 1, C))."""
+    k = min(k, scores.size(-1))  # top_k beyond the vocabulary: every token is a candidate
     top_p, top_ids = scores.softmax(dim=-1).topk(k, dim=-1)         # (B, k)
     cand_logits, h = state.try_each(top_ids)                        # (B, k, V), (B, k, C)
     ctx = context_hidden / context_hidden.norm(dim=-1, keepdim=True)
@@ -217,7 +202,8 @@ def generate(
         procs = build_processors(do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                                  min_p=min_p, typical_p=typical_p,
                                  repetition_penalty=repetition_penalty,
-                                 no_repeat_ngram_size=no_repeat_ngram_size)
+                                 no_repeat_ngram_size=no_repeat_ngram_size,
+                                 attention_mask=attention_mask)
     if num_beams > 1:
         from minillm.beam_search import beam_search
 
@@ -233,7 +219,8 @@ def generate(
 
         return speculative_generate(model, assistant_model, input_ids, max_new_tokens, procs,
                                     do_sample=do_sample, num_assistant_tokens=num_assistant_tokens,
-                                    generator=generator, eos_token_id=eos_token_id)
+                                    generator=generator, eos_token_id=eos_token_id,
+                                    attention_mask=attention_mask)
     steps = stream(model, input_ids, max_new_tokens, temperature, top_k, generator, eos_token_id,
                    do_sample=do_sample, top_p=top_p, min_p=min_p, typical_p=typical_p,
                    repetition_penalty=repetition_penalty,

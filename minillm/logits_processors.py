@@ -24,7 +24,7 @@ as there. Arguments are validated when the processor is built (ValueError naming
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,18 +43,30 @@ def _check_keep(min_tokens_to_keep: int) -> None:
 @dataclass(frozen=True)
 class RepetitionPenalty:
     """Divide positive (multiply negative) scores of already-seen tokens by `penalty` > 0;
-    penalty > 1 discourages repeats, 1 does nothing."""
+    penalty > 1 discourages repeats, 1 does nothing.
+
+    `prompt_ignore_length` (P,): per prompt, how many leading columns to ignore, i.e. its left
+    padding (as Hugging Face builds it from the attention mask), so a pad id is not penalised.
+    With beams the rows are the P prompts' beams in order, B = P * num_beams."""
 
     penalty: float
+    prompt_ignore_length: torch.Tensor | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.penalty > 0:
             raise ValueError(f"repetition_penalty={self.penalty} must be > 0 (1.0 = no penalty)")
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        seen = scores.gather(1, input_ids)  # (B, T) scores of the tokens in the context
-        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
-        return scores.scatter(1, input_ids, seen)
+        B, V = scores.shape
+        if self.prompt_ignore_length is not None:  # pads -> id V, a column dropped below
+            skip = self.prompt_ignore_length.to(input_ids.device)
+            skip = skip.repeat_interleave(B // skip.numel())                        # (B,)
+            cols = torch.arange(input_ids.size(1), device=input_ids.device)
+            input_ids = input_ids.masked_fill(cols < skip[:, None], V)
+        seen = torch.zeros(B, V + 1, dtype=torch.bool, device=scores.device)
+        seen = seen.scatter(1, input_ids, True)[:, :V]                              # (B, V)
+        penalised = torch.where(scores < 0, scores * self.penalty, scores / self.penalty)
+        return torch.where(seen, penalised, scores)
 
 
 @dataclass(frozen=True)
@@ -193,13 +205,17 @@ def build_processors(
     do_sample: bool, temperature: float = 1.0, top_k: int | None = None,
     top_p: float | None = None, min_p: float | None = None, typical_p: float | None = None,
     repetition_penalty: float | None = None, no_repeat_ngram_size: int | None = None,
-    min_tokens_to_keep: int = 1,
+    min_tokens_to_keep: int = 1, attention_mask: torch.Tensor | None = None,
 ) -> list[LogitsProcessor]:
     """The processors `generate` applies, in Hugging Face's order. The sampling warpers
-    (temperature, top-k/p, min-p, typical) are used only when `do_sample` is True."""
+    (temperature, top-k/p, min-p, typical) are used only when `do_sample` is True. The
+    repetition penalty skips the left padding that `attention_mask` (B, T) marks with 0s."""
     procs: list[LogitsProcessor] = []
     if repetition_penalty is not None and repetition_penalty != 1.0:
-        procs.append(RepetitionPenalty(repetition_penalty))
+        pads = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            pads = (attention_mask != 0).int().argmax(dim=1)  # first real column per row
+        procs.append(RepetitionPenalty(repetition_penalty, pads))
     if no_repeat_ngram_size:
         procs.append(NoRepeatNGram(no_repeat_ngram_size))
     if not do_sample:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from minillm.decoding import DecodeState
+from minillm.decoding import DecodeState, draw, eos_ids
 from minillm.logits_processors import LogitsProcessor, apply_processors
 
 __all__ = ["speculative_generate", "verify_draft"]
@@ -52,13 +52,14 @@ def verify_draft(draft_tokens: torch.Tensor, q: torch.Tensor, p: torch.Tensor,
     for i in range(gamma):
         if r[i] >= ratio[i]:                                      # rejected
             residual = (p[i] - q[i]).clamp(min=0)
-            return i, _sample(residual / residual.sum(), generator)
+            # p == q up to rounding: a rejection had probability ~0; p itself is then the answer
+            total = residual.sum()
+            return i, _sample(residual / total if total > 0 else p[i], generator)
     return gamma, _sample(p[gamma], generator)
 
 
 def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
-    return int(torch.multinomial(probs.cpu() if generator is not None else probs, 1,
-                                 generator=generator))
+    return int(draw(probs, generator))
 
 
 @torch.no_grad()
@@ -67,9 +68,11 @@ def speculative_generate(
     max_new_tokens: int, processors: Sequence[LogitsProcessor] = (), do_sample: bool = False,
     num_assistant_tokens: int = 5, generator: torch.Generator | None = None,
     eos_token_id: int | Sequence[int] | None = None, return_stats: bool = False,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """Generate from `model` (the target) with `assistant_model` (the draft) proposing
-    `num_assistant_tokens` tokens per target forward. input_ids: (1, T).
+    `num_assistant_tokens` tokens per target forward. input_ids: (1, T), left-padded if
+    `attention_mask` (1, T) has 0s.
 
     Returns:
         (1, T + n) ids, and with `return_stats` a dict with `drafted`, `accepted` (draft tokens),
@@ -86,13 +89,9 @@ def speculative_generate(
     if T + max_new_tokens > assistant_model.config.context_length:
         raise ValueError(f"prompt + max_new_tokens = {T + max_new_tokens} exceeds the draft's "
                          f"context_length={assistant_model.config.context_length}")
-    eos = set() if eos_token_id is None else (
-        {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id))
-    modes = model.training, assistant_model.training
-    model.eval()
-    assistant_model.eval()
-    target = DecodeState(model, input_ids, None, T + max_new_tokens)
-    draft = DecodeState(assistant_model, input_ids, None, T + max_new_tokens)
+    eos = set(eos_ids(eos_token_id))
+    target = DecodeState(model, input_ids, attention_mask, T + max_new_tokens)
+    draft = DecodeState(assistant_model, input_ids, attention_mask, T + max_new_tokens)
     stats = {"drafted": 0, "accepted": 0, "target_calls": 0}
 
     def probs(logits: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
@@ -100,43 +99,39 @@ def speculative_generate(
         return scores.softmax(-1) if do_sample else torch.nn.functional.one_hot(
             scores.argmax(-1), scores.size(-1)).float()
 
-    try:
-        while target.length - T < max_new_tokens:
-            length = target.length
-            gamma = min(num_assistant_tokens, T + max_new_tokens - length - 1)
-            qs, tokens = [], []
-            for _ in range(gamma):  # the draft proposes, one token at a time
-                q = probs(draft.next_logits()[0, -1], draft.seq)
-                tok = _sample(q, generator) if do_sample else int(q.argmax())
-                qs.append(q)
-                tokens.append(tok)
-                draft.append(torch.tensor([tok]))
-            target.append(torch.tensor(tokens, dtype=torch.long))
-            logits = target.next_logits()[0, -(gamma + 1):]        # (γ + 1, V): one forward
-            stats["target_calls"] += 1
-            p = torch.stack([probs(logits[i], target.seq[:, : length + i])
-                             for i in range(gamma + 1)])
-            drafted = torch.tensor(tokens, dtype=torch.long, device=p.device)
-            if do_sample:
-                n, nxt = verify_draft(drafted, torch.stack(qs) if qs else p[:0], p, generator)
-            else:  # greedy: accept while the argmaxes agree, then take the target's
-                agree = (p[:gamma].argmax(-1) == drafted).long().cumprod(0)
-                n = int(agree.sum())
-                nxt = int(p[n].argmax())
-            stats["drafted"] += gamma
-            stats["accepted"] += n
-            new = tokens[:n] + [nxt]
-            stop = next((i for i, t in enumerate(new) if t in eos), None)
-            if stop is not None:
-                new = new[: stop + 1]
-            for state in (target, draft):
-                state.crop(length + min(n, len(new)))
-                state.append(torch.tensor(new[n:] if len(new) > n else [], dtype=torch.long))
-            if stop is not None:
-                break
-    finally:
-        model.train(modes[0])
-        assistant_model.train(modes[1])
+    while target.length - T < max_new_tokens:
+        length = target.length
+        gamma = min(num_assistant_tokens, T + max_new_tokens - length - 1)
+        qs, tokens = [], []
+        for _ in range(gamma):  # the draft proposes, one token at a time
+            q = probs(draft.next_logits()[0, -1], draft.seq)
+            tok = _sample(q, generator) if do_sample else int(q.argmax())
+            qs.append(q)
+            tokens.append(tok)
+            draft.append(torch.tensor([tok]))
+        target.append(torch.tensor(tokens, dtype=torch.long))
+        logits = target.next_logits()[0, -(gamma + 1):]        # (γ + 1, V): one forward
+        stats["target_calls"] += 1
+        p = torch.stack([probs(logits[i], target.seq[:, : length + i])
+                         for i in range(gamma + 1)])
+        drafted = torch.tensor(tokens, dtype=torch.long, device=p.device)
+        if do_sample:
+            n, nxt = verify_draft(drafted, torch.stack(qs) if qs else p[:0], p, generator)
+        else:  # greedy: accept while the argmaxes agree, then take the target's
+            agree = (p[:gamma].argmax(-1) == drafted).long().cumprod(0)
+            n = int(agree.sum())
+            nxt = int(p[n].argmax())
+        stats["drafted"] += gamma
+        stats["accepted"] += n
+        new = tokens[:n] + [nxt]
+        stop = next((i for i, t in enumerate(new) if t in eos), None)
+        if stop is not None:
+            new = new[: stop + 1]
+        for state in (target, draft):
+            state.crop(length + min(n, len(new)))
+            state.append(torch.tensor(new[n:] if len(new) > n else [], dtype=torch.long))
+        if stop is not None:
+            break
     out = target.seq
     if not return_stats:
         return out

@@ -343,3 +343,94 @@ def test_contrastive_search_matches_hugging_face_4x_in_a_side_folder():
          "-k", "test_contrastive_search_matches_hugging_face_where_it_ships"],
         capture_output=True, text=True, env=env, cwd=root)
     assert child.returncode == 0 and "1 passed" in child.stdout, child.stdout[-2000:]
+
+
+# ---- edge cases found in review: padding, stop-id types, interleaving, non-causal models ----
+@pytest.fixture
+def peaky_pair():
+    """A random tiny GPT-2 with larger weights, so its next-token choices are clear-cut."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=50, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                                  bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                                  initializer_range=0.3)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    return hf, GPT.from_hf_gpt2(hf).eval()
+
+
+def test_repetition_penalty_ignores_left_padding(peaky_pair):
+    hf, ours = peaky_pair
+    short, long = [8, 9], [3, 4, 5, 6, 7]
+    alone = generate(ours, torch.tensor([short]), 8, do_sample=False, repetition_penalty=1.3)
+    pad = int(alone[0, 2])  # the pad id is a token the short prompt wants next
+    ids, mask = left_pad([long, short], pad_token_id=pad)
+    for kwargs in [{}, {"num_beams": 3}]:
+        got = generate(ours, ids, 8, do_sample=False, attention_mask=mask, pad_token_id=pad,
+                       repetition_penalty=1.3, **kwargs)
+        expected = _hf_generate(hf, ids, attention_mask=mask, max_new_tokens=8, pad_token_id=pad,
+                                repetition_penalty=1.3, eos_token_id=None, **kwargs)
+        assert torch.equal(got, expected), kwargs
+        single = generate(ours, torch.tensor([short]), 8, do_sample=False,
+                          repetition_penalty=1.3, **kwargs)
+        assert torch.equal(got[1, -8:], single[0, -8:]), kwargs
+
+
+def test_speculative_decoding_honours_the_attention_mask(peaky_pair):
+    _, ours = peaky_pair
+    torch.manual_seed(1)
+    draft = GPT(GPTConfig(vocab_size=50, context_length=64, d_model=16, n_layer=1, n_head=2)).eval()
+    ids, mask = left_pad([[8, 9]], pad_token_id=0)
+    ids, mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], 1), \
+        torch.cat([torch.zeros(1, 3, dtype=torch.long), mask], 1)
+    got = generate(ours, ids, 8, do_sample=False, attention_mask=mask, assistant_model=draft)
+    assert torch.equal(got[:, -8:], generate(ours, torch.tensor([[8, 9]]), 8,
+                                             do_sample=False)[:, -8:])
+
+
+def test_stop_ids_of_any_integer_type(tiny_model):
+    np = pytest.importorskip("numpy")
+    x = torch.randint(0, 61, (1, 3), generator=torch.Generator().manual_seed(2))
+    stop = int(generate(tiny_model, x, 6, do_sample=False)[0, 5])
+    torch.manual_seed(3)
+    draft = GPT(GPTConfig(vocab_size=61, context_length=16, d_model=16, n_layer=1, n_head=2)).eval()
+    for extra in [{}, {"num_beams": 2}, {"assistant_model": draft}]:
+        ref = generate(tiny_model, x, 8, do_sample=False, eos_token_id=stop, **extra)
+        for form in [[stop], np.int64(stop), torch.tensor(stop), torch.tensor([stop])]:
+            assert torch.equal(generate(tiny_model, x, 8, do_sample=False, eos_token_id=form,
+                                        **extra), ref), (extra, form)
+        assert torch.equal(generate(tiny_model, x, 8, do_sample=False, eos_token_id=[], **extra),
+                           generate(tiny_model, x, 8, do_sample=False, **extra))
+    with pytest.raises(ValueError, match="eos_token_id"):
+        generate(tiny_model, x, 8, do_sample=False, eos_token_id=2.5)
+
+
+def test_interleaved_streams_decode_in_eval_mode_and_restore_training():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=61, context_length=32, d_model=32, n_layer=2, n_head=4,
+                          dropout=0.5)).train()
+    x, y = torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5]])
+    ref_a, ref_b = (generate(model, p, 10, do_sample=False) for p in (x, y))
+    a, b = stream(model, x, 10, do_sample=False), stream(model, y, 10, do_sample=False)
+    got_a, got_b = [next(a)], [next(b)]
+    got_a += list(a)  # a finishes (and tidies up) while b is still running
+    got_b += list(b)
+    assert torch.equal(torch.cat(got_a), ref_a[0, 3:])
+    assert torch.equal(torch.cat(got_b), ref_b[0, 2:])
+    assert model.training
+
+
+def test_contrastive_top_k_beyond_the_vocabulary_uses_every_token(tiny_model):
+    x = torch.randint(0, 61, (2, 4), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(generate(tiny_model, x, 6, penalty_alpha=0.6, top_k=500),
+                       generate(tiny_model, x, 6, penalty_alpha=0.6, top_k=61))
+
+
+def test_decoding_refuses_non_causal_models_and_right_padding(tiny_model):
+    for kind in ["prefix", "bidirectional"]:
+        model = GPT(GPTConfig(vocab_size=61, context_length=16, d_model=32, n_layer=1, n_head=4,
+                              attn_mask=kind))
+        with pytest.raises(ValueError, match="decoding needs a causal model"):
+            generate(model, torch.tensor([[1, 2]]), 3)
+    ids, mask = torch.tensor([[5, 6, 0]]), torch.tensor([[1, 1, 0]])
+    with pytest.raises(ValueError, match="left padding"):
+        generate(tiny_model, ids, 3, attention_mask=mask)

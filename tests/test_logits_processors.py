@@ -34,6 +34,8 @@ def _inputs(seed=0, b=4, v=30, t=12):
     (MinP(0.1), lambda: lp.MinPLogitsWarper(0.1)),
     (Typical(0.7), lambda: lp.TypicalLogitsWarper(0.7)),
     (RepetitionPenalty(1.3), lambda: lp.RepetitionPenaltyLogitsProcessor(1.3)),
+    (RepetitionPenalty(1.3, torch.tensor([0, 3, 12, 5])),
+     lambda: lp.RepetitionPenaltyLogitsProcessor(1.3, torch.tensor([0, 3, 12, 5]))),
     (NoRepeatNGram(2), lambda: lp.NoRepeatNGramLogitsProcessor(2)),
     (NoRepeatNGram(1), lambda: lp.NoRepeatNGramLogitsProcessor(1)),
 ])
