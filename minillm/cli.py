@@ -85,7 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"resumed from step {trainer.step}", flush=True)
     trainer.fit()
     if trainer.dist.is_main:
-        summary = {"step": trainer.step, "final_train_loss": trainer.history[-1]["loss"],
+        last = trainer.history[-1]["loss"] if trainer.history else None
+        summary = {"step": trainer.step, "final_train_loss": last,
                    "non_embedding_params": trainer.model.num_params()}
         if trainer.eval_history:
             summary["final_val_estimate"] = trainer.eval_history[-1]["val_loss"]
@@ -94,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
         Path(train_cfg.out_dir, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if args.export_dir:
-            record = {"command": "minillm " + " ".join(sys.argv[1:]), "summary": summary,
+            record = {"command": "minillm " + " ".join(args.argv), "summary": summary,
                       "train_config": trainer.config.__dict__, "history": trainer.history,
                       "eval_history": trainer.eval_history}
             trainer.model.save(args.export_dir, extra_files={
@@ -116,7 +117,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     folder = Path(args.checkpoint)
     model = GPT.from_checkpoint(folder, map_location=choose_device(args.device))
     tok_file = folder / "tokenizer.json"
-    tokenizer = tokenizer_from_dict(read_json(tok_file)) if tok_file.exists() else ByteTokenizer()
+    tokenizer = (tokenizer_from_dict(read_json(tok_file), tok_file.parent) if tok_file.exists()
+                 else ByteTokenizer())
     ids = torch.tensor([tokenizer.encode(args.prompt)])
     gen = torch.Generator().manual_seed(args.seed)
     out = generate(model, ids, args.max_new_tokens, temperature=args.temperature,
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from minillm.io import CheckpointError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with exported runs
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, CheckpointError) as e:

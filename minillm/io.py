@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 
 __all__ = [
     "CheckpointError", "atomic_write_bytes", "atomic_write_json", "atomic_folder",
-    "save_tensors", "load_tensors", "read_json", "torch_save_atomic", "torch_load_safe",
+    "save_tensors", "load_tensors", "read_json", "restore_interrupted_replace",
+    "torch_save_atomic", "torch_load_safe",
 ]
 
 
@@ -115,6 +116,17 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def restore_interrupted_replace(path: str | Path) -> bool:
+    """Finish what a replacing `atomic_folder` was killed in the middle of: if `path` is gone
+    but its previous version `.{name}.old` is there, put that back. Returns True if it did."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if path.exists() or not old.is_dir():
+        return False
+    os.replace(old, path)
+    return True
 
 
 def _require(path: Path, what: str) -> Path:

@@ -64,3 +64,44 @@ def test_generate_command_prints_text(tmp_path, tiny_model):
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _train_args(out, *extra):
+    return ["train", "--out-dir", str(out), "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+            "--context-length", "16", "--batch-size", "2", "--max-steps", "3",
+            "--warmup-steps", "1", "--eval-interval", "0", "--device", "cpu", *extra]
+
+
+def test_train_records_the_command_it_was_given_and_resumes_a_finished_run(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["some_script.py", "--unrelated"])
+    args = _train_args(tmp_path / "run", "--export-dir", str(tmp_path / "export"))
+    assert main(args) == 0
+    record = json.loads((tmp_path / "export" / "training.json").read_text())
+    assert record["command"] == "minillm " + " ".join(args)
+    # a checkpoint killed before its first log entry has no history; resuming it at its
+    # max_steps trains nothing and still reports
+    meta_path = next((tmp_path / "run" / "checkpoints").iterdir()) / "trainer.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "history": []}))
+    assert main(_train_args(tmp_path / "run", "--resume")) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["final_train_loss"] is None
+
+
+def test_train_resume_with_other_sizes_is_a_clear_error(tmp_path, capsys):
+    assert main(_train_args(tmp_path)) == 0
+    assert main(_train_args(tmp_path, "--resume", "--d-model", "32")) == 2
+    assert "shapes (saved vs model) differ" in capsys.readouterr().err
+
+
+def test_generate_reads_a_tokenizer_saved_with_its_rank_file(tmp_path):
+    from minillm.models import GPT, GPTConfig
+    from minillm.tokenizers import BPETokenizer
+
+    tok = BPETokenizer.train("to be or not to be " * 20, vocab_size=262)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=16, d_model=16, n_layer=1,
+                          n_head=2))
+    model.save(tmp_path / "ckpt")
+    tok.save(tmp_path / "ckpt")  # tokenizer.json pointing at tokenizer.tiktoken
+    assert main(["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "to be",
+                 "--max-new-tokens", "3"]) == 0

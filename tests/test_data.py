@@ -103,3 +103,10 @@ def test_byte_tokenizer_prefers_the_longest_special_token():
     tok = ByteTokenizer(special_tokens=["<|end|>", "<|end|>!"])
     assert tok.encode("a<|end|>!<|end|>b", allowed_special="all") == [97, 257, 256, 98]
     assert tok.encode("<|end|>", allowed_special=["<|end|>"]) == [256]
+
+
+def test_special_tokens_cannot_be_empty_and_one_may_be_named_alone():
+    with pytest.raises(ValueError, match="empty string"):
+        ByteTokenizer(special_tokens=["<|endoftext|>", ""])
+    tok = ByteTokenizer()
+    assert tok.encode("a<|endoftext|>", allowed_special="<|endoftext|>") == [97, 256]

@@ -38,3 +38,12 @@ def test_two_process_ddp_matches_single_process_on_the_same_global_batch(tmp_pat
 
     meta = json.loads((latest_checkpoint(tmp_path / "ddp") / "trainer.json").read_text())
     assert meta["world_size"] == 2
+
+
+def test_world_size_without_rank_is_a_clear_error(monkeypatch):
+    from minillm.distributed import init_from_env
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ValueError, match="RANK is not set: launch with torchrun"):
+        init_from_env()

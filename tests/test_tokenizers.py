@@ -251,3 +251,11 @@ def test_shakespeare_vocab_8192_trains_and_matches_tiktoken():
     assert tok.vocab_size == 8192 and len(tok.merges) == 8191 - 256
     sample = load_corpus("shakespeare", "test")[:20_000]
     assert tok.to_tiktoken().encode_ordinary(sample) == tok.encode(sample)
+
+
+def test_bpe_special_tokens_cannot_be_empty_and_one_may_be_named_alone():
+    with pytest.raises(ValueError, match="empty string"):
+        BPETokenizer.train("aaab aaab", vocab_size=260, special_tokens=("",))
+    tok = BPETokenizer.train("aaab aaab " * 5, vocab_size=260)
+    eot = tok.special_tokens["<|endoftext|>"]
+    assert tok.encode("a<|endoftext|>", allowed_special="<|endoftext|>")[-1] == eot

@@ -246,3 +246,67 @@ def test_float16_resume_restores_the_loss_scaler(tmp_path):
     assert resumed.scaler.state_dict() == full.scaler.state_dict()
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+# ---- edge cases found in review ----------------------------------------------------------
+def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
+    from minillm.training.checkpoint import save_training_checkpoint
+
+    model = _trainer().model
+    for step in (4, 8):  # an older run left later steps in this out_dir
+        save_training_checkpoint(tmp_path, step, model, {}, {"step": step}, keep=2)
+    save_training_checkpoint(tmp_path, 2, model, {}, {"step": 2}, keep=2)
+    assert latest_checkpoint(tmp_path).name == "step_000002"
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_000002", "step_000004", "step_000008"]  # not ours to delete
+    # steps compare as numbers: step_1000000 is newer than step_999999
+    for step in (999_999, 1_000_000):
+        save_training_checkpoint(tmp_path / "big", step, model, {}, {"step": step}, keep=1)
+    assert [p.name for p in (tmp_path / "big" / "checkpoints").iterdir()] == ["step_1000000"]
+    assert latest_checkpoint(tmp_path / "big").name == "step_1000000"
+
+
+def test_a_replace_killed_between_its_two_renames_is_recovered(tmp_path):
+    from minillm.training.checkpoint import save_training_checkpoint
+
+    model = _trainer().model
+    folder = save_training_checkpoint(tmp_path, 3, model, {}, {"step": 3})
+    folder.rename(folder.with_name(f".{folder.name}.old"))  # the state a kill leaves behind
+    assert latest_checkpoint(tmp_path) == folder and (folder / "model.safetensors").is_file()
+
+
+def test_resume_at_max_steps_writes_nothing(tmp_path):
+    tr = _trainer(tmp_path, max_steps=4)
+    tr.fit()
+    folder = latest_checkpoint(tmp_path)
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    again = _trainer(tmp_path, max_steps=4)
+    assert again.resume()
+    again.fit()
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_resume_applies_this_runs_optimizer_settings(tmp_path):
+    _trainer(tmp_path, max_steps=4).fit()
+    tr = _trainer(tmp_path, max_steps=8, weight_decay=0.0, beta2=0.99)
+    assert tr.resume()
+    decay, no_decay = tr.optimizer.param_groups
+    assert decay["weight_decay"] == 0.0 and decay["betas"] == (0.9, 0.99)
+    assert no_decay["weight_decay"] == 0.0
+    assert len(tr.optimizer.state) > 0  # the Adam moments did come back
+
+
+def test_resume_refuses_a_different_model_size_by_name(tmp_path):
+    _trainer(tmp_path, max_steps=2).fit()
+    model = GPT(GPTConfig(vocab_size=61, context_length=16, d_model=64, n_layer=2, n_head=4))
+    tr = Trainer(model, DATA, config=TrainConfig(device="cpu", out_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"shapes \(saved vs model\) differ for .*tok_emb"):
+        tr.resume()
+
+
+def test_tokens_the_model_cannot_embed_are_refused():
+    model = GPT(GPTConfig(vocab_size=61, context_length=16, d_model=32, n_layer=1, n_head=4))
+    with pytest.raises(ValueError, match=r"ids in \[0, 70\] but the model's vocab_size is 61"):
+        Trainer(model, torch.arange(71).repeat(3), config=TrainConfig(device="cpu"))
+    with pytest.raises(ValueError, match="dtype torch.uint8; token ids must be int64"):
+        Trainer(model, DATA.to(torch.uint8), config=TrainConfig(device="cpu"))

@@ -13,12 +13,23 @@ import torch
 __all__ = ["sample_batch", "check_tokens"]
 
 
-def check_tokens(data: torch.Tensor, context_length: int, what: str = "data") -> None:
-    """Raise a clear error if `data` cannot supply one window of `context_length` + 1 tokens."""
+def check_tokens(data: torch.Tensor, context_length: int, what: str = "data",
+                 vocab_size: int | None = None) -> None:
+    """Raise a clear error if `data` cannot supply one window of `context_length` + 1 tokens
+    (or, given `vocab_size`, holds ids the model has no embedding for)."""
     if data.ndim != 1:
         raise ValueError(f"{what} must be a 1-D tensor of token ids, got shape {tuple(data.shape)}")
     if data.numel() == 0:
         raise ValueError(f"{what} is empty: there is no text to train or evaluate on")
+    if vocab_size is not None:  # the model will embed these ids
+        if data.dtype != torch.int64:
+            raise ValueError(f"{what} has dtype {data.dtype}; token ids must be int64: "
+                             "use tokens.long()")
+        low, high = int(data.min()), int(data.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"{what} holds ids in [{low}, {high}] but the model's vocab_size is "
+                             f"{vocab_size}: encode with the model's tokenizer or enlarge "
+                             "vocab_size")
     if data.numel() < context_length + 1:
         raise ValueError(
             f"{what} has {data.numel()} tokens, fewer than context_length + 1 = "

@@ -25,8 +25,13 @@ class ByteTokenizer:
     """
 
     def __init__(self, special_tokens: Sequence[str] = ("<|endoftext|>",)):
+        if isinstance(special_tokens, str):
+            special_tokens = (special_tokens,)
         if len(set(special_tokens)) != len(special_tokens):
             raise ValueError(f"special_tokens={list(special_tokens)} has duplicates")
+        if "" in special_tokens:
+            raise ValueError("special_tokens holds the empty string, which would match between "
+                             "every two characters: remove it")
         self.special_tokens = {tok: 256 + i for i, tok in enumerate(special_tokens)}
         self.inverse_special = {i: tok for tok, i in self.special_tokens.items()}
 
@@ -41,7 +46,8 @@ class ByteTokenizer:
     def encode(self, text: str, allowed_special: str | Iterable[str] = ()) -> list[int]:
         """UTF-8 bytes of `text`; special tokens are matched only if `allowed_special` names
         them (or is "all"), otherwise they are encoded as their plain bytes."""
-        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        allowed = (set(self.special_tokens) if allowed_special == "all" else {allowed_special}
+                   if isinstance(allowed_special, str) else set(allowed_special))
         unknown = allowed - set(self.special_tokens)
         if unknown:
             raise ValueError(f"allowed_special names unknown special tokens {sorted(unknown)}")

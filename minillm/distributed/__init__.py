@@ -38,6 +38,9 @@ def init_from_env(device_type: str = "cpu") -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
+    if "RANK" not in os.environ:
+        raise ValueError(f"WORLD_SIZE={world_size} but RANK is not set: launch with torchrun "
+                         "(which sets RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or set them")
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     backend = "nccl" if device_type == "cuda" else "gloo"
@@ -54,9 +57,12 @@ def shutdown() -> None:
 
 
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean of a tensor over all ranks (a no-op in one process)."""
+    """Mean of a tensor over all ranks (a no-op in one process). NCCL reduces only CUDA
+    tensors, so there the value travels through this rank's GPU and comes back."""
     if info.enabled:
-        value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= info.world_size
+        device = (torch.device("cuda", torch.cuda.current_device()) if info.backend == "nccl"
+                  else value.device)
+        out = value.to(device, copy=True)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        value = (out / info.world_size).to(value.device)
     return value

@@ -42,6 +42,13 @@ class LanguageModel(nn.Module):
         if missing or unexpected:
             raise ValueError(f"weights do not fit this config: missing {sorted(missing)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]}")
+        own = self.state_dict()
+        wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if tensors[k].shape != v.shape]
+        if wrong:
+            raise ValueError(f"weights do not fit this config: shapes (saved vs model) differ "
+                             f"for {wrong[:3]}; build the model from the checkpoint's "
+                             "config.json (e.g. GPT.from_checkpoint) or resume with the same sizes")
         self.load_state_dict(tensors)
 
     def write_files(self, folder: Path, extra_files: dict[str, dict] | None = None) -> None:

@@ -11,6 +11,10 @@ merging, `train_bpe_naive`, incremental `train_bpe`), `bpe` (`BPETokenizer`), an
 `tiktoken_bridge` (rank files, `to_tiktoken`, `from_tiktoken`). Needs the `regex` module.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 from minillm.tokenizers.bpe import BPETokenizer, bpe_chunk, recover_merges
 from minillm.tokenizers.patterns import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, resolve_pattern
 from minillm.tokenizers.tiktoken_bridge import (
@@ -32,11 +36,18 @@ from minillm.tokenizers.trainer import (
 )
 
 
-def tokenizer_from_dict(d: dict):
-    """The tokenizer a checkpoint's tokenizer.json describes: {"type": "byte"} or {"type": "bpe"}."""
+def tokenizer_from_dict(d: dict, folder: str | Path | None = None):
+    """The tokenizer a tokenizer.json describes: {"type": "byte"} or {"type": "bpe"}. A BPE's
+    ranks are inline ("ranks", as `to_dict` writes them into checkpoints) or in a tiktoken file
+    beside the JSON ("ranks_file", as `BPETokenizer.save` writes them): then pass `folder`."""
     from minillm.data.tokenizer import ByteTokenizer
 
     kind = d.get("type")
+    if kind == "bpe" and "ranks" not in d and "ranks_file" in d:
+        if folder is None:
+            raise ValueError(f"this tokenizer.json keeps its ranks in {d['ranks_file']!r} beside "
+                             "it: pass folder= (or use BPETokenizer.load(folder))")
+        return load_tokenizer(folder)
     if kind == "bpe":
         return BPETokenizer.from_dict(d)
     if kind == "byte":

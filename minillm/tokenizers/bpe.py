@@ -108,6 +108,9 @@ class BPETokenizer:
         if clash or len(set(self.special_tokens.values())) != len(self.special_tokens):
             raise ValueError(f"special token ids {sorted(self.special_tokens.values())} repeat "
                              "or reuse ordinary token ids; give each special its own id")
+        if "" in self.special_tokens:
+            raise ValueError("a special token is the empty string, which would match between "
+                             "every two characters: remove it")
         for s, i in self.special_tokens.items():
             self._decoder[i] = s.encode("utf-8")
         self._merges = list(merges) if merges is not None else None
@@ -128,8 +131,13 @@ class BPETokenizer:
             special_tokens: strings that get the ids after the merges, in this order.
             pattern: "gpt2", "gpt4"/"cl100k" or a `regex` pattern.
         """
+        if isinstance(special_tokens, str):
+            special_tokens = (special_tokens,)
         if len(set(special_tokens)) != len(special_tokens):
             raise ValueError(f"special_tokens={list(special_tokens)} has duplicates")
+        if "" in special_tokens:
+            raise ValueError("special_tokens holds the empty string, which would match between "
+                             "every two characters: remove it")
         if vocab_size < 256 + len(special_tokens):
             raise ValueError(f"vocab_size={vocab_size} is below 256 bytes + "
                              f"{len(special_tokens)} special tokens; raise it")
@@ -164,7 +172,9 @@ class BPETokenizer:
 
     # ----------------------------------------------------------------------------- encoding
     def _special_re(self, allowed_special: str | Iterable[str]) -> regex.Pattern | None:
-        allowed = frozenset(self.special_tokens if allowed_special == "all" else allowed_special)
+        allowed = frozenset(self.special_tokens if allowed_special == "all" else
+                            [allowed_special] if isinstance(allowed_special, str)
+                            else allowed_special)
         if allowed not in self._special_res:
             unknown = allowed - set(self.special_tokens)
             if unknown:

@@ -58,6 +58,9 @@ def special_regex(specials: Iterable[str]) -> regex.Pattern | None:
     """One alternation of the escaped special tokens, longest first (so that the longer of two
     specials sharing a prefix wins); None if there are none."""
     specials = sorted(set(specials), key=lambda s: (-len(s), s))
+    if "" in specials:
+        raise ValueError("a special token is the empty string, which would match between every "
+                         "two characters: remove it")
     if not specials:
         return None
     return regex.compile("|".join(regex.escape(s) for s in specials))

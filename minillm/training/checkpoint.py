@@ -17,6 +17,7 @@ moment resumes from the last complete checkpoint.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from minillm.io import (
     atomic_folder,
     atomic_write_json,
     read_json,
+    restore_interrupted_replace,
     torch_load_safe,
     torch_save_atomic,
 )
@@ -47,10 +49,18 @@ def save_training_checkpoint(
         torch_save_atomic(tmp / "trainer_state.pt", trainer_state)
     atomic_write_json(out_dir / "latest.json", {"step": step, "path": str(rel)})
     if keep > 0:
-        folders = sorted((out_dir / "checkpoints").glob("step_*"))
-        for old in folders[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        # older steps beyond the newest keep - 1 go; the one just written never does, nor do
+        # later steps left in out_dir by another run (they are not this run's to delete)
+        older = sorted(s for s in _steps(out_dir / "checkpoints") if s < step)
+        for old in older[: max(0, len(older) - (keep - 1))]:
+            shutil.rmtree(out_dir / "checkpoints" / f"step_{old:06d}", ignore_errors=True)
     return out_dir / rel
+
+
+def _steps(folder: Path) -> list[int]:
+    """Steps of the step_N folders in `folder` (numerically: step_1000000 > step_999999)."""
+    return [int(m.group(1)) for p in folder.glob("step_*")
+            if p.is_dir() and (m := re.fullmatch(r"step_(\d+)", p.name))]
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -59,6 +69,7 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     if not pointer.exists():
         return None
     folder = Path(out_dir) / read_json(pointer, "latest.json")["path"]
+    restore_interrupted_replace(folder)
     if not folder.is_dir():
         raise CheckpointError(f"latest.json points to {folder}, which does not exist")
     return folder

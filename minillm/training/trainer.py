@@ -114,9 +114,10 @@ class Trainer:
             raise ValueError(f"seq_len={c.seq_len} is longer than the model's context_length={ctx}")
         self.seq_len = c.seq_len or ctx
         ctx = self.seq_len
-        check_tokens(train_tokens, ctx, "training tokens")
+        vocab = model.config.vocab_size
+        check_tokens(train_tokens, ctx, "training tokens", vocab)
         if val_tokens is not None:
-            check_tokens(val_tokens, ctx, "validation tokens")
+            check_tokens(val_tokens, ctx, "validation tokens", vocab)
         self.device = choose_device(c.device)
         self.dist = dist or init_from_env(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -183,13 +184,19 @@ class Trainer:
             return False
         from minillm.io import load_tensors
 
-        self.model.load_weights(load_tensors(folder / "model.safetensors"))
-        state, meta = load_trainer_state(folder)
+        state, meta = load_trainer_state(folder)  # everything is checked before anything loads
         if meta.get("world_size", 1) != self.dist.world_size:
             raise ValueError(
                 f"checkpoint {folder} was written by {meta['world_size']} processes but this run "
                 f"has {self.dist.world_size}; resume with the same world size")
+        self.model.load_weights(load_tensors(folder / "model.safetensors"))
+        # the checkpoint brings the Adam moments; decay, betas, eps and the kernel choice are
+        # this run's config (a changed weight_decay on resume is applied, not silently dropped)
+        settings = [{k: v for k, v in g.items() if k != "params"}
+                    for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, own in zip(self.optimizer.param_groups, settings, strict=True):
+            group.update(own)
         if self.scaler is not None and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.generator.set_state(state["data_generator"])
@@ -259,6 +266,7 @@ class Trainer:
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not (show and self.dist.is_main),
                    desc="train", dynamic_ncols=True)
         self.model.train()
+        first_step = self.step
         window_start, window_steps = time.perf_counter(), 0
         while self.step < c.max_steps:
             loss, grad_norm = self.train_step()
@@ -285,7 +293,7 @@ class Trainer:
             if c.checkpoint_interval and self.step % c.checkpoint_interval == 0:
                 self.save_checkpoint()
         bar.close()
-        if c.out_dir is not None and not (c.checkpoint_interval
-                                          and self.step % c.checkpoint_interval == 0):
-            self.save_checkpoint()
+        saved = c.checkpoint_interval and self.step % c.checkpoint_interval == 0
+        if c.out_dir is not None and self.step > first_step and not saved:
+            self.save_checkpoint()  # (nothing new to save when resumed at max_steps)
         return self.history
