@@ -65,13 +65,16 @@ def parse_parameter(text: str) -> tuple[str, object]:
 
 def run_chapters(
     names: list[str] | None = None, parameters: dict | None = None,
-    output_dir: str | Path | None = "build/course", in_place: bool = False,
+    output_dir: str | Path = "build/course", in_place: bool = False,
     kernel_name: str | None = None, log_output: bool = False,
 ) -> list[ChapterResult]:
     """Execute chapters with papermill; a failure is recorded, and the next chapter still runs."""
     import os
 
     import papermill as pm
+
+    if output_dir is None and not in_place:
+        raise ValueError("give output_dir (where executed notebooks go) or in_place=True")
 
     # Figures must reach the notebook: a kernel that inherits MPLBACKEND=Agg would draw nothing.
     # Kernels inherit this process's environment: set the inline backend for them, then restore.

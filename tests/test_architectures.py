@@ -169,3 +169,64 @@ def test_left_padded_batches_decode_like_single_prompts(positions):
     for row, p in enumerate(prompts):
         alone = generate(m, torch.tensor([p]), 8, do_sample=False)
         assert batch[row, -8:].tolist() == alone[0, -8:].tolist(), (positions, row)
+
+
+# ---- edge cases found in review ----------------------------------------------------------
+@pytest.mark.parametrize("positions", ["rope", "alibi", "none"])
+@pytest.mark.parametrize("mask", ["causal", "bidirectional", "prefix"])
+def test_relative_schemes_ignore_a_shift_and_left_padding(positions, mask):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, context_length=32, d_model=32, n_layer=2, n_head=4,
+                          positions=positions, attn_mask=mask)).eval()
+    x = torch.randint(0, 50, (1, 8), generator=torch.Generator().manual_seed(1))
+    kw = {"prefix_length": 3} if mask == "prefix" else {}
+    with torch.no_grad():
+        plain = model(x, **kw)[0]
+        shifted = model(x, position_ids=torch.arange(5, 13), **kw)[0]
+        torch.testing.assert_close(shifted, plain, atol=1e-5, rtol=1e-5)
+        if mask != "prefix":  # prefix_length counts columns, pads included
+            padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), x], 1)
+            am = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(x)], 1)
+            torch.testing.assert_close(model(padded, attention_mask=am)[0][:, 3:], plain,
+                                       atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_naive_alibi_runs_in_half_precision_like_sdpa(dtype):
+    kw = dict(vocab_size=50, context_length=16, d_model=32, n_layer=1, n_head=4, positions="alibi")
+    torch.manual_seed(0)
+    naive = GPT(GPTConfig(**kw, attn_impl="naive")).eval().to(dtype)
+    fused = GPT(GPTConfig(**kw)).eval().to(dtype)
+    fused.load_state_dict(naive.state_dict())
+    x = torch.randint(0, 50, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(naive(x)[0].float(), fused(x)[0].float(), atol=2e-2, rtol=0)
+
+
+def test_hf_variants_minillm_cannot_express_are_refused():
+    for extra in [{"scale_attn_weights": False}, {"scale_attn_by_inverse_layer_idx": True}]:
+        cfg = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=1,
+                                      n_head=4, **extra)
+        with pytest.raises(ValueError, match="scale_attn"):
+            GPT.from_hf_gpt2(transformers.GPT2LMHeadModel(cfg))
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=96,
+                                   num_hidden_layers=1, num_attention_heads=4,
+                                   num_key_value_heads=4, head_dim=32)
+    with pytest.raises(ValueError, match="head_dim=32 differs"):
+        GPT.from_hf_llama(transformers.LlamaForCausalLM(cfg))
+
+
+def test_config_checks_only_what_applies_and_names_bad_values():
+    GPTConfig(d_model=4, n_head=4, positions="learned")  # head_dim 1 is fine without RoPE
+    with pytest.raises(ValueError, match="needs at least 2"):
+        GPTConfig(d_model=4, n_head=4, positions="rope")
+    with pytest.raises(ValueError, match="with NTK scaling needs at least 4"):
+        GPTConfig(d_model=16, n_head=4, positions="rope", rope_fraction=0.5, rope_scaling="ntk",
+                  rope_scale=2.0)
+    for field, value in [("dropout", "0.1"), ("rope_base", "1e4"), ("rope_scale", float("nan")),
+                         ("init_std", True)]:
+        with pytest.raises(ValueError, match=f"{field}=.* must be a number"):
+            GPTConfig(d_model=32, n_head=4, **{field: value})
+    for bad in [[1, 2], None]:
+        with pytest.raises(ValueError, match="must be a JSON object"):
+            GPTConfig.from_dict(bad)

@@ -105,3 +105,10 @@ def test_generate_reads_a_tokenizer_saved_with_its_rank_file(tmp_path):
     tok.save(tmp_path / "ckpt")  # tokenizer.json pointing at tokenizer.tiktoken
     assert main(["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "to be",
                  "--max-new-tokens", "3"]) == 0
+
+
+def test_run_chapters_needs_somewhere_to_write():
+    from minillm.course import run_chapters
+
+    with pytest.raises(ValueError, match="give output_dir"):
+        run_chapters(["03"], output_dir=None)

@@ -105,7 +105,7 @@ def naive_attention(
     if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))
     elif mask is not None:
-        scores = scores + mask
+        scores = scores + mask.to(scores.dtype)  # ALiBi's float32 bias in a bf16/fp16 model
     weights = scores.softmax(dim=-1)
     out = F.dropout(weights, p=dropout_p, training=training) @ v
     return out, weights

@@ -73,6 +73,11 @@ class GPTConfig:
             self.d_ff = swiglu_hidden_size(self.d_model) if self.mlp == "swiglu" else 4 * self.d_model
         if not isinstance(self.d_ff, int) or self.d_ff <= 0:
             raise ValueError(f"d_ff={self.d_ff!r} must be a positive integer")
+        for name in ("dropout", "norm_eps", "init_std", "rope_base", "rope_fraction",
+                     "rope_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{name}={value!r} must be a number")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.norm_eps <= 0:
@@ -88,9 +93,14 @@ class GPTConfig:
         _check_choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
         if self.rope_base <= 1:
             raise ValueError(f"rope_base={self.rope_base} must be > 1 (LLaMA uses 10000)")
-        if not 0 < self.rope_fraction <= 1 or int(self.head_dim * self.rope_fraction) < 2:
-            raise ValueError(f"rope_fraction={self.rope_fraction} must be in (0, 1] and rotate at "
-                             f"least 2 of the head's {self.head_dim} dims")
+        if not 0 < self.rope_fraction <= 1:
+            raise ValueError(f"rope_fraction={self.rope_fraction} must be in (0, 1]")
+        rot_dim = int(self.head_dim * self.rope_fraction) // 2 * 2
+        need = 4 if self.rope_scaling == "ntk" else 2  # NTK's exponent is d / (d - 2)
+        if self.positions == "rope" and rot_dim < need:
+            raise ValueError(f"rope_fraction={self.rope_fraction} of head_dim={self.head_dim} "
+                             f"rotates {rot_dim} dims; RoPE{' with NTK scaling' * (need == 4)} "
+                             f"needs at least {need}: raise rope_fraction or the head size")
         if self.rope_scale < 1:
             raise ValueError(f"rope_scale={self.rope_scale} must be >= 1 (a context extension factor)")
 
@@ -103,6 +113,9 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config must be a JSON object of fields, got "
+                             f"{type(d).__name__}: is this file a minillm config.json?")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

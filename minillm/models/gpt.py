@@ -81,7 +81,8 @@ class GPT(LanguageModel):
             cache: optional KV cache holding the keys/values of the tokens before `idx`; it is
                 extended by `idx`'s (decoding: prefill the prompt, then one token per call).
             position_ids: optional (B, T) or (T,) positions of `idx`'s tokens; default
-                `past + arange(T)` with `past` the tokens already in the cache.
+                `past + arange(T)` with `past` the tokens already in the cache, or with an
+                `attention_mask` the number of real tokens before each (as in Hugging Face).
             attention_mask: optional (B, past + T) 1 for real tokens, 0 for (left) padding.
             prefix_length: with attn_mask="prefix", how many leading tokens every position sees.
 
@@ -100,15 +101,21 @@ class GPT(LanguageModel):
         if cache is not None and c.attn_mask != "causal":
             raise ValueError(f"a KV cache needs attn_mask='causal' (this model has "
                              f"{c.attn_mask!r}): decode without a cache")
+        if position_ids is None and attention_mask is not None:
+            position_ids = positions_from_mask(attention_mask)[:, past:]  # count real tokens
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=idx.device)
             last_position = past + T - 1  # known without reading the tensor (no device sync)
         else:
             last_position = int(position_ids.max())
         key_positions = None
-        if c.positions == "alibi":
-            key_positions = torch.arange(past + T, device=idx.device) if attention_mask is None \
-                else positions_from_mask(attention_mask)
+        if c.positions == "alibi":  # keys sit where their queries sat
+            if past == 0:
+                key_positions = position_ids
+            elif attention_mask is not None:
+                key_positions = positions_from_mask(attention_mask)
+            else:  # cached keys had the default positions 0, 1, ...
+                key_positions = torch.arange(past + T, device=idx.device)
         mask = build_attention_mask(c, T, past + T, idx.device, attention_mask, prefix_length,
                                     position_ids, key_positions)
         x = self.tok_emb(idx)                                                  # (B, T, C)

@@ -61,6 +61,11 @@ def config_from_hf_gpt2(model_or_state_dict, n_head: int | None = None, **overri
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"GPT-2 activation_function={act!r} is not supported; minillm's "
                              "GPT-2 MLP uses the tanh approximation ('gelu_new')")
+        if not getattr(hf_config, "scale_attn_weights", True) or getattr(
+                hf_config, "scale_attn_by_inverse_layer_idx", False):
+            raise ValueError("GPT-2 variants with scale_attn_weights=False or "
+                             "scale_attn_by_inverse_layer_idx=True are not supported: minillm "
+                             "scales attention scores by 1/sqrt(head_dim) only")
     kwargs.update(overrides)
     return GPTConfig(**kwargs)
 

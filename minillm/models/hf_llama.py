@@ -52,6 +52,11 @@ def config_from_hf_llama(hf_config, **overrides) -> GPTConfig:
         raise ValueError(f"LLaMA hidden_act={hf_config.hidden_act!r}; minillm's SwiGLU uses silu")
     if getattr(hf_config, "attention_bias", False) or getattr(hf_config, "mlp_bias", False):
         raise ValueError("LLaMA variants with attention_bias/mlp_bias are not supported")
+    head_dim = getattr(hf_config, "head_dim", None)
+    if head_dim is not None and head_dim != hf_config.hidden_size // hf_config.num_attention_heads:
+        raise ValueError(f"LLaMA head_dim={head_dim} differs from hidden_size / "
+                         f"num_attention_heads = {hf_config.hidden_size} / "
+                         f"{hf_config.num_attention_heads}: minillm ties head_dim to d_model")
     kwargs.update(overrides)
     return GPTConfig(**kwargs)
 
