@@ -151,8 +151,9 @@ class NGramConfig:
             raise ValueError(f"smoothing={self.smoothing!r} is unknown; choose one of {SMOOTHINGS}")
         if self.k <= 0:
             raise ValueError(f"k={self.k} must be positive (k=1 is Laplace smoothing)")
-        if self.discount is not None and not 0 <= self.discount <= 1:
-            raise ValueError(f"discount={self.discount} must be in [0, 1] or None (estimated)")
+        if self.discount is not None and not 0 < self.discount <= 1:
+            raise ValueError(f"discount={self.discount} must be in (0, 1] or None (estimated): "
+                             "with 0, unseen tokens get probability 0")
         if not 0 < self.backoff <= 1:
             raise ValueError(f"backoff={self.backoff} must be in (0, 1]; Brants et al. use 0.4")
         if self.min_count < 1:
@@ -193,7 +194,8 @@ class NGramLM:
         """Count n-grams in `sequences` (each padded with `<s>`.. and `</s>`).
 
         Jelinek-Mercer tunes its weights on `heldout`; when none is given it holds out every
-        10th sequence (or the last tenth of a single one), tunes, then recounts on everything.
+        10th sequence (the last one if there are fewer than 10; with a single sequence, its
+        last tenth, scored in its real context), tunes, then recounts on everything.
         """
         sequences = [list(s) for s in sequences]
         if not any(sequences):
@@ -206,12 +208,17 @@ class NGramLM:
         self._fit_spelling(counts)
         if self.config.smoothing == "jelinek_mercer":
             if heldout is None:
-                train, heldout = _split_heldout(sequences)
+                train, held, skip = _split_heldout(sequences)
                 self._count(train)
-                self._tune_lambdas([list(s) for s in heldout])
+                self._tune_lambdas(held, skip)
             else:
+                heldout = [list(s) for s in heldout]
+                if not any(heldout):
+                    raise ValueError("heldout has no tokens to tune Jelinek-Mercer's weights on: "
+                                     "pass non-empty sequences, or None to hold out part of "
+                                     "the training data")
                 self._count(sequences)
-                self._tune_lambdas([list(s) for s in heldout])
+                self._tune_lambdas(heldout)
                 return self
         self._count(sequences)
         return self
@@ -361,9 +368,13 @@ class NGramLM:
             p = np.where(n <= top, new, p)
         return np.where(w == _BOS_ID, 0.0, p)
 
-    def _tune_lambdas(self, heldout: list[list]) -> None:
-        """EM for the nested (stick-breaking) mixture weights lam_1..lam_N on held-out data."""
+    def _tune_lambdas(self, heldout: list[list], skip: list[int] | None = None) -> None:
+        """EM for the nested (stick-breaking) mixture weights lam_1..lam_N on held-out data;
+        the first skip[i] tokens of sequence i are context only, not scored."""
         t, ev, _ = self._encode(heldout)
+        if skip is not None:
+            ev = ev[np.concatenate([np.arange(len(s) + 1) >= k for s, k in zip(heldout, skip,
+                                                                              strict=True)])]
         V, N = len(self.vocab), self.order
         ctx = self._context_ids(t, ev, N)
         ml, seen = [], []
@@ -494,7 +505,9 @@ class NGramLM:
     def perplexity(self, tokens: Sequence[Hashable] | Iterable[Sequence[Hashable]]) -> float:
         """exp(mean negative log-likelihood) over the tokens (+ `</s>`), `<unk>` counted as a
         token (the closed-vocabulary convention of the PTB numbers). Accepts one sequence or a
-        list of sequences. inf when a token gets probability 0 (MLE)."""
+        list of sequences; a list of strings is one sequence of string tokens (words), so pass
+        [list(s) for s in texts] for character sequences. inf when a token gets probability 0
+        (MLE)."""
         return float(np.exp(-self.log_probs(_as_sequences(tokens)).mean()))
 
     def nll_bits(self, text: str) -> float:
@@ -511,7 +524,10 @@ class NGramLM:
 
     def bits_per_byte(self, text: str) -> float:
         """-log2 P(text) / (UTF-8 bytes of text): comparable across tokenizations."""
-        return self.nll_bits(text) / len(text.encode("utf-8"))
+        n_bytes = len(text.encode("utf-8"))
+        if n_bytes == 0:
+            raise ValueError("text is empty: bits per byte needs at least one byte")
+        return self.nll_bits(text) / n_bytes
 
     def sample(self, context: Sequence[Hashable] | None = None, n: int = 20,
                rng: np.random.Generator | int | None = None) -> list[Hashable]:
@@ -535,13 +551,17 @@ def _as_sequences(tokens) -> list[list]:
     return [tokens]
 
 
-def _split_heldout(sequences: list[list]) -> tuple[list[list], list[list]]:
-    if len(sequences) >= 10:
-        return ([s for i, s in enumerate(sequences) if i % 10 != 9],
-                [s for i, s in enumerate(sequences) if i % 10 == 9])
-    train, held = [], []
-    for s in sequences:
-        cut = len(s) - max(1, len(s) // 10) if len(s) > 1 else len(s)
-        train.append(s[:cut])
-        held.append(s[cut:])
-    return train, [h for h in held if h] or train
+def _split_heldout(sequences: list[list]) -> tuple[list[list], list[list], list[int]]:
+    """(training sequences, held-out sequences, tokens of each held-out one not to score).
+
+    Whole sequences are held out when there are several, so each held-out token keeps its real
+    context; one sequence is cut, and its last tenth is scored after the first nine tenths."""
+    if len(sequences) >= 2:
+        held = set(range(9, len(sequences), 10)) or {len(sequences) - 1}
+        return ([s for i, s in enumerate(sequences) if i not in held],
+                [s for i, s in enumerate(sequences) if i in held], [0] * len(held))
+    (s,) = sequences
+    if len(s) < 2:  # nothing to spare: tune on the training data itself (overfits toward MLE)
+        return sequences, sequences, [0]
+    cut = len(s) - max(1, len(s) // 10)
+    return [s[:cut]], [s], [cut]

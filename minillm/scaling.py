@@ -104,16 +104,22 @@ def _arrays(*xs) -> list[np.ndarray]:
 class PowerLawFit:
     """L(x) = (x_c / x)^exponent, fitted as a line in log-log space.
 
-    `exponent_se` and `log10_scale_se` are ordinary-least-squares standard errors."""
+    `exponent_se` and `log10_scale_se` are ordinary-least-squares standard errors. A nearly
+    flat fit (exponent ~ 0) has x_c -> inf; `predict` uses the fitted line itself,
+    log L = log_loss_at_1 - exponent * log x, so it stays exact there."""
     exponent: float
-    scale: float               # x_c
+    scale: float               # x_c (inf when the exponent is ~0)
     exponent_se: float
     log10_scale_se: float
     r2: float
     n_points: int
+    log_loss_at_1: float = math.nan   # the line's intercept: log L at x = 1
 
     def predict(self, x):
-        return (self.scale / np.asarray(x, dtype=float)) ** self.exponent
+        x = np.asarray(x, dtype=float)
+        if math.isfinite(self.log_loss_at_1):
+            return np.exp(self.log_loss_at_1 - self.exponent * np.log(x))
+        return (self.scale / x) ** self.exponent
 
 
 def fit_power_law(x, loss) -> PowerLawFit:
@@ -127,6 +133,8 @@ def fit_power_law(x, loss) -> PowerLawFit:
     if len(x) < 3:
         raise ValueError(f"a power-law fit with uncertainties needs >= 3 points, got {len(x)}")
     lx, ly = np.log(x), np.log(loss)
+    if np.ptp(lx) == 0:
+        raise ValueError(f"every x is {x[0]:.4g}: a power law in x needs at least two x values")
     X = np.stack([np.ones_like(lx), lx], axis=1)
     coef, *_ = np.linalg.lstsq(X, ly, rcond=None)
     resid = ly - X @ coef
@@ -134,16 +142,18 @@ def fit_power_law(x, loss) -> PowerLawFit:
     cov = np.linalg.inv(X.T @ X) * (resid @ resid) / dof
     intercept, slope = coef
     alpha = -slope
-    log_xc = intercept / alpha
-    # delta method for log x_c = intercept / alpha
-    g = np.array([1.0 / alpha, intercept / alpha**2])
-    log_xc_se = math.sqrt(max(g @ cov @ g, 0.0))
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        log_xc = np.float64(intercept) / alpha          # +-inf when the fit is flat
+        # delta method for log x_c = intercept / alpha
+        g = np.array([1.0 / alpha, intercept / alpha**2])
+        log_xc_se = math.sqrt(max(float(g @ cov @ g), 0.0)) if np.isfinite(g).all() else math.inf
+        scale = float(np.exp(log_xc))
     ss_tot = ((ly - ly.mean()) ** 2).sum()
-    return PowerLawFit(exponent=float(alpha), scale=float(math.exp(log_xc)),
+    return PowerLawFit(exponent=float(alpha), scale=scale,
                        exponent_se=float(math.sqrt(cov[1, 1])),
                        log10_scale_se=float(log_xc_se / math.log(10)),
                        r2=float(1 - (resid @ resid) / ss_tot) if ss_tot > 0 else 1.0,
-                       n_points=len(x))
+                       n_points=len(x), log_loss_at_1=float(intercept))
 
 
 def pareto_frontier(x, loss) -> np.ndarray:
@@ -265,6 +275,9 @@ def _fit_once(log_n, log_d, log_loss, starts, delta, n_refine,
             t, log_n, log_d, log_loss, delta))
         if math.isfinite(value) and value < best_value:
             best, best_value = theta, value
+    if best is None:
+        raise ValueError("no start of the Chinchilla fit reached a finite objective: check the "
+                         "inputs (positive N, D, loss) or widen the grid")
     a, b, e, alpha, beta = best.tolist()
     return np.array([math.exp(e), math.exp(a), math.exp(b), alpha, beta]), best_value, best
 
@@ -295,6 +308,9 @@ def fit_chinchilla(n_params, tokens, loss, delta: float = 1e-3, grid: dict | Non
         raise ValueError(f"fit_chinchilla has 5 parameters and needs >= 5 runs, got {len(n)}")
     if not 0 < ci < 1:
         raise ValueError(f"ci={ci} must be in (0, 1), e.g. 0.9 for a 90% interval")
+    if n_refine is not None and (not isinstance(n_refine, int) or n_refine < 1):
+        raise ValueError(f"n_refine={n_refine!r} must be a positive integer (None refines "
+                         "every grid point)")
     log_n, log_d, log_y = (torch.tensor(np.log(v), dtype=torch.float64) for v in (n, d, y))
     starts = _grid(DEFAULT_GRID if grid is None else grid)
     params, value, theta = _fit_once(log_n, log_d, log_y, starts, delta, n_refine)

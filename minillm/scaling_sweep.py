@@ -97,7 +97,9 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"C{self.budget:.0e}_d{self.d_model}_L{self.n_layer}".replace("+", "")
+        mantissa, exponent = f"{self.budget:.15e}".split("e")  # 3e10 -> "3e10", 1.5e11 -> "1.5e11"
+        tag = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"C{tag}_d{self.d_model}_L{self.n_layer}"
 
 
 def make_model_config(d_model: int, n_layer: int, config: SweepConfig) -> GPTConfig:
@@ -180,8 +182,9 @@ def run_sweep(config: SweepConfig, out_path: str | Path, device: str = "cpu",
             continue
         record = train_point(spec, train, val, config, device=device)
         done[spec.name] = record
-        with out_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        torn = out_path.exists() and out_path.read_bytes()[-1:] not in (b"", b"\n")
+        with out_path.open("a") as f:  # after a torn line (a killed write), start a new one
+            f.write(("\n" if torn else "") + json.dumps(record) + "\n")
         if log:
             print(f"[{i + 1}/{len(plan)}] {spec.name}: N={record['n_params']} "
                   f"D={record['tokens']:.3g} loss={record['val_loss']:.4f} "

@@ -312,3 +312,25 @@ def test_num_ngrams_and_hit_rate():
     assert lm.num_ngrams(1) == 4 and lm.num_ngrams(2) == 5     # a b c </s>; <s>a ab b</s> ac c</s>
     # events a|<s>, c|a, b|c, </s>|b: only "c b" is new
     np.testing.assert_allclose(lm.hit_rate([["a", "c", "b"]]), [1.0, 0.75])
+
+
+# ---- edge cases found in review ----------------------------------------------------------
+def test_jelinek_mercer_default_split_keeps_the_real_context():
+    several = [["a", "b"] * 5] * 5          # fewer than 10 sequences: one is held out whole
+    single = [["a", "b"] * 50]              # one sequence: its last tenth, scored in context
+    explicit = NGramLM(3, "jelinek_mercer").fit(several, heldout=[["a", "b"] * 5])
+    for corpus in (several, single):
+        lm = NGramLM(3, "jelinek_mercer").fit(corpus)
+        assert lm.prob("a", ["a", "b"]) > 0.75  # a near-uniform model gives 0.25
+        assert lm.perplexity(corpus) < 1.5
+    np.testing.assert_allclose(NGramLM(3, "jelinek_mercer").fit(several).lambdas,
+                               explicit.lambdas)
+
+
+def test_bad_held_out_text_and_discount_are_named():
+    with pytest.raises(ValueError, match="heldout has no tokens"):
+        NGramLM(2, "jelinek_mercer").fit([["a", "b"]], heldout=[])
+    with pytest.raises(ValueError, match="text is empty"):
+        NGramLM(2, tokenizer="bytes").fit_text("abc").bits_per_byte("")
+    with pytest.raises(ValueError, match=r"discount=0 must be in \(0, 1\]"):
+        NGramLM(2, "kneser_ney", discount=0)

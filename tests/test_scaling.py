@@ -257,3 +257,42 @@ def test_run_sweep_records_points_and_resumes(tmp_path):
     write_csv(records, tmp_path / "sweep.csv")
     lines = (tmp_path / "sweep.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("name,budget")
+
+
+# ---- edge cases found in review ----------------------------------------------------------
+def test_nearly_flat_power_laws_fit_and_predict():
+    x = np.array([1e6, 1e7, 1e8])
+    for loss in (np.array([3.00, 2.99, 2.98]), np.array([2.0, 2.0, 2.0])):
+        fit = fit_power_law(x, loss)  # x_c = exp(intercept / alpha) overflows here
+        np.testing.assert_allclose(fit.predict(x), loss, rtol=1e-3)
+    with pytest.raises(ValueError, match="needs at least two x values"):
+        fit_power_law([1e6] * 3, [3.0, 2.9, 2.8])
+
+
+def test_isoflops_with_a_slightly_negative_slope():
+    rows = []
+    for c in (1e15, 1e16, 1e17):
+        n_opt = 1e6 * (c / 1e15) ** -0.01
+        rows += [(n, 3 + 0.1 * (math.log(n) - math.log(n_opt)) ** 2, c) for n in (1e5, 1e6, 1e7)]
+    n, loss, c = map(np.array, zip(*rows, strict=True))
+    assert fit_isoflops(n, loss, c).a == pytest.approx(-0.01, abs=1e-9)
+
+
+def test_fit_chinchilla_needs_something_to_refine():
+    n, d = np.array([1e5, 2e5, 4e5, 8e5, 1.6e6]), np.array([1e7, 3e7, 1e7, 3e7, 1e8])
+    with pytest.raises(ValueError, match="n_refine=0 must be a positive integer"):
+        fit_chinchilla(n, d, 2 + 1e2 / n ** 0.3 + 1e3 / d ** 0.3, n_refine=0)
+
+
+def test_sweep_names_are_distinct_and_a_torn_line_loses_nothing(tmp_path, monkeypatch):
+    import minillm.scaling_sweep as sweep
+
+    names = [s.name for s in plan_sweep(SweepConfig(budgets=(1.5e11, 2e11), shapes=((32, 1),)))]
+    assert names == ["C1.5e11_d32_L1", "C2e11_d32_L1"]
+    monkeypatch.setattr(sweep, "train_point", lambda spec, *a, **k: {
+        "name": spec.name, "budget": spec.budget, "d_model": spec.d_model,
+        "n_layer": spec.n_layer, "val_loss": 1.0})
+    out = tmp_path / "sweep.jsonl"
+    out.write_text('{"name": "torn')  # a write killed half-way
+    run_sweep(SweepConfig(budgets=(1e11,), shapes=((32, 1),)), out, log=False)
+    assert [r["name"] for r in load_sweep(out)] == ["C1e11_d32_L1"]
