@@ -154,6 +154,9 @@ class NGramConfig:
         if self.discount is not None and not 0 < self.discount <= 1:
             raise ValueError(f"discount={self.discount} must be in (0, 1] or None (estimated): "
                              "with 0, unseen tokens get probability 0")
+        if self.discount is not None and self.smoothing != "kneser_ney":
+            raise ValueError(f"discount={self.discount} applies to smoothing='kneser_ney' only "
+                             f"({self.smoothing!r} estimates its own or has none): drop it")
         if not 0 < self.backoff <= 1:
             raise ValueError(f"backoff={self.backoff} must be in (0, 1]; Brants et al. use 0.4")
         if self.min_count < 1:

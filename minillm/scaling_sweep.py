@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from minillm.data import ByteTokenizer, load_corpus
+from minillm.io import atomic_write_json
 from minillm.models import GPT, GPTConfig
 from minillm.training import TrainConfig, Trainer, evaluate_loss
 
@@ -171,8 +172,14 @@ def run_sweep(config: SweepConfig, out_path: str | Path, device: str = "cpu",
     meta = {"config": asdict(config), "machine": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
-    out_path.with_name(out_path.stem + "_config.json").write_text(json.dumps(meta, indent=2))
+    meta_path = out_path.with_name(out_path.stem + "_config.json")
     done = {r["name"]: r for r in load_sweep(out_path)} if out_path.exists() else {}
+    if done and meta_path.exists():
+        earlier = json.loads(meta_path.read_text()).get("config")
+        if earlier != json.loads(json.dumps(asdict(config))):
+            raise ValueError(f"{out_path} holds runs of another sweep config ({meta_path}); "
+                             "resuming would mix them: write to a new file")
+    atomic_write_json(meta_path, meta)
     tokenizer = ByteTokenizer()
     train = tokenizer.encode_tensor(load_corpus("shakespeare", "train"))
     val = tokenizer.encode_tensor(load_corpus("shakespeare", "validation"))

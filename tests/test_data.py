@@ -110,3 +110,8 @@ def test_special_tokens_cannot_be_empty_and_one_may_be_named_alone():
         ByteTokenizer(special_tokens=["<|endoftext|>", ""])
     tok = ByteTokenizer()
     assert tok.encode("a<|endoftext|>", allowed_special="<|endoftext|>") == [97, 256]
+
+
+def test_sample_batch_refuses_a_rank_outside_the_world():
+    with pytest.raises(ValueError, match=r"rank=2 must be in \[0, world_size=2\)"):
+        sample_batch(torch.arange(100), 2, 8, torch.Generator(), rank=2, world_size=2)

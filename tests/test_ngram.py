@@ -334,3 +334,5 @@ def test_bad_held_out_text_and_discount_are_named():
         NGramLM(2, tokenizer="bytes").fit_text("abc").bits_per_byte("")
     with pytest.raises(ValueError, match=r"discount=0 must be in \(0, 1\]"):
         NGramLM(2, "kneser_ney", discount=0)
+    with pytest.raises(ValueError, match="applies to smoothing='kneser_ney' only"):
+        NGramLM(2, "modified_kneser_ney", discount=0.5)

@@ -296,3 +296,15 @@ def test_sweep_names_are_distinct_and_a_torn_line_loses_nothing(tmp_path, monkey
     out.write_text('{"name": "torn')  # a write killed half-way
     run_sweep(SweepConfig(budgets=(1e11,), shapes=((32, 1),)), out, log=False)
     assert [r["name"] for r in load_sweep(out)] == ["C1e11_d32_L1"]
+
+
+def test_run_sweep_refuses_to_mix_configs(tmp_path, monkeypatch):
+    import minillm.scaling_sweep as sweep
+
+    monkeypatch.setattr(sweep, "train_point", lambda spec, *a, **k: {
+        "name": spec.name, "budget": spec.budget, "val_loss": 1.0})
+    out = tmp_path / "sweep.jsonl"
+    run_sweep(SweepConfig(budgets=(1e11,), shapes=((32, 1),)), out, log=False)
+    run_sweep(SweepConfig(budgets=(1e11,), shapes=((32, 1),)), out, log=False)  # same: resumes
+    with pytest.raises(ValueError, match="holds runs of another sweep config"):
+        run_sweep(SweepConfig(budgets=(1e11,), shapes=((32, 1),), lr=1e-2), out, log=False)

@@ -51,6 +51,8 @@ def sample_batch(
         x, y: (batch_size, context_length) int64; y is x shifted left by one token.
     """
     check_tokens(data, context_length)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
     starts = torch.randint(
         0, data.numel() - context_length, (batch_size * world_size,), generator=generator
     )[rank * batch_size : (rank + 1) * batch_size]
