@@ -130,13 +130,15 @@ class DecodeState:
         return self.seq.size(1)
 
     def _forward(self, idx: torch.Tensor, **kwargs) -> torch.Tensor:
-        """The model's logits in eval mode; its own mode is restored afterwards."""
-        was_training = self.model.training
+        """The model's logits in eval mode; a model in training mode is put back in it after
+        (switching walks every module, ~0.3 ms here: skipped when already in eval mode)."""
+        if not self.model.training:
+            return self.model(idx, **kwargs)[0]
         self.model.eval()
         try:
             return self.model(idx, **kwargs)[0]
         finally:
-            self.model.train(was_training)
+            self.model.train()
 
     def next_logits(self) -> torch.Tensor:
         """Logits (B, n, V) of the n tokens appended since the last call (all, at first)."""
