@@ -10,7 +10,9 @@ token is in the last column; `attention_mask` (B, T) marks real tokens with 1. P
 real tokens only (`cumsum(mask) - 1`), as in Hugging Face, so a padded row gets the same logits
 as the same prompt alone.
 
-Decoding needs a causal model (`attn_mask="causal"`); a prompt's padding must be on the left.
+Decoding needs a model that does not look ahead: causal, or a prefix-LM (`attn_mask="prefix"`),
+whose prefix is the prompt (every prompt token sees the whole prompt; each new token sees what
+precedes it, so the cache stays exact). A prompt's padding must be on the left.
 The model is put in eval mode for each forward and given back in the mode it was in, so two
 decoders (e.g. two `stream`s) may interleave on one model.
 
@@ -87,9 +89,10 @@ class DecodeState:
     def __init__(self, model: nn.Module, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor | None, max_length: int, use_cache: bool = True,
                  capture_hidden: bool = False):
-        if getattr(model.config, "attn_mask", "causal") != "causal":
-            raise ValueError(f"decoding needs a causal model; this one has attn_mask="
-                             f"{model.config.attn_mask!r} (an encoder or prefix-LM): score with "
+        kind = getattr(model.config, "attn_mask", "causal")
+        if kind not in ("causal", "prefix"):
+            raise ValueError(f"decoding needs a causal or prefix-LM model; this one has "
+                             f"attn_mask={kind!r} (an encoder sees the future): score with "
                              "forward(...) instead")
         self.model = model
         self.ctx = model.config.context_length
@@ -100,6 +103,7 @@ class DecodeState:
         if attention_mask.shape != self.seq.shape:
             raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} differs from "
                              f"input_ids shape {tuple(self.seq.shape)}")
+        self.prefix = self.seq.size(1) if kind == "prefix" else None  # the prompt's columns
         self.mask = attention_mask.to(device=device, dtype=torch.long)
         self.padded = not bool(self.mask.all())
         if self.padded and not (bool((self.mask.diff(dim=1) >= 0).all())
@@ -147,13 +151,17 @@ class DecodeState:
         if cached:
             new = self.seq[:, self.n_seen:]
             pos = positions_from_mask(self.mask)[:, self.n_seen:] if self.padded else None
+            extra = {} if self.prefix is None else {"prefix_length": self.prefix}
             logits = self._forward(new, cache=self.cache, position_ids=pos,
-                                   attention_mask=self.mask if self.padded else None)
+                                   attention_mask=self.mask if self.padded else None, **extra)
         else:  # no cache, or past the context: forward over the window
             window, wmask = self.seq[:, -self.ctx:], self.mask[:, -self.ctx:]
             padded = not bool(wmask.all())
+            extra = {} if self.prefix is None else {   # the part of the prompt still in view
+                "prefix_length": max(0, self.prefix - (self.length - window.size(1)))}
             logits = self._forward(window, attention_mask=wmask if padded else None,
-                                   position_ids=positions_from_mask(wmask) if padded else None)
+                                   position_ids=positions_from_mask(wmask) if padded else None,
+                                   **extra)
             logits = logits[:, -n_new:]
             if self.hidden is not None:
                 self.hidden = self.hidden[:, -n_new:]

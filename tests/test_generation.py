@@ -425,12 +425,40 @@ def test_contrastive_top_k_beyond_the_vocabulary_uses_every_token(tiny_model):
                        generate(tiny_model, x, 6, penalty_alpha=0.6, top_k=61))
 
 
-def test_decoding_refuses_non_causal_models_and_right_padding(tiny_model):
-    for kind in ["prefix", "bidirectional"]:
-        model = GPT(GPTConfig(vocab_size=61, context_length=16, d_model=32, n_layer=1, n_head=4,
-                              attn_mask=kind))
-        with pytest.raises(ValueError, match="decoding needs a causal model"):
-            generate(model, torch.tensor([[1, 2]]), 3)
+def test_decoding_refuses_encoders_and_right_padding(tiny_model):
+    model = GPT(GPTConfig(vocab_size=61, context_length=16, d_model=32, n_layer=1, n_head=4,
+                          attn_mask="bidirectional"))
+    with pytest.raises(ValueError, match="decoding needs a causal or prefix-LM model"):
+        generate(model, torch.tensor([[1, 2]]), 3)
     ids, mask = torch.tensor([[5, 6, 0]]), torch.tensor([[1, 1, 0]])
     with pytest.raises(ValueError, match="left padding"):
         generate(tiny_model, ids, 3, attention_mask=mask)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope", "alibi"])
+def test_a_prefix_lm_decodes_with_the_prompt_as_its_prefix(positions):
+    """Each step equals a full forward in which the prompt is the bidirectional prefix; the
+    cache, beams, contrastive search and left padding agree with it."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=61, context_length=24, d_model=32, n_layer=2, n_head=4,
+                          attn_mask="prefix", positions=positions)).eval()
+    x = torch.randint(0, 61, (1, 5), generator=torch.Generator().manual_seed(3))
+    seq = x
+    with torch.no_grad():
+        for _ in range(10):  # the definition, written out
+            logits, _ = model(seq, prefix_length=5)
+            seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(generate(model, x, 10, do_sample=False), seq)
+    assert torch.equal(generate(model, x, 10, do_sample=False, use_cache=False), seq)
+    for kw in [{"num_beams": 3}, {"penalty_alpha": 0.6, "top_k": 4}]:
+        assert torch.equal(generate(model, x, 10, **kw), generate(model, x, 10, use_cache=False,
+                                                                   **kw)), kw
+    ids, mask = left_pad([x[0].tolist(), [7, 8]])
+    batch = generate(model, ids, 10, do_sample=False, attention_mask=mask)
+    assert torch.equal(batch[0], seq[0])
+    assert torch.equal(batch[1, -10:], generate(model, torch.tensor([[7, 8]]), 10,
+                                                do_sample=False)[0, -10:])
+    # past the context the prompt slides out of view: cached and uncached still agree
+    long = generate(model, x, 30, do_sample=False)
+    assert long.shape == (1, 35)
+    assert torch.equal(long, generate(model, x, 30, do_sample=False, use_cache=False))

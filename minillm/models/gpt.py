@@ -14,7 +14,8 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
   instead, to rms init_std, the scale of the learned table they replace;
 - RMSNorm, post-norm, SwiGLU, biases off, untied head: the LLaMA family (`from_hf_llama`);
 - `n_kv_head < n_head` gives grouped-query attention (not in GPT-2);
-- `attn_mask="prefix"` / `"bidirectional"` turn the decoder into a prefix-LM or an encoder;
+- `attn_mask="prefix"` / `"bidirectional"` turn the decoder into a prefix-LM (which decodes,
+  with a cache, taking the prompt as its prefix) or an encoder (which does not decode);
 - `attn_impl="naive"` keeps the written-out attention beside the fused one;
 - for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
   `attention_mask` (Hugging Face's names and conventions).
@@ -98,9 +99,9 @@ class GPT(LanguageModel):
                 "longer context"
             )
         c = self.config
-        if cache is not None and c.attn_mask != "causal":
-            raise ValueError(f"a KV cache needs attn_mask='causal' (this model has "
-                             f"{c.attn_mask!r}): decode without a cache")
+        if cache is not None and c.attn_mask == "bidirectional":
+            raise ValueError("a KV cache needs a model that does not look ahead (attn_mask "
+                             "'causal' or 'prefix'); this one is bidirectional")
         if position_ids is None and attention_mask is not None:
             position_ids = positions_from_mask(attention_mask)[:, past:]  # count real tokens
         if position_ids is None:
