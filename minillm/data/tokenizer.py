@@ -11,7 +11,19 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["ByteTokenizer"]
+__all__ = ["ByteTokenizer", "check_special_tokens"]
+
+
+def check_special_tokens(special_tokens: str | Sequence[str]) -> tuple[str, ...]:
+    """The special tokens as a tuple (one string alone counts as one token), refusing
+    duplicates and the empty string (it would match between every two characters)."""
+    tokens = (special_tokens,) if isinstance(special_tokens, str) else tuple(special_tokens)
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"special_tokens={list(tokens)} has duplicates")
+    if "" in tokens:
+        raise ValueError("special_tokens holds the empty string, which would match between "
+                         "every two characters: remove it")
+    return tokens
 
 
 class ByteTokenizer:
@@ -25,13 +37,7 @@ class ByteTokenizer:
     """
 
     def __init__(self, special_tokens: Sequence[str] = ("<|endoftext|>",)):
-        if isinstance(special_tokens, str):
-            special_tokens = (special_tokens,)
-        if len(set(special_tokens)) != len(special_tokens):
-            raise ValueError(f"special_tokens={list(special_tokens)} has duplicates")
-        if "" in special_tokens:
-            raise ValueError("special_tokens holds the empty string, which would match between "
-                             "every two characters: remove it")
+        special_tokens = check_special_tokens(special_tokens)
         self.special_tokens = {tok: 256 + i for i, tok in enumerate(special_tokens)}
         self.inverse_special = {i: tok for tok, i in self.special_tokens.items()}
 

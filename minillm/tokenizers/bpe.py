@@ -26,6 +26,7 @@ from pathlib import Path
 
 import regex
 
+from minillm.data.tokenizer import check_special_tokens
 from minillm.tokenizers.patterns import resolve_pattern, special_regex, split_special
 from minillm.tokenizers.trainer import Merge, count_chunks, train_bpe
 
@@ -108,9 +109,7 @@ class BPETokenizer:
         if clash or len(set(self.special_tokens.values())) != len(self.special_tokens):
             raise ValueError(f"special token ids {sorted(self.special_tokens.values())} repeat "
                              "or reuse ordinary token ids; give each special its own id")
-        if "" in self.special_tokens:
-            raise ValueError("a special token is the empty string, which would match between "
-                             "every two characters: remove it")
+        check_special_tokens(list(self.special_tokens))
         for s, i in self.special_tokens.items():
             self._decoder[i] = s.encode("utf-8")
         self._merges = list(merges) if merges is not None else None
@@ -131,13 +130,7 @@ class BPETokenizer:
             special_tokens: strings that get the ids after the merges, in this order.
             pattern: "gpt2", "gpt4"/"cl100k" or a `regex` pattern.
         """
-        if isinstance(special_tokens, str):
-            special_tokens = (special_tokens,)
-        if len(set(special_tokens)) != len(special_tokens):
-            raise ValueError(f"special_tokens={list(special_tokens)} has duplicates")
-        if "" in special_tokens:
-            raise ValueError("special_tokens holds the empty string, which would match between "
-                             "every two characters: remove it")
+        special_tokens = check_special_tokens(special_tokens)
         if vocab_size < 256 + len(special_tokens):
             raise ValueError(f"vocab_size={vocab_size} is below 256 bytes + "
                              f"{len(special_tokens)} special tokens; raise it")
