@@ -310,3 +310,11 @@ def test_tokens_the_model_cannot_embed_are_refused():
         Trainer(model, torch.arange(71).repeat(3), config=TrainConfig(device="cpu"))
     with pytest.raises(ValueError, match="dtype torch.uint8; token ids must be int64"):
         Trainer(model, DATA.to(torch.uint8), config=TrainConfig(device="cpu"))
+
+
+def test_token_count_survives_a_resume_with_another_batch_size(tmp_path):
+    _trainer(tmp_path, max_steps=4, batch_size=4).fit()  # 4 steps x 4 x 16 = 256 tokens
+    tr = _trainer(tmp_path, max_steps=6, batch_size=8)
+    assert tr.resume() and tr.tokens == 256
+    tr.fit()                                              # + 2 steps x 8 x 16 = 256 more
+    assert tr.history[-1]["step"] == 6 and tr.history[-1]["tokens"] == 512

@@ -136,6 +136,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(c.seed)
         torch.manual_seed(c.seed)  # dropout
         self.step = 0
+        self.tokens = 0  # training tokens consumed so far (all ranks)
         self.history: list[dict] = []
         self.eval_history: list[dict] = []
         runner = torch.compile(self.model) if c.compile else self.model
@@ -165,7 +166,7 @@ class Trainer:
             return None
         folder = None
         if self.dist.is_main:
-            meta = {"step": self.step, "train_config": asdict(self.config),
+            meta = {"step": self.step, "tokens": self.tokens, "train_config": asdict(self.config),
                     "world_size": self.dist.world_size,
                     "history": self.history, "eval_history": self.eval_history}
             folder = save_training_checkpoint(
@@ -204,6 +205,8 @@ class Trainer:
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = meta["step"]
+        # (older checkpoints lack "tokens": their runs never changed the tokens per step)
+        self.tokens = meta.get("tokens", self.step * self._tokens_per_step())
         self.history, self.eval_history = meta["history"], meta["eval_history"]
         return True
 
@@ -256,12 +259,17 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self.tokens += self._tokens_per_step()
         return total / c.grad_accum_steps, grad_norm
+
+    def _tokens_per_step(self) -> int:
+        c = self.config
+        return c.batch_size * c.grad_accum_steps * self.seq_len * self.dist.world_size
 
     def fit(self) -> list[dict]:
         """Train until `max_steps` (from wherever `resume` left off); return the history."""
         c = self.config
-        tokens_per_step = c.batch_size * c.grad_accum_steps * self.seq_len * self.dist.world_size
+        tokens_per_step = self._tokens_per_step()
         show = sys.stderr.isatty() if c.progress is None else c.progress
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not (show and self.dist.is_main),
                    desc="train", dynamic_ncols=True)
@@ -280,7 +288,7 @@ class Trainer:
                 self.history.append({
                     "step": self.step, "loss": loss, "grad_norm": grad_norm,
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "tokens": self.step * tokens_per_step,
+                    "tokens": self.tokens,
                     "tokens_per_s": window_steps * tokens_per_step / seconds,
                 })
                 bar.set_postfix(loss=f"{loss:.3f}")
