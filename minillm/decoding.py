@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from minillm.models.kv_cache import KVCache
-from minillm.models.positions import positions_from_mask
 
 __all__ = ["DecodeState", "draw", "eos_ids", "left_pad"]
 
@@ -148,19 +147,16 @@ class DecodeState:
         """Logits (B, n, V) of the n tokens appended since the last call (all, at first)."""
         n_new = self.length - self.n_seen
         cached = self.cache is not None and self.length <= self.cache.max_length
+        # the model counts positions over real tokens from the mask (no mask: 0, 1, ...)
         if cached:
-            new = self.seq[:, self.n_seen:]
-            pos = positions_from_mask(self.mask)[:, self.n_seen:] if self.padded else None
             extra = {} if self.prefix is None else {"prefix_length": self.prefix}
-            logits = self._forward(new, cache=self.cache, position_ids=pos,
+            logits = self._forward(self.seq[:, self.n_seen:], cache=self.cache,
                                    attention_mask=self.mask if self.padded else None, **extra)
         else:  # no cache, or past the context: forward over the window
             window, wmask = self.seq[:, -self.ctx:], self.mask[:, -self.ctx:]
-            padded = not bool(wmask.all())
             extra = {} if self.prefix is None else {   # the part of the prompt still in view
                 "prefix_length": max(0, self.prefix - (self.length - window.size(1)))}
-            logits = self._forward(window, attention_mask=wmask if padded else None,
-                                   position_ids=positions_from_mask(wmask) if padded else None,
+            logits = self._forward(window, attention_mask=None if wmask.all() else wmask,
                                    **extra)
             logits = logits[:, -n_new:]
             if self.hidden is not None:

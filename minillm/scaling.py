@@ -113,13 +113,10 @@ class PowerLawFit:
     log10_scale_se: float
     r2: float
     n_points: int
-    log_loss_at_1: float = math.nan   # the line's intercept: log L at x = 1
+    log_loss_at_1: float       # the line's intercept: log L at x = 1
 
     def predict(self, x):
-        x = np.asarray(x, dtype=float)
-        if math.isfinite(self.log_loss_at_1):
-            return np.exp(self.log_loss_at_1 - self.exponent * np.log(x))
-        return (self.scale / x) ** self.exponent
+        return np.exp(self.log_loss_at_1 - self.exponent * np.log(np.asarray(x, dtype=float)))
 
 
 def fit_power_law(x, loss) -> PowerLawFit:

@@ -102,8 +102,10 @@ class GPT(LanguageModel):
         if cache is not None and c.attn_mask == "bidirectional":
             raise ValueError("a KV cache needs a model that does not look ahead (attn_mask "
                              "'causal' or 'prefix'); this one is bidirectional")
-        if position_ids is None and attention_mask is not None:
-            position_ids = positions_from_mask(attention_mask)[:, past:]  # count real tokens
+        # with a padding mask, positions count real tokens (past and new alike): computed once
+        mask_positions = None if attention_mask is None else positions_from_mask(attention_mask)
+        if position_ids is None and mask_positions is not None:
+            position_ids = mask_positions[:, past:]
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=idx.device)
             last_position = past + T - 1  # known without reading the tensor (no device sync)
@@ -113,8 +115,8 @@ class GPT(LanguageModel):
         if c.positions == "alibi":  # keys sit where their queries sat
             if past == 0:
                 key_positions = position_ids
-            elif attention_mask is not None:
-                key_positions = positions_from_mask(attention_mask)
+            elif mask_positions is not None:
+                key_positions = mask_positions
             else:  # cached keys had the default positions 0, 1, ...
                 key_positions = torch.arange(past + T, device=idx.device)
         mask = build_attention_mask(c, T, past + T, idx.device, attention_mask, prefix_length,
