@@ -35,11 +35,12 @@ venv: $(STAMP)
 
 # The chapters are re-executed with another thread count and MKL's AVX2 kernels than their
 # stored outputs were made with (chapters/conftest.py), so a fragile checked number fails here.
+# One thread per worker: two workers on two cores, never four threads spinning on two.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=15 tests --nbval-lax chapters $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=15 tests --nbval-lax chapters $(PYTEST_ARGS)
 
 test-package: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests $(PYTEST_ARGS)
 
 test-chapters: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval-lax chapters $(PYTEST_ARGS)
