@@ -11,6 +11,7 @@ FORBIDDEN = {
     "data": {"tokenizers", "models", "training", "distributed", "generation", "scaling", "course", "cli"},
     "tokenizers": {"models", "training", "distributed", "generation", "scaling", "course", "cli"},
     "models": {"training", "distributed", "generation", "scaling", "course", "cli"},
+    "quantization": {"training", "distributed", "generation", "scaling", "course", "cli"},
     "training": {"generation", "scaling", "course", "cli"},
 }
 
