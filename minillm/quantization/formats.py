@@ -159,6 +159,10 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     """Inverse of `pack_bits`: the first `numel` codes, as uint8."""
     check_bits(bits, tuple(range(1, 9)))
+    if bits == 8:
+        return packed.reshape(-1)[:numel]
+    if bits == 4:  # the common case, without 64-bit words
+        return torch.stack([packed >> 4, packed & 0xF], -1).reshape(-1)[:numel]
     b = packed.reshape(-1, bits).to(torch.int64)
     word = (b << (8 * torch.arange(bits - 1, -1, -1))).sum(-1, keepdim=True)
     codes = (word >> (bits * torch.arange(7, -1, -1))) & (2 ** bits - 1)

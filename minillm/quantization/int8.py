@@ -37,13 +37,17 @@ def int_mm_available(device: torch.device | str = "cpu") -> bool:
 
 
 def int8_matmul(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """Exact int32 product a @ b_t.T of int8 matrices a (m, k) and b_t (n, k)."""
-    if int_mm_available(a.device) and a.shape[0] > 16 and a.shape[1] % 8 == 0 \
-            and b_t.shape[0] % 8 == 0:
-        return torch._int_mm(a, b_t.t().contiguous())
+    """Exact int32 product a @ b_t.T of int8 matrices a (m, k) and b_t (n, k).
+
+    `torch._int_mm` takes b (k, n); the transposed view of the (n, k) weight is what its CPU
+    kernel is fastest on (no copy). On CUDA it needs m > 16 and k, n multiples of 8.
+    """
+    cuda_ok = a.shape[0] > 16 and a.shape[1] % 8 == 0 and b_t.shape[0] % 8 == 0
+    if int_mm_available(a.device) and (a.device.type == "cpu" or cuda_ok):
+        return torch._int_mm(a.contiguous(), b_t.t())
     if a.device.type == "cpu":
         return a.to(torch.int32) @ b_t.to(torch.int32).t()
-    return (a.double() @ b_t.double().t()).to(torch.int32)  # exact for k < 2^38 / 127^2
+    return (a.double() @ b_t.double().t()).to(torch.int32)  # exact for k < 2^53 / 127^2
 
 
 def quantize_activations(x: torch.Tensor, static_scale: torch.Tensor | None = None
