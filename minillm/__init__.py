@@ -4,7 +4,7 @@
     >>> model = GPT(GPTConfig(vocab_size=257, context_length=64, d_model=64, n_layer=2, n_head=2))
 
 Layers, lowest first (a lower one never imports a higher one): utils, io, data, tokenizers ->
-models -> training, distributed, scaling -> generation -> course, cli.
+models -> quantization -> training, distributed, scaling -> generation -> course, cli.
 """
 
 from minillm.data import ByteTokenizer, load_corpus
