@@ -35,7 +35,10 @@ Details:
   (10-bit mantissa) and fail 1e-5 parity. bf16/fp16 inputs use the tensor cores; accumulation
   is always fp32; P and dS are cast to the input dtype before their matmuls, as in FA2.
 - On a GPU the tile sizes are autotuned (`triton.autotune`, keyed on lengths, head dim, causal);
-  under `TRITON_INTERPRET=1` (CPU) fixed 16 x 16 tiles keep the interpreter quick.
+  under `TRITON_INTERPRET=1` (CPU) fixed 16 x 16 tiles keep the interpreter quick. The
+  interpreter's `tl.dot` mishandles bf16/fp16 operands (Triton 3.9 multiplies their bit
+  patterns), so there (UPCAST) the operands are rounded to the input dtype as on a GPU and then
+  multiplied in fp32.
 - A mask (boolean or float bias, broadcastable to (B, H, Tq, Tk)) is turned into a float32 bias
   of the mask's own shape and read tile by tile through broadcast strides.
 - Where Triton is missing, calling the backend raises a clear error (it is still registered).
@@ -69,7 +72,7 @@ if HAS_TRITON:
                   H, G, T_Q, T_K, scale,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                   BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  PRECISION: tl.constexpr):
+                  PRECISION: tl.constexpr, UPCAST: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // H
@@ -82,6 +85,8 @@ if HAS_TRITON:
         d_ok = dims < HEAD_DIM
         q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :],
                     mask=row_ok[:, None] & d_ok[None, :], other=0.0)      # (BLOCK_M, BLOCK_D)
+        if UPCAST:  # the interpreter's tl.dot is wrong for bf16/fp16: compute it in fp32
+            q = q.to(tl.float32)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -95,6 +100,8 @@ if HAS_TRITON:
             col_ok = cols < T_K
             kt = tl.load(K + b * skb + hk * skh + cols[None, :] * skn + dims[:, None],
                          mask=col_ok[None, :] & d_ok[:, None], other=0.0)  # Kᵀ (BLOCK_D, BLOCK_N)
+            if UPCAST:
+                kt = kt.to(tl.float32)
             s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale         # (BLOCK_M, BLOCK_N)
             valid = col_ok[None, :] & row_ok[:, None]
             if CAUSAL:
@@ -111,7 +118,10 @@ if HAS_TRITON:
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(V + b * svb + hk * svh + cols[:, None] * svn + dims[None, :],
                         mask=col_ok[:, None] & d_ok[None, :], other=0.0)   # (BLOCK_N, BLOCK_D)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+            pv = p.to(V.dtype.element_ty)  # P rounded to the input dtype, as FA2 does
+            if UPCAST:
+                v, pv = v.to(tl.float32), pv.to(tl.float32)
+            acc = acc * alpha[:, None] + tl.dot(pv, v, input_precision=PRECISION)
             m_i = m_new
         seen = l_i > 0.0
         l_safe = tl.where(seen, l_i, 1.0)
@@ -127,7 +137,7 @@ if HAS_TRITON:
                        H, G, T_Q, T_K, scale,
                        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       PRECISION: tl.constexpr):
+                       PRECISION: tl.constexpr, UPCAST: tl.constexpr):
         pid_n = tl.program_id(0)
         pid_bh = tl.program_id(1)           # over batch · kv heads
         HKV = H // G
@@ -143,6 +153,8 @@ if HAS_TRITON:
                     other=0.0)                                               # (BLOCK_N, BLOCK_D)
         v = tl.load(V + b * svb + hk * svh + cols[:, None] * svn + dims[None, :], mask=kv_mask,
                     other=0.0)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
         dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         offset = T_K - T_Q
@@ -160,6 +172,8 @@ if HAS_TRITON:
                             mask=q_mask, other=0.0)
                 do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sdm + dims[None, :],
                              mask=q_mask, other=0.0)
+                if UPCAST:
+                    q, do = q.to(tl.float32), do.to(tl.float32)
                 lse = tl.load(LSE + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
                 delta = tl.load(DELTA + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
                 s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
@@ -171,10 +185,16 @@ if HAS_TRITON:
                                    + cols[None, :] * sbn, mask=valid, other=0.0)
                     s = s + bias * 1.4426950408889634
                 p = tl.where(valid, tl.exp2(s - lse[:, None] * 1.4426950408889634), 0.0)
-                dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+                pv = p.to(DO.dtype.element_ty)
+                if UPCAST:
+                    pv = pv.to(tl.float32)
+                dv += tl.dot(tl.trans(pv), do, input_precision=PRECISION)
                 dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)    # (BLOCK_M, BLOCK_N)
                 ds = p * (dp - delta[:, None])
-                dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+                ds = ds.to(Q.dtype.element_ty)
+                if UPCAST:
+                    ds = ds.to(tl.float32)
+                dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
         tl.store(DK + pid_bh * T_K * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :],
                  (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
         tl.store(DV + pid_bh * T_K * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :],
@@ -186,7 +206,7 @@ if HAS_TRITON:
                      H, G, T_Q, T_K, scale,
                      HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                      BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     PRECISION: tl.constexpr):
+                     PRECISION: tl.constexpr, UPCAST: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // H
@@ -202,6 +222,8 @@ if HAS_TRITON:
                     other=0.0)
         do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sdm + dims[None, :], mask=q_mask,
                      other=0.0)
+        if UPCAST:
+            q, do = q.to(tl.float32), do.to(tl.float32)
         lse = tl.load(LSE + pid_bh * T_Q + rows, mask=row_ok, other=0.0)
         delta = tl.load(DELTA + pid_bh * T_Q + rows, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -218,6 +240,8 @@ if HAS_TRITON:
                         mask=kv_mask, other=0.0)
             v = tl.load(V + b * svb + hk * svh + cols[:, None] * svn + dims[None, :],
                         mask=kv_mask, other=0.0)
+            if UPCAST:
+                k, v = k.to(tl.float32), v.to(tl.float32)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
             valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
             if CAUSAL:
@@ -229,7 +253,10 @@ if HAS_TRITON:
             p = tl.where(valid, tl.exp2(s - lse[:, None] * 1.4426950408889634), 0.0)
             dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
             ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+            ds = ds.to(K.dtype.element_ty)
+            if UPCAST:
+                ds = ds.to(tl.float32)
+            dq += tl.dot(ds, k, input_precision=PRECISION)
         tl.store(DQ + pid_bh * T_Q * HEAD_DIM + rows[:, None] * HEAD_DIM + dims[None, :],
                  (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)
 
@@ -297,10 +324,12 @@ def _common(q, k, scale, causal, mask):
     B, H, Tq, D = q.shape
     Hkv, Tk = k.size(1), k.size(2)
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"  # tf32 is ignored for bf16/fp16
+    upcast = q.device.type != "cuda" and q.dtype != torch.float32  # interpreter: fp32 dots
+    # fp32 inputs: IEEE dots (a GPU's default would be TF32); bf16/fp16 use the tensor cores
+    precision = "ieee" if q.dtype == torch.float32 or upcast else "tf32"
     bias, bias_strides = _bias(mask, q, Tk)
     meta = dict(HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)), CAUSAL=bool(causal),
-                HAS_BIAS=mask is not None, PRECISION=precision)
+                HAS_BIAS=mask is not None, PRECISION=precision, UPCAST=upcast)
     return B, H, Hkv, Tq, Tk, D, scale, bias, bias_strides, meta
 
 
