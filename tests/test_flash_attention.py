@@ -313,3 +313,66 @@ def test_triton_on_gpu(dtype):
         for got, want in zip(grads(out, lse, (q, k, v)), grads(ref_out, ref_lse, (qf, kf, vf)),
                              strict=True):
             assert rel_err(got, want) < gtol
+
+
+# ---- through the registry and the GPT -------------------------------------------------------
+
+GPT_BACKENDS = ["flash_torch", pytest.param("flash_triton", marks=interp)]
+
+
+def test_backends_are_registered():
+    from minillm.kernels import attention_backends, get_attention
+    assert {"naive", "sdpa", "flash_torch", "flash_triton"} <= set(attention_backends())
+    assert get_attention("flash_torch") is flash_torch_attention
+    assert get_attention("flash_triton") is flash_triton_attention
+
+
+def _gpt(attn_impl, positions="learned", n_kv_head=1):
+    from minillm.models import GPT, GPTConfig
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=61, context_length=24, d_model=32, n_layer=2, n_head=2,
+                         n_kv_head=n_kv_head, attn_impl=attn_impl, positions=positions))
+
+
+@pytest.mark.parametrize("attn_impl", GPT_BACKENDS)
+def test_gpt_trains_to_the_same_weights(attn_impl):
+    """Four AdamW steps from the same init and data end at the same weights as naive and sdpa
+    (within 1e-4: Adam divides by sqrt(v), so rounding-level gradient differences on
+    near-zero gradients become step-size-level weight differences; the weights move by >1e-3)."""
+    x = torch.randint(0, 61, (2, 19), generator=torch.Generator().manual_seed(0))
+    finals = {}
+    for impl in ("naive", "sdpa", attn_impl):
+        model = _gpt(impl)
+        init = torch.cat([p.detach().flatten() for p in model.parameters()])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for _ in range(4):
+            _, loss = model(x[:, :-1], x[:, 1:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        finals[impl] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (finals["naive"] - init).abs().max() > 1e-3
+    for impl in ("naive", "sdpa"):
+        torch.testing.assert_close(finals[attn_impl], finals[impl], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope", "alibi"])
+@pytest.mark.parametrize("attn_impl", GPT_BACKENDS)
+def test_kv_cache_decoding_with_bottom_right_causal_mask(attn_impl, positions):
+    """Prefill, a chunk of 3 new queries over the cache (Tq < Tk), then single steps."""
+    from minillm.models.kv_cache import KVCache
+    model = _gpt(attn_impl, positions).eval()
+    reference_model = _gpt("naive", positions).eval()
+    x = torch.randint(0, 61, (2, 14), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full, _ = reference_model(x)
+        cache = KVCache.for_model(model, batch_size=2)
+        parts = [model(x[:, :6], cache=cache)[0], model(x[:, 6:9], cache=cache)[0]]
+        parts += [model(x[:, t:t + 1], cache=cache)[0] for t in range(9, 14)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_gpt_config_rejects_unknown_backend():
+    from minillm.models import GPTConfig
+    with pytest.raises(ValueError, match="attn_impl='flash3' is not supported"):
+        GPTConfig(attn_impl="flash3")

@@ -9,6 +9,7 @@ FORBIDDEN = {
     "utils.py": {"data", "tokenizers", "models", "training", "distributed", "generation", "scaling"},
     "io.py": {"data", "tokenizers", "models", "training", "distributed", "generation", "scaling"},
     "data": {"tokenizers", "models", "training", "distributed", "generation", "scaling", "course", "cli"},
+    "kernels": {"data", "tokenizers", "models", "training", "distributed", "generation", "scaling", "course", "cli"},
     "tokenizers": {"models", "training", "distributed", "generation", "scaling", "course", "cli"},
     "models": {"training", "distributed", "generation", "scaling", "course", "cli"},
     "training": {"generation", "scaling", "course", "cli"},

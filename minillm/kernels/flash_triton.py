@@ -45,6 +45,7 @@ Details:
 """
 
 import functools
+import importlib.util
 import math
 import os
 
@@ -52,217 +53,17 @@ import torch
 
 from minillm.kernels.flash_torch import check_attention_inputs
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the backend stays importable and says what is missing when called
-    triton = tl = None
-
 __all__ = ["HAS_TRITON", "FlashAttentionTriton", "flash_triton_attention",
            "flash_triton_attention_with_lse", "flash_triton_forward"]
 
-HAS_TRITON = triton is not None
+# Triton is imported on the first call (TRITON_INTERPRET must be set before its import)
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 HEAD_DIMS = (16, 128)
 LOG2E = 1.4426950408889634
 
-if HAS_TRITON:
-    def _attn_fwd(Q, K, V, O, LSE, BIAS,
-                  sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
-                  sbb, sbh, sbm, sbn,
-                  H, G, T_Q, T_K, scale,
-                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
-        hk = h // G                                     # the kv head this query head reads
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # query indices of this tile
-        dims = tl.arange(0, BLOCK_D)
-        cols0 = tl.arange(0, BLOCK_N)
-        row_ok = rows < T_Q
-        d_ok = dims < HEAD_DIM
-        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :],
-                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)      # (BLOCK_M, BLOCK_D)
-        if UPCAST:  # the interpreter's tl.dot is wrong for bf16/fp16: compute it in fp32
-            q = q.to(tl.float32)
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-        offset = T_K - T_Q
-        hi = T_K
-        if CAUSAL:  # key tiles entirely right of this query tile's diagonal are never loaded
-            hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
-        qk_scale = scale * 1.4426950408889634                             # scale · log2(e)
-        for start_n in range(0, hi, BLOCK_N):
-            cols = start_n + cols0
-            col_ok = cols < T_K
-            kt = tl.load(K + b * skb + hk * skh + cols[None, :] * skn + dims[:, None],
-                         mask=col_ok[None, :] & d_ok[:, None], other=0.0)  # Kᵀ (BLOCK_D, BLOCK_N)
-            if UPCAST:
-                kt = kt.to(tl.float32)
-            s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale         # (BLOCK_M, BLOCK_N)
-            valid = col_ok[None, :] & row_ok[:, None]
-            if CAUSAL:
-                valid = valid & (cols[None, :] <= rows[:, None] + offset)
-            if HAS_BIAS:
-                bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
-                               mask=valid, other=0.0)
-                s = s + bias * 1.4426950408889634
-            s = tl.where(valid, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
-            p = tl.exp2(s - m_safe[:, None])
-            alpha = tl.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(V + b * svb + hk * svh + cols[:, None] * svn + dims[None, :],
-                        mask=col_ok[:, None] & d_ok[None, :], other=0.0)   # (BLOCK_N, BLOCK_D)
-            pv = p.to(V.dtype.element_ty)  # P rounded to the input dtype, as FA2 does
-            if UPCAST:
-                v, pv = v.to(tl.float32), pv.to(tl.float32)
-            acc = acc * alpha[:, None] + tl.dot(pv, v, input_precision=PRECISION)
-            m_i = m_new
-        seen = l_i > 0.0
-        l_safe = tl.where(seen, l_i, 1.0)
-        out = acc / l_safe[:, None]
-        lse = tl.where(seen, (m_i + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-        tl.store(O + b * sob + h * soh + rows[:, None] * som + dims[None, :],
-                 out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
-        tl.store(LSE + pid_bh * T_Q + rows, lse, mask=row_ok)
-
-    def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, BIAS,
-                       sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
-                       sbb, sbh, sbm, sbn,
-                       H, G, T_Q, T_K, scale,
-                       HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                       BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-        pid_n = tl.program_id(0)
-        pid_bh = tl.program_id(1)           # over batch · kv heads
-        HKV = H // G
-        b = pid_bh // HKV
-        hk = pid_bh % HKV
-        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        dims = tl.arange(0, BLOCK_D)
-        rows0 = tl.arange(0, BLOCK_M)
-        col_ok = cols < T_K
-        d_ok = dims < HEAD_DIM
-        kv_mask = col_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + b * skb + hk * skh + cols[:, None] * skn + dims[None, :], mask=kv_mask,
-                    other=0.0)                                               # (BLOCK_N, BLOCK_D)
-        v = tl.load(V + b * svb + hk * svh + cols[:, None] * svn + dims[None, :], mask=kv_mask,
-                    other=0.0)
-        if UPCAST:
-            k, v = k.to(tl.float32), v.to(tl.float32)
-        dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-        dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-        offset = T_K - T_Q
-        lo = 0
-        if CAUSAL:  # query tiles wholly above this key tile's diagonal see none of its keys
-            lo = (tl.maximum(0, pid_n * BLOCK_N - offset) // BLOCK_M) * BLOCK_M
-        qk_scale = scale * 1.4426950408889634
-        for g in range(0, G):              # the query heads sharing this kv head
-            h = hk * G + g
-            for start_m in range(lo, T_Q, BLOCK_M):
-                rows = start_m + rows0
-                row_ok = rows < T_Q
-                q_mask = row_ok[:, None] & d_ok[None, :]
-                q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :],
-                            mask=q_mask, other=0.0)
-                do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sdm + dims[None, :],
-                             mask=q_mask, other=0.0)
-                if UPCAST:
-                    q, do = q.to(tl.float32), do.to(tl.float32)
-                lse = tl.load(LSE + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
-                delta = tl.load(DELTA + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
-                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-                valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
-                if CAUSAL:
-                    valid = valid & (cols[None, :] <= rows[:, None] + offset)
-                if HAS_BIAS:
-                    bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm
-                                   + cols[None, :] * sbn, mask=valid, other=0.0)
-                    s = s + bias * 1.4426950408889634
-                p = tl.where(valid, tl.exp2(s - lse[:, None] * 1.4426950408889634), 0.0)
-                pv = p.to(DO.dtype.element_ty)
-                if UPCAST:
-                    pv = pv.to(tl.float32)
-                dv += tl.dot(tl.trans(pv), do, input_precision=PRECISION)
-                dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)    # (BLOCK_M, BLOCK_N)
-                ds = p * (dp - delta[:, None])
-                ds = ds.to(Q.dtype.element_ty)
-                if UPCAST:
-                    ds = ds.to(tl.float32)
-                dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
-        tl.store(DK + pid_bh * T_K * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :],
-                 (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
-        tl.store(DV + pid_bh * T_K * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :],
-                 dv.to(DV.dtype.element_ty), mask=kv_mask)
-
-    def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, BIAS,
-                     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
-                     sbb, sbh, sbm, sbn,
-                     H, G, T_Q, T_K, scale,
-                     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
-        hk = h // G
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        dims = tl.arange(0, BLOCK_D)
-        cols0 = tl.arange(0, BLOCK_N)
-        row_ok = rows < T_Q
-        d_ok = dims < HEAD_DIM
-        q_mask = row_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :], mask=q_mask,
-                    other=0.0)
-        do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sdm + dims[None, :], mask=q_mask,
-                     other=0.0)
-        if UPCAST:
-            q, do = q.to(tl.float32), do.to(tl.float32)
-        lse = tl.load(LSE + pid_bh * T_Q + rows, mask=row_ok, other=0.0)
-        delta = tl.load(DELTA + pid_bh * T_Q + rows, mask=row_ok, other=0.0)
-        dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-        offset = T_K - T_Q
-        hi = T_K
-        if CAUSAL:
-            hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
-        qk_scale = scale * 1.4426950408889634
-        for start_n in range(0, hi, BLOCK_N):
-            cols = start_n + cols0
-            col_ok = cols < T_K
-            kv_mask = col_ok[:, None] & d_ok[None, :]
-            k = tl.load(K + b * skb + hk * skh + cols[:, None] * skn + dims[None, :],
-                        mask=kv_mask, other=0.0)
-            v = tl.load(V + b * svb + hk * svh + cols[:, None] * svn + dims[None, :],
-                        mask=kv_mask, other=0.0)
-            if UPCAST:
-                k, v = k.to(tl.float32), v.to(tl.float32)
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-            valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
-            if CAUSAL:
-                valid = valid & (cols[None, :] <= rows[:, None] + offset)
-            if HAS_BIAS:
-                bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
-                               mask=valid, other=0.0)
-                s = s + bias * 1.4426950408889634
-            p = tl.where(valid, tl.exp2(s - lse[:, None] * 1.4426950408889634), 0.0)
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-            ds = p * (dp - delta[:, None])
-            ds = ds.to(K.dtype.element_ty)
-            if UPCAST:
-                ds = ds.to(tl.float32)
-            dq += tl.dot(ds, k, input_precision=PRECISION)
-        tl.store(DQ + pid_bh * T_Q * HEAD_DIM + rows[:, None] * HEAD_DIM + dims[None, :],
-                 (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)
-
-
 def _interpreting() -> bool:
-    """Whether Triton's interpreter is on (TRITON_INTERPRET=1, read when kernels are built)."""
+    """Whether Triton's interpreter is on (TRITON_INTERPRET=1)."""
+    import triton
     knobs = getattr(triton, "knobs", None)
     if knobs is not None:
         return bool(knobs.runtime.interpret)
@@ -271,6 +72,7 @@ def _interpreting() -> bool:
 
 def _gpu_configs(inner: str) -> list:
     """Autotune candidates (GPU only): FA2's tiles {64, 128} x {32, 64, 128}, 4 or 8 warps."""
+    import triton
     outer = "BLOCK_N" if inner == "BLOCK_M" else "BLOCK_M"
     return [triton.Config({outer: bo, inner: bi}, num_warps=w, num_stages=s)
             for bo in (64, 128) for bi in (32, 64, 128) for w, s in ((4, 2), (4, 3), (8, 3))
@@ -279,15 +81,18 @@ def _gpu_configs(inner: str) -> list:
 
 @functools.cache
 def _kernels(interpret: bool) -> dict:
-    """Jit the kernels on first use, so TRITON_INTERPRET is read then (not at import time);
-    on a GPU wrap them in the autotuner."""
-    fwd, dkdv, dq = triton.jit(_attn_fwd), triton.jit(_attn_bwd_dkdv), triton.jit(_attn_bwd_dq)
+    """Import (and so jit) the kernels on first use; on a GPU wrap them in the autotuner."""
+    import triton
+
+    from minillm.kernels import _flash_triton_kernels as K
     if interpret:
-        return {"fwd": fwd, "dkdv": dkdv, "dq": dq, "tuned": False}
+        return {"fwd": K._attn_fwd, "dkdv": K._attn_bwd_dkdv, "dq": K._attn_bwd_dq,
+                "tuned": False}
     key = ["T_Q", "T_K", "HEAD_DIM", "CAUSAL", "HAS_BIAS", "G"]
-    return {"fwd": triton.autotune(_gpu_configs("BLOCK_N"), key=key)(fwd),
-            "dkdv": triton.autotune(_gpu_configs("BLOCK_M"), key=key)(dkdv),
-            "dq": triton.autotune(_gpu_configs("BLOCK_N"), key=key)(dq), "tuned": True}
+    return {"fwd": triton.autotune(_gpu_configs("BLOCK_N"), key=key)(K._attn_fwd),
+            "dkdv": triton.autotune(_gpu_configs("BLOCK_M"), key=key)(K._attn_bwd_dkdv),
+            "dq": triton.autotune(_gpu_configs("BLOCK_N"), key=key)(K._attn_bwd_dq),
+            "tuned": True}
 
 
 def _require_triton(q: torch.Tensor) -> dict:
@@ -303,6 +108,10 @@ def _require_triton(q: torch.Tensor) -> dict:
     if q.device.type == "cuda" and interpret:
         raise RuntimeError("TRITON_INTERPRET=1 is set but the tensors are on CUDA; unset it")
     return _kernels(interpret)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _bias(mask: torch.Tensor | None, q: torch.Tensor, Tk: int):
@@ -328,7 +137,7 @@ def _common(q, k, scale, causal, mask):
     # fp32 inputs: IEEE dots (a GPU's default would be TF32); bf16/fp16 use the tensor cores
     precision = "ieee" if q.dtype == torch.float32 or upcast else "tf32"
     bias, bias_strides = _bias(mask, q, Tk)
-    meta = dict(HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)), CAUSAL=bool(causal),
+    meta = dict(HEAD_DIM=D, BLOCK_D=max(16, 1 << (D - 1).bit_length()), CAUSAL=bool(causal),
                 HAS_BIAS=mask is not None, PRECISION=precision, UPCAST=upcast)
     return B, H, Hkv, Tq, Tk, D, scale, bias, bias_strides, meta
 
@@ -356,10 +165,10 @@ def flash_triton_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0),
             out.stride(1), out.stride(2), *bs, H, H // Hkv, Tq, Tk, scale)
     if kernels["tuned"]:
-        grid = lambda meta_: (triton.cdiv(Tq, meta_["BLOCK_M"]), B * H)
+        grid = lambda meta_: (_cdiv(Tq, meta_["BLOCK_M"]), B * H)
         kernels["fwd"][grid](*args, **meta)
     else:
-        kernels["fwd"][(triton.cdiv(Tq, block_m), B * H)](*args, BLOCK_M=block_m,
+        kernels["fwd"][(_cdiv(Tq, block_m), B * H)](*args, BLOCK_M=block_m,
                                                          BLOCK_N=block_n, **meta)
     return out, lse
 
@@ -384,12 +193,12 @@ def flash_triton_backward(q, k, v, out, lse, d_out, d_lse, *, mask=None, causal=
     args_kv = (q, k, v, d_out, lse, delta, dk, dv, bias, *strides)
     args_q = (q, k, v, d_out, lse, delta, dq, bias, *strides)
     if kernels["tuned"]:
-        kernels["dkdv"][lambda m: (triton.cdiv(Tk, m["BLOCK_N"]), B * Hkv)](*args_kv, **meta)
-        kernels["dq"][lambda m: (triton.cdiv(Tq, m["BLOCK_M"]), B * H)](*args_q, **meta)
+        kernels["dkdv"][lambda m: (_cdiv(Tk, m["BLOCK_N"]), B * Hkv)](*args_kv, **meta)
+        kernels["dq"][lambda m: (_cdiv(Tq, m["BLOCK_M"]), B * H)](*args_q, **meta)
     else:
         blocks = dict(BLOCK_M=block_m, BLOCK_N=block_n)
-        kernels["dkdv"][(triton.cdiv(Tk, block_n), B * Hkv)](*args_kv, **blocks, **meta)
-        kernels["dq"][(triton.cdiv(Tq, block_m), B * H)](*args_q, **blocks, **meta)
+        kernels["dkdv"][(_cdiv(Tk, block_n), B * Hkv)](*args_kv, **blocks, **meta)
+        kernels["dq"][(_cdiv(Tq, block_m), B * H)](*args_q, **blocks, **meta)
     return dq, dk, dv
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minillm.kernels import get_attention
 from minillm.models.config import GPTConfig
 from minillm.models.kv_cache import KVCache
 from minillm.models.positions import RotaryEmbedding, alibi_bias
@@ -152,11 +153,18 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, T_past + T, D)
         T_k = k.size(2)
+        dropout_p = self.config.dropout if self.training else 0.0
+        if self.config.attn_impl not in ("naive", "sdpa") and not self.record_weights:
+            # a registered backend (minillm.kernels): it groups the kv heads itself and aligns
+            # the causal mask bottom-right, so the KV cache needs nothing special
+            out = get_attention(self.config.attn_impl)(
+                q, k, v, mask=mask, causal=mask is None and self.causal, dropout_p=dropout_p)
+            out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
+            return self.resid_dropout(self.proj(out))
         if self.n_kv_head != self.n_head:
             group = self.n_head // self.n_kv_head
             k = k.repeat_interleave(group, dim=1)  # (B, H, T_k, D)
             v = v.repeat_interleave(group, dim=1)
-        dropout_p = self.config.dropout if self.training else 0.0
         if self.config.attn_impl == "naive" or self.record_weights:
             if mask is None and self.causal:
                 mask = causal_mask(T, T_k, x.device)

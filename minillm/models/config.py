@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from minillm.kernels import attention_backends
 from minillm.models.mlp import swiglu_hidden_size
 
 __all__ = ["GPTConfig"]
@@ -18,7 +19,6 @@ POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("pre", "post")
 MLPS = ("gelu", "swiglu")
-ATTN_IMPLS = ("naive", "sdpa")
 ATTN_MASKS = ("causal", "prefix", "bidirectional")
 ROPE_SCALINGS = ("none", "linear", "ntk")
 
@@ -49,7 +49,7 @@ class GPTConfig:
     norm_placement: str = "pre"    # "pre" (GPT-2, LLaMA) or "post" (original Transformer, BERT)
     norm_eps: float = 1e-5         # epsilon inside the norm
     mlp: str = "gelu"              # "gelu" (GPT-2's tanh approximation) or "swiglu" (LLaMA)
-    attn_impl: str = "sdpa"        # "naive" (written out, for teaching) or "sdpa" (fused)
+    attn_impl: str = "sdpa"        # a minillm.kernels backend: naive, sdpa, flash_torch, flash_triton
     attn_mask: str = "causal"      # "causal" (decoder), "prefix" (prefix-LM) or "bidirectional"
     init_std: float = 0.02         # std of the normal initialisation (GPT-2)
 
@@ -88,7 +88,7 @@ class GPTConfig:
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _check_choice("mlp", self.mlp, MLPS)
-        _check_choice("attn_impl", self.attn_impl, ATTN_IMPLS)
+        _check_choice("attn_impl", self.attn_impl, tuple(attention_backends()))
         _check_choice("attn_mask", self.attn_mask, ATTN_MASKS)
         _check_choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
         if self.rope_base <= 1:
