@@ -376,3 +376,15 @@ def test_gpt_config_rejects_unknown_backend():
     from minillm.models import GPTConfig
     with pytest.raises(ValueError, match="attn_impl='flash3' is not supported"):
         GPTConfig(attn_impl="flash3")
+
+
+def test_registry_errors_and_builtin_backends_agree():
+    from minillm.kernels import get_attention, register_attention
+    with pytest.raises(ValueError, match="'nope' is not registered; choose one of"):
+        get_attention("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_attention("naive", lambda *a, **k: None)
+    q, k, v = make_qkv(2, 4, 2, 5, 13, 16)  # grouped heads, queries after a cache
+    want, _ = reference(q, k, v, causal=True)
+    for name in ("naive", "sdpa", "flash_torch"):
+        assert rel_err(get_attention(name)(q, k, v, causal=True), want) < 1e-5, name
