@@ -57,8 +57,8 @@ def test_eos_stops_generation(tiny_model):
 
 from minillm.data import data_dir  # noqa: E402
 from minillm.generation import left_pad, stream  # noqa: E402
+from minillm.generation.speculative import speculative_generate, verify_draft  # noqa: E402
 from minillm.models import GPT, GPTConfig  # noqa: E402
-from minillm.speculative import speculative_generate, verify_draft  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.logits_processors import (
+from minillm.generation.processors import (
     MinP,
     NoRepeatNGram,
     RepetitionPenalty,

@@ -1,51 +1,43 @@
-"""Attention backends behind one registry (the signature in CONTRACTS.md).
+"""Attention kernels behind one registry (see `minillm.kernels.registry` for the signature).
 
-    attention(q, k, v, *, mask=None, causal, scale=None, dropout_p=0.0) -> (B, H, Tq, D)
+    >>> from minillm.kernels import attention_backends, get_attention
+    >>> attention_backends()
+    ['flash_torch', 'flash_triton', 'naive', 'sdpa']
+    >>> out = get_attention("sdpa")(q, k, v, causal=True)          # (B, H, T, D)
 
-q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D), H % Hkv == 0. causal=True: query i sees keys
-j ≤ i + Tk - Tq (bottom-right aligned, as after a KV cache). mask: None, boolean broadcastable to
-(B, H, Tq, Tk) (True = may attend) or a float bias (-inf = may not). Built in: "naive", "sdpa",
-"flash_torch", "flash_triton" (registered even without Triton; it raises a clear error then).
+Built in: "naive" (the formula written out; `naive_attention_with_weights` also returns the
+weights), "sdpa" (torch's fused kernel), "flash_torch" and "flash_triton" (FlashAttention-2 in
+PyTorch and in Triton; the latter registers without Triton and says so when called). Importing this package imports every backend
+module, and each registers itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from minillm.kernels.flash_torch import flash_torch_attention
-from minillm.kernels.flash_triton import flash_triton_attention
-from minillm.kernels.naive import naive_attention, naive_attention_with_weights, sdpa_attention
+# each backend module registers itself
+from minillm.kernels import flash_torch, flash_triton, naive, sdpa  # noqa: F401
+from minillm.kernels.naive import naive_attention_with_weights
+from minillm.kernels.registry import (
+    AttentionFn,
+    attention_backends,
+    causal_mask,
+    expand_kv,
+    get_attention,
+    register_attention,
+)
 
-__all__ = ["AttentionFn", "attention_backends", "get_attention", "naive_attention_with_weights",
-           "register_attention"]
-
-AttentionFn = Callable[..., torch.Tensor]
-_BACKENDS: dict[str, AttentionFn] = {}
-
-
-def register_attention(name: str, fn: AttentionFn, *, overwrite: bool = False) -> None:
-    """Register `fn` under `name` (ValueError if taken, unless overwrite=True)."""
-    if name in _BACKENDS and not overwrite:
-        raise ValueError(f"attention backend {name!r} is already registered; pass overwrite=True")
-    _BACKENDS[name] = fn
+__all__ = ["AttentionFn", "attention", "attention_backends", "causal_mask", "expand_kv",
+           "get_attention", "naive_attention_with_weights", "register_attention"]
 
 
-def get_attention(name: str) -> AttentionFn:
-    """The backend registered as `name`; ValueError listing the registered names."""
-    if name not in _BACKENDS:
-        raise ValueError(f"attention backend {name!r} is not registered; choose one of "
-                         f"{attention_backends()}")
-    return _BACKENDS[name]
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+              mask: torch.Tensor | None = None, causal: bool, scale: float | None = None,
+              dropout_p: float = 0.0, backend: str = "sdpa") -> torch.Tensor:
+    """Attention with the backend named `backend` (arguments as in `minillm.kernels.registry`).
 
-
-def attention_backends() -> list[str]:
-    """Sorted names of the registered backends."""
-    return sorted(_BACKENDS)
-
-
-register_attention("naive", naive_attention)
-register_attention("sdpa", sdpa_attention)
-register_attention("flash_torch", flash_torch_attention)
-register_attention("flash_triton", flash_triton_attention)
+    Returns:
+        (B, H, Tq, D).
+    """
+    return get_attention(backend)(q, k, v, mask=mask, causal=causal, scale=scale,
+                                  dropout_p=dropout_p)

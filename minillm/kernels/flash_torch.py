@@ -52,6 +52,8 @@ import math
 
 import torch
 
+from minillm.kernels.registry import register_attention
+
 __all__ = ["FlashAttentionTorch", "check_attention_inputs", "flash_torch_attention",
            "flash_torch_attention_with_lse", "flash_torch_backward", "flash_torch_forward"]
 
@@ -278,3 +280,6 @@ def flash_torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     """
     return flash_torch_attention_with_lse(q, k, v, mask=mask, causal=causal, scale=scale,
                                           dropout_p=dropout_p)[0]
+
+
+register_attention("flash_torch", flash_torch_attention)

@@ -52,6 +52,7 @@ import os
 import torch
 
 from minillm.kernels.flash_torch import check_attention_inputs
+from minillm.kernels.registry import register_attention
 
 __all__ = ["HAS_TRITON", "FlashAttentionTriton", "flash_triton_attention",
            "flash_triton_attention_with_lse", "flash_triton_forward"]
@@ -269,3 +270,6 @@ def flash_triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     """
     return flash_triton_attention_with_lse(q, k, v, mask=mask, causal=causal, scale=scale,
                                            dropout_p=dropout_p)[0]
+
+
+register_attention("flash_triton", flash_triton_attention)

@@ -8,10 +8,11 @@ tie_embeddings=False` with `n_kv_head < n_head` (see `GPT.from_hf_llama`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from minillm.kernels import attention_backends
 from minillm.models.mlp import swiglu_hidden_size
+from minillm.utils import config_from_dict
 
 __all__ = ["GPTConfig"]
 
@@ -106,18 +107,14 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
+        """d_model // n_head."""
         return self.d_model // self.n_head
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-able dict (what config.json holds)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"a model config must be a JSON object of fields, got "
-                             f"{type(d).__name__}: is this file a minillm config.json?")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"config has unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        """Read a config back; unknown fields are an error naming them."""
+        return config_from_dict(cls, d, "model config")

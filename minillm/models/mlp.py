@@ -4,17 +4,26 @@
 - SwiGLU (Shazeer 2020, 2002.05202; LLaMA): W_down (SiLU(W_gate x) * W_up x). With three
   matrices instead of two, the hidden size is shrunk to about 2/3 of 4d to keep the parameter
   count: LLaMA's rule is hidden = multiple_of * ceil((8d/3) / multiple_of).
+
+`build_mlp(config, layer_idx)` is the one place a block gets its MLP: a mixture of experts
+plugs in here (any module mapping (B, T, C) -> (B, T, C) will do). A module with auxiliary
+losses (a router's balance loss) sets `self.aux_losses = {name: scalar tensor}` in its forward,
+already multiplied by its coefficient; `GPT.forward(..., return_aux=True)` collects them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GeluMLP", "SwiGLU", "swiglu_hidden_size"]
+if TYPE_CHECKING:  # config.py imports this module for swiglu_hidden_size
+    from minillm.models.config import GPTConfig
+
+__all__ = ["GeluMLP", "SwiGLU", "build_mlp", "swiglu_hidden_size"]
 
 
 def swiglu_hidden_size(d_model: int, multiple_of: int = 32) -> int:
@@ -23,6 +32,8 @@ def swiglu_hidden_size(d_model: int, multiple_of: int = 32) -> int:
 
 
 class GeluMLP(nn.Module):
+    """GPT-2's MLP: proj(GELU_tanh(fc(x))), then dropout."""
+
     def __init__(self, d_model: int, d_ff: int, bias: bool = True, dropout: float = 0.0):
         super().__init__()
         self.fc = nn.Linear(d_model, d_ff, bias=bias)
@@ -36,6 +47,8 @@ class GeluMLP(nn.Module):
 
 
 class SwiGLU(nn.Module):
+    """LLaMA's MLP: proj(SiLU(gate(x)) * up(x)), then dropout."""
+
     def __init__(self, d_model: int, d_ff: int, bias: bool = False, dropout: float = 0.0):
         super().__init__()
         self.gate = nn.Linear(d_model, d_ff, bias=bias)
@@ -46,3 +59,17 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.silu(self.gate(x)) * self.up(x)))
+
+
+def build_mlp(config: GPTConfig, layer_idx: int) -> nn.Module:
+    """The MLP of block `layer_idx` (0-based) for `config`.
+
+    Args:
+        config: the model's `GPTConfig` ("gelu": GPT-2's MLP; "swiglu": LLaMA's).
+        layer_idx: which block asks (a mixture of experts may use it in some layers only).
+
+    Returns:
+        A module mapping (B, T, d_model) -> (B, T, d_model).
+    """
+    cls = SwiGLU if config.mlp == "swiglu" else GeluMLP
+    return cls(config.d_model, config.d_ff, bias=config.bias, dropout=config.dropout)
