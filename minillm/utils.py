@@ -7,7 +7,6 @@ config dataclass follows when read back from JSON: unknown fields are an error t
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
@@ -64,16 +63,28 @@ def default_dtype_for(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA).
+def seed_everything(seed: int, libraries: tuple[str, ...] = ("python", "numpy", "torch")) -> None:
+    """Seed the global generators of `libraries`: Python's `random`, NumPy's legacy global
+    generator, torch's (CPU and every CUDA device). The one seeding helper of the package.
 
     Args:
         seed: any integer (NumPy gets it modulo 2**32).
+        libraries: which to seed; the Trainer seeds only "torch" (dropout), so that training
+            leaves a notebook's NumPy and Python streams alone.
+
+    Raises:
+        ValueError: an unknown library name.
     """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    unknown = set(libraries) - {"python", "numpy", "torch"}
+    if unknown:
+        raise ValueError(f"libraries={libraries!r}: unknown {sorted(unknown)}; choose among "
+                         "'python', 'numpy', 'torch'")
+    if "python" in libraries:
+        random.seed(seed)
+    if "numpy" in libraries:
+        np.random.seed(seed % 2**32)
+    if "torch" in libraries:
+        torch.manual_seed(seed)
 
 
 def config_from_dict(cls: type[T], d: Any, what: str = "config") -> T:

@@ -4,11 +4,12 @@ import itertools
 
 import pytest
 import torch
+from hf_reference import lazy_module
 
 from minillm.models import GPT, GPTConfig
 from minillm.models.config import ATTN_MASKS, MLPS, NORM_PLACEMENTS, NORMS, POSITIONS
 
-transformers = pytest.importorskip("transformers")
+transformers = lazy_module("transformers")
 
 
 def _llama(n_kv_head=2, rope_scaling=None, tie=False):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from hf_reference import lazy_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from minillm.generation.processors import (
     build_processors,
 )
 
-lp = pytest.importorskip("transformers.generation.logits_process")
+lp = lazy_module("transformers.generation.logits_process")
 
 
 def _inputs(seed=0, b=4, v=30, t=12):

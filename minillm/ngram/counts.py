@@ -22,7 +22,7 @@ import numpy as np
 
 from minillm.ngram.text import BOS_ID
 
-__all__ = ["NGramCounts", "lookup", "tune_jelinek_mercer", "valid_levels"]
+__all__ = ["NGramCounts", "lookup", "split_heldout", "tune_jelinek_mercer", "valid_levels"]
 
 
 def lookup(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,3 +172,20 @@ def tune_jelinek_mercer(counts: NGramCounts, t: np.ndarray, ev: np.ndarray,
             lam[n - 1] = resp[n][s].sum() / denom if denom > 0 else 0.0
         lam = np.clip(lam, 1e-6, 1 - 1e-6)
     return lam
+
+
+def split_heldout(sequences: list[list]) -> tuple[list[list], list[list], list[int]]:
+    """Jelinek-Mercer's default held-out data: (training sequences, held-out sequences,
+    tokens of each held-out one not to score).
+
+    Whole sequences are held out when there are several, so each held-out token keeps its real
+    context; one sequence is cut, and its last tenth is scored after the first nine tenths."""
+    if len(sequences) >= 2:
+        held = set(range(9, len(sequences), 10)) or {len(sequences) - 1}
+        return ([s for i, s in enumerate(sequences) if i not in held],
+                [s for i, s in enumerate(sequences) if i in held], [0] * len(held))
+    (s,) = sequences
+    if len(s) < 2:  # nothing to spare: tune on the training data itself (overfits toward MLE)
+        return sequences, sequences, [0]
+    cut = len(s) - max(1, len(s) // 10)
+    return [s[:cut]], [s], [cut]

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minillm.ngram.counts import NGramCounts, tune_jelinek_mercer, valid_levels
+from minillm.ngram.counts import NGramCounts, split_heldout, tune_jelinek_mercer, valid_levels
 from minillm.ngram.discounts import absolute_discount, count_of_counts, kneser_ney_discounts
 from minillm.ngram.text import (
     BOS,
@@ -149,7 +149,7 @@ class NGramLM:
         self._fit_spelling(counts)
         if self.config.smoothing == "jelinek_mercer":
             if heldout is None:
-                train, held, skip = _split_heldout(sequences)
+                train, held, skip = split_heldout(sequences)
                 self._count(train)
                 self._tune_lambdas(held, skip)
             else:
@@ -400,19 +400,3 @@ def _as_sequences(tokens) -> list[list]:
     if tokens and isinstance(tokens[0], (list, tuple, np.ndarray)):
         return [list(s) for s in tokens]
     return [tokens]
-
-
-def _split_heldout(sequences: list[list]) -> tuple[list[list], list[list], list[int]]:
-    """(training sequences, held-out sequences, tokens of each held-out one not to score).
-
-    Whole sequences are held out when there are several, so each held-out token keeps its real
-    context; one sequence is cut, and its last tenth is scored after the first nine tenths."""
-    if len(sequences) >= 2:
-        held = set(range(9, len(sequences), 10)) or {len(sequences) - 1}
-        return ([s for i, s in enumerate(sequences) if i not in held],
-                [s for i, s in enumerate(sequences) if i in held], [0] * len(held))
-    (s,) = sequences
-    if len(s) < 2:  # nothing to spare: tune on the training data itself (overfits toward MLE)
-        return sequences, sequences, [0]
-    cut = len(s) - max(1, len(s) // 10)
-    return [s[:cut]], [s], [cut]

@@ -27,6 +27,9 @@ Departures:
 - the objective is the *sum* of Huber terms, as in the paper; Besiroglu et al. 2024
   (arXiv:2404.10102) show how much the fitted values depend on such details;
 - bootstrap intervals (resampling runs with replacement) are percentile intervals.
+
+(One module a little over 400 lines on purpose: the three fits share the log-space input
+checks and the published values, and chapter 07 compares them side by side.)
 N is whatever parameter count you pass; FLOPs per token come from `GPT.flops_per_token`
 (6N + the attention term + the output head; see `minillm.scaling.flops`).
 """

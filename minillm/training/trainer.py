@@ -47,7 +47,7 @@ from minillm.training.checkpoint import (
     load_trainer_state,
     save_training_checkpoint,
 )
-from minillm.utils import choose_device, config_from_dict, default_dtype_for
+from minillm.utils import choose_device, config_from_dict, default_dtype_for, seed_everything
 
 __all__ = ["LossFn", "TrainConfig", "Trainer", "lm_loss_fn"]
 
@@ -184,7 +184,7 @@ class Trainer:
             train_tokens, val_tokens, c.batch_size, self.seq_len, c.seed, self.dist.rank,
             self.dist.world_size)
         self.loss_fn = loss_fn or lm_loss_fn
-        torch.manual_seed(c.seed)  # dropout
+        seed_everything(c.seed, libraries=("torch",))  # dropout
         self.step = 0
         self.tokens = 0  # training tokens consumed so far (all ranks)
         self.history: list[dict] = []
