@@ -4,8 +4,8 @@
     >>> model = GPT(GPTConfig(vocab_size=257, context_length=64, d_model=64, n_layer=2, n_head=2))
 
 Layers, lowest first (a module imports only from its own layer or below; tests/test_layering.py
-checks it): utils, io, optim -> data, tokenizers, kernels -> models -> quantization -> generation, distributed ->
-training -> scaling, ngram -> course, cli (and this file).
+checks it): utils, io, optim -> data, tokenizers, kernels -> models -> quantization ->
+generation, distributed -> training -> scaling, ngram -> course, cli (and this file).
 """
 
 from minillm.data import load_corpus

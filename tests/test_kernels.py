@@ -73,8 +73,8 @@ def test_scale_and_weights():
 
 def test_registry_lists_validates_and_plugs_into_the_model(monkeypatch):
     monkeypatch.setattr(registry_module, "_BACKENDS", dict(registry_module._BACKENDS))
-    assert attention_backends() == ["naive", "sdpa"]
-    with pytest.raises(ValueError, match=r"'flash' is not registered; choose one of \['naive'"):
+    assert attention_backends() == ["flash_torch", "flash_triton", "naive", "sdpa"]
+    with pytest.raises(ValueError, match=r"'flash' is not registered; choose one of \['flash_torch'"):
         get_attention("flash")
     with pytest.raises(ValueError, match="attn_impl='flash' is not supported"):
         GPTConfig(attn_impl="flash")
@@ -88,7 +88,7 @@ def test_registry_lists_validates_and_plugs_into_the_model(monkeypatch):
                                       dropout_p=dropout_p)
 
     register_attention("counting", counting)
-    assert attention_backends() == ["counting", "naive", "sdpa"]
+    assert attention_backends() == ["counting", "flash_torch", "flash_triton", "naive", "sdpa"]
     cfg = dict(vocab_size=31, context_length=8, d_model=16, n_layer=2, n_head=4, n_kv_head=2)
     torch.manual_seed(0)
     ours = GPT(GPTConfig(**cfg, attn_impl="counting")).eval()

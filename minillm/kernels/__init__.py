@@ -2,11 +2,12 @@
 
     >>> from minillm.kernels import attention_backends, get_attention
     >>> attention_backends()
-    ['naive', 'sdpa']
+    ['flash_torch', 'flash_triton', 'naive', 'sdpa']
     >>> out = get_attention("sdpa")(q, k, v, causal=True)          # (B, H, T, D)
 
 Built in: "naive" (the formula written out; `naive_attention_with_weights` also returns the
-weights) and "sdpa" (torch's fused kernel). Importing this package imports every backend
+weights), "sdpa" (torch's fused kernel), "flash_torch" and "flash_triton" (FlashAttention-2 in
+PyTorch and in Triton; the latter registers without Triton and says so when called). Importing this package imports every backend
 module, and each registers itself.
 """
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from minillm.kernels import naive, sdpa  # noqa: F401  (each registers its backend)
+# each backend module registers itself
+from minillm.kernels import flash_torch, flash_triton, naive, sdpa  # noqa: F401
 from minillm.kernels.naive import naive_attention_with_weights
 from minillm.kernels.registry import (
     AttentionFn,

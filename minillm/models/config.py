@@ -50,7 +50,7 @@ class GPTConfig:
     norm_placement: str = "pre"    # "pre" (GPT-2, LLaMA) or "post" (original Transformer, BERT)
     norm_eps: float = 1e-5         # epsilon inside the norm
     mlp: str = "gelu"              # "gelu" (GPT-2's tanh approximation) or "swiglu" (LLaMA)
-    attn_impl: str = "sdpa"        # a backend of minillm.kernels: "naive" (written out) or "sdpa"
+    attn_impl: str = "sdpa"        # a minillm.kernels backend: naive, sdpa, flash_torch, flash_triton
     attn_mask: str = "causal"      # "causal" (decoder), "prefix" (prefix-LM) or "bidirectional"
     init_std: float = 0.02         # std of the normal initialisation (GPT-2)
 
