@@ -16,6 +16,8 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 - `n_kv_head < n_head` gives grouped-query attention (not in GPT-2);
 - `attn_mask="prefix"` / `"bidirectional"` turn the decoder into a prefix-LM (which decodes,
   with a cache, taking the prompt as its prefix) or an encoder (which does not decode);
+- `n_expert > 0` replaces every `moe_every`-th MLP by a Mixture of Experts (minillm.models.moe);
+  `forward(..., return_aux=True)` returns its balance and z-losses (`from_hf_mixtral`);
 - `attn_impl="naive"` keeps the written-out attention beside the fused one;
 - for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
   `attention_mask` (Hugging Face's names and conventions).
@@ -49,7 +51,7 @@ class GPT(LanguageModel):
         if config.positions == "learned":
             self.pos_emb = nn.Embedding(config.context_length, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         # post-norm blocks end normalised already (the original Transformer has no final norm)
         self.norm_f = make_norm(config.norm, config.d_model, config.norm_eps, config.bias) \
             if config.norm_placement == "pre" else nn.Identity()
@@ -57,6 +59,8 @@ class GPT(LanguageModel):
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         self.apply(self._init_weights)
+        # submodules that report auxiliary losses (MoE layers); a plain list, not registered
+        self._aux_modules = [m for m in self.modules() if hasattr(m, "aux_losses")]
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 initialisation: N(0, 0.02); residual projections N(0, 0.02 / sqrt(2 n_layer))."""
@@ -75,7 +79,8 @@ class GPT(LanguageModel):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
         cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None, prefix_length: int | torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return_aux: bool = False,
+    ) -> tuple:
         """Args:
             idx: (B, T) token ids, T <= context_length.
             targets: optional (B, T) next-token ids; -100 marks positions to ignore.
@@ -86,9 +91,12 @@ class GPT(LanguageModel):
                 `attention_mask` the number of real tokens before each (as in Hugging Face).
             attention_mask: optional (B, past + T) 1 for real tokens, 0 for (left) padding.
             prefix_length: with attn_mask="prefix", how many leading tokens every position sees.
+            return_aux: also return the auxiliary losses (MoE balance and z-losses).
 
         Returns:
-            logits (B, T, vocab_size) and the mean cross-entropy loss in nats (or None).
+            logits (B, T, vocab_size) and the mean cross-entropy loss in nats (or None); with
+            return_aux, a third item: {name: scalar} summed over the layers that set
+            `aux_losses` in this forward (empty for a dense model; not added to the loss).
         """
         B, T = idx.shape
         past = cache.length if cache is not None else 0
@@ -132,12 +140,20 @@ class GPT(LanguageModel):
         elif c.positions == "sinusoidal":  # scaled to the rms of a fresh learned table (see below)
             x = x + (c.init_std * math.sqrt(2)) * sinusoidal_at(position_ids, c.d_model).to(x.dtype)
         x = self.drop(x)
+        for m in self._aux_modules:
+            m.aux_losses = {}
         for i, block in enumerate(self.blocks):
             x = block(x, mask, cache, i, position_ids)
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.norm_f(x))  # (B, T, V)
-        return logits, lm_loss(logits, targets)
+        if not return_aux:
+            return logits, lm_loss(logits, targets)
+        aux: dict[str, torch.Tensor] = {}
+        for m in self._aux_modules:
+            for k, v in m.aux_losses.items():
+                aux[k] = aux[k] + v if k in aux else v
+        return logits, lm_loss(logits, targets), aux
 
     # ---- accounting ----------------------------------------------------------------------
     def num_params(self, non_embedding: bool = True) -> int:
@@ -152,15 +168,28 @@ class GPT(LanguageModel):
                 n -= self.lm_head.weight.numel()
         return n
 
+    def num_active_params(self, non_embedding: bool = True) -> int:
+        """Parameters a token uses: `num_params` less the experts a token does not visit
+        (E - top_k per MoE layer). Equal to `num_params` for a dense model."""
+        from minillm.models.moe import MoE
+
+        idle = 0
+        for m in self.modules():
+            if isinstance(m, MoE):
+                per_expert = sum(p[0].numel() for p in m.experts.parameters())
+                idle += (m.n_expert - m.top_k) * per_expert
+        return self.num_params(non_embedding) - idle
+
     def flops_per_token(self, seq_len: int | None = None, training: bool = True) -> float:
         """FLOPs to process one token, Kaplan et al. 2020 (Table 1): 2N per forward plus the
         context-dependent 2 * n_layer * T * C; training (forward + backward) is 3x that,
         6N + 6 * n_layer * T * C. N excludes embeddings but includes the output projection, a
-        matmul like any other. (PaLM, App. B, counts both QK^T and AV over the full context,
+        matmul like any other; for an MoE, N counts the active parameters only (the router and
+        the top_k experts a token visits: `num_active_params`). (PaLM, App. B, counts both QK^T and AV over the full context,
         12 * n_layer * T * C; for T << 6 * C the difference is small.)"""
         c = self.config
         t = c.context_length if seq_len is None else seq_len
-        n = self.num_params(non_embedding=True) + c.vocab_size * c.d_model
+        n = self.num_active_params(non_embedding=True) + c.vocab_size * c.d_model
         forward = 2 * n + 2 * c.n_layer * t * c.d_model
         return 3 * forward if training else forward
 
@@ -201,6 +230,19 @@ class GPT(LanguageModel):
         config = config_from_hf_llama(model.config, **overrides)
         gpt = cls(config)
         gpt.load_weights(state_dict_from_hf_llama(model, config))
+        return gpt
+
+    @classmethod
+    def from_hf_mixtral(cls, model, **overrides) -> GPT:
+        """Build an MoE GPT from a Hugging Face `MixtralForCausalLM` (identical logits)."""
+        from minillm.models.convert.mixtral import (
+            config_from_hf_mixtral,
+            state_dict_from_hf_mixtral,
+        )
+
+        config = config_from_hf_mixtral(model.config, **overrides)
+        gpt = cls(config)
+        gpt.load_weights(state_dict_from_hf_mixtral(model, config))
         return gpt
 
     def to_hf_gpt2_state_dict(self) -> dict[str, torch.Tensor]:

@@ -15,26 +15,20 @@ from torch import nn
 from minillm.models.attention import CausalSelfAttention
 from minillm.models.config import GPTConfig
 from minillm.models.kv_cache import KVCache
-from minillm.models.mlp import GeluMLP, SwiGLU
+from minillm.models.mlp import build_mlp
 from minillm.models.norms import make_norm
 
-__all__ = ["Block", "make_mlp"]
-
-
-def make_mlp(config: GPTConfig) -> nn.Module:
-    """The MLP the config names ("gelu": GPT-2's; "swiglu": LLaMA's)."""
-    cls = SwiGLU if config.mlp == "swiglu" else GeluMLP
-    return cls(config.d_model, config.d_ff, bias=config.bias, dropout=config.dropout)
+__all__ = ["Block"]
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer_idx: int = 0):
         super().__init__()
         self.post_norm = config.norm_placement == "post"
         self.norm1 = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
         self.attn = CausalSelfAttention(config)
         self.norm2 = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
-        self.mlp = make_mlp(config)
+        self.mlp = build_mlp(config, layer_idx)  # dense MLP or MoE (minillm.models.moe)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, layer: int = 0,

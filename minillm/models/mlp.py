@@ -9,12 +9,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GeluMLP", "SwiGLU", "swiglu_hidden_size"]
+if TYPE_CHECKING:
+    from minillm.models.config import GPTConfig
+
+__all__ = ["GeluMLP", "SwiGLU", "build_mlp", "swiglu_hidden_size"]
 
 
 def swiglu_hidden_size(d_model: int, multiple_of: int = 32) -> int:
@@ -46,3 +50,15 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.silu(self.gate(x)) * self.up(x)))
+
+
+def build_mlp(config: GPTConfig, layer_idx: int) -> nn.Module:
+    """The feed-forward sub-layer of block `layer_idx`: an MoE layer where the config puts one
+    (`n_expert > 0`, every `moe_every`-th layer), else the dense MLP `config.mlp` names
+    ("gelu": GPT-2's; "swiglu": LLaMA's). forward: (B, T, C) -> (B, T, C)."""
+    if config.is_moe_layer(layer_idx):
+        from minillm.models.moe import MoE
+
+        return MoE.from_config(config)
+    cls = SwiGLU if config.mlp == "swiglu" else GeluMLP
+    return cls(config.d_model, config.d_ff, bias=config.bias, dropout=config.dropout)

@@ -146,6 +146,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             runner = DDP(runner, device_ids=ids)
         self.runner = runner
+        # a model whose forward reports auxiliary losses (MoE balance / z-loss)
+        self._has_aux = bool(getattr(self.model, "_aux_modules", None))
+        self.last_aux: dict[str, float] = {}
 
     # ---- checkpoints ---------------------------------------------------------------------
     def state(self) -> dict:
@@ -233,6 +236,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = 0.0
+        aux_total: dict[str, float] = {}
         for micro in range(c.grad_accum_steps):
             x, y = sample_batch(self.train_tokens, c.batch_size, ctx, self.generator,
                                 self.dist.rank, self.dist.world_size)
@@ -241,8 +245,15 @@ class Trainer:
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.runner.no_sync()
             with sync:
                 with self._autocast():
-                    _, loss = self.runner(x, y)
-                scaled = loss / c.grad_accum_steps
+                    if self._has_aux:  # MoE: loss + sum(aux) (CONTRACTS.md, lm_loss_fn)
+                        _, loss, aux = self.runner(x, y, return_aux=True)
+                        for k, v in aux.items():
+                            aux_total[k] = aux_total.get(k, 0.0) + v.item() / c.grad_accum_steps
+                        objective = loss + sum(aux.values())
+                    else:
+                        _, loss = self.runner(x, y)
+                        objective = loss
+                scaled = objective / c.grad_accum_steps
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item()
         if self.scaler is not None:
@@ -260,6 +271,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += self._tokens_per_step()
+        self.last_aux = aux_total
         return total / c.grad_accum_steps, grad_norm
 
     def _tokens_per_step(self) -> int:
@@ -290,6 +302,7 @@ class Trainer:
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "tokens": self.tokens,
                     "tokens_per_s": window_steps * tokens_per_step / seconds,
+                    **self.last_aux,
                 })
                 bar.set_postfix(loss=f"{loss:.3f}")
                 window_start, window_steps = time.perf_counter(), 0
