@@ -26,8 +26,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).pa
 
 from minillm.data import ByteTokenizer, data_dir, load_corpus  # noqa: E402
 from minillm.generation import generate  # noqa: E402
+from minillm.generation.speculative import speculative_generate  # noqa: E402
 from minillm.models import GPT, GPTConfig  # noqa: E402
-from minillm.speculative import speculative_generate  # noqa: E402
 from minillm.training import TrainConfig, Trainer  # noqa: E402
 
 

@@ -64,8 +64,10 @@ def cmd_course(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from minillm.data import ByteTokenizer, load_corpus
     from minillm.distributed import shutdown
+    from minillm.io import atomic_write_json
     from minillm.models import GPT, GPTConfig
     from minillm.training import TrainConfig, Trainer, evaluate_loss
+    from minillm.utils import seed_everything
 
     tokenizer = ByteTokenizer()
     train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
@@ -78,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(train_cfg.seed)
+    seed_everything(train_cfg.seed)  # the model's initialisation
     trainer = Trainer(GPT(model_cfg), train, val, train_cfg, tokenizer=tokenizer.to_dict())
     if args.resume and trainer.resume():
         if trainer.dist.is_main:
@@ -93,10 +95,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.final_eval:
             summary["val_nats_per_byte"] = evaluate_loss(trainer.model, val.to(trainer.device))
         print(json.dumps(summary))
-        Path(train_cfg.out_dir, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
             record = {"command": "minillm " + " ".join(args.argv), "summary": summary,
-                      "train_config": trainer.config.__dict__, "history": trainer.history,
+                      "train_config": trainer.config.to_dict(), "history": trainer.history,
                       "eval_history": trainer.eval_history}
             trainer.model.save(args.export_dir, extra_files={
                 "tokenizer.json": tokenizer.to_dict(), "training.json": record})
@@ -107,17 +109,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from minillm.data import ByteTokenizer
     from minillm.generation import generate
-    from minillm.io import read_json
     from minillm.models import GPT
-    from minillm.tokenizers import tokenizer_from_dict
+    from minillm.tokenizers import ByteTokenizer, load_tokenizer_folder
     from minillm.utils import choose_device
 
     folder = Path(args.checkpoint)
     model = GPT.from_checkpoint(folder, map_location=choose_device(args.device))
-    tok_file = folder / "tokenizer.json"
-    tokenizer = (tokenizer_from_dict(read_json(tok_file), tok_file.parent) if tok_file.exists()
+    tokenizer = (load_tokenizer_folder(folder) if (folder / "tokenizer.json").exists()
                  else ByteTokenizer())
     ids = torch.tensor([tokenizer.encode(args.prompt)])
     gen = torch.Generator().manual_seed(args.seed)

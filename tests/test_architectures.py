@@ -4,11 +4,12 @@ import itertools
 
 import pytest
 import torch
+from hf_reference import lazy_module
 
 from minillm.models import GPT, GPTConfig
 from minillm.models.config import ATTN_MASKS, MLPS, NORM_PLACEMENTS, NORMS, POSITIONS
 
-transformers = pytest.importorskip("transformers")
+transformers = lazy_module("transformers")
 
 
 def _llama(n_kv_head=2, rope_scaling=None, tie=False):
@@ -157,8 +158,7 @@ def test_swiglu_hidden_size_rule():
 @pytest.mark.parametrize("positions", POSITIONS)
 def test_left_padded_batches_decode_like_single_prompts(positions):
     """Padding must not shift positions: RoPE/ALiBi/learned count real tokens only."""
-    from minillm.decoding import left_pad
-    from minillm.generation import generate
+    from minillm.generation import generate, left_pad
 
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=31, context_length=32, d_model=32, n_layer=2, n_head=4,

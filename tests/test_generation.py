@@ -35,6 +35,11 @@ def test_top_k_only_samples_from_the_k_largest():
 def test_generation_beyond_the_context_crops(tiny_model):
     out = generate(tiny_model, torch.zeros(1, 16, dtype=torch.long), 5, temperature=0)
     assert out.shape == (1, 21)
+    # each token past the context is the argmax given the last context_length tokens
+    with torch.no_grad():
+        for t in range(16, 21):
+            window = out[:, t - 16:t]
+            assert out[0, t] == tiny_model(window)[0][0, -1].argmax(), t
 
 
 def test_bad_arguments_raise(tiny_model):
@@ -57,8 +62,8 @@ def test_eos_stops_generation(tiny_model):
 
 from minillm.data import data_dir  # noqa: E402
 from minillm.generation import left_pad, stream  # noqa: E402
+from minillm.generation.speculative import speculative_generate, verify_draft  # noqa: E402
 from minillm.models import GPT, GPTConfig  # noqa: E402
-from minillm.speculative import speculative_generate, verify_draft  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -192,16 +197,31 @@ def test_stop_tokens_list_and_padding_of_finished_rows(tiny_model):
 
 
 def test_sampling_warpers_change_the_draws(tiny_model):
+    import copy
+
+    from minillm.generation import MinP, Temperature, TopP, Typical
+
+    tiny_model = copy.deepcopy(tiny_model)  # an untrained model is nearly uniform: sharpen it,
+    with torch.no_grad():                   # so that every warper has something to cut
+        tiny_model.tok_emb.weight.mul_(5)
     x = torch.zeros(4, 2, dtype=torch.long)
     g = torch.Generator().manual_seed(0)
     out = generate(tiny_model, x, 10, do_sample=True, top_k=1, generator=g)
     assert torch.equal(out, generate(tiny_model, x, 10, do_sample=False))  # top-1 is greedy
-    for kwargs in [dict(top_p=0.5), dict(min_p=0.2), dict(typical_p=0.5), dict(temperature=0.3)]:
+    plain = generate(tiny_model, x, 10, do_sample=True, generator=torch.Generator().manual_seed(1))
+    warpers = [(dict(top_p=0.5), TopP(0.5)), (dict(min_p=0.2), MinP(0.2)),
+               (dict(typical_p=0.5), Typical(0.5)), (dict(temperature=0.3), Temperature(0.3))]
+    for kwargs, warper in warpers:
         a = generate(tiny_model, x, 10, do_sample=True, generator=torch.Generator().manual_seed(1),
                      **kwargs)
         b = generate(tiny_model, x, 10, do_sample=True, generator=torch.Generator().manual_seed(1),
                      **kwargs)
         assert torch.equal(a, b) and a.shape == (4, 12)
+        assert not torch.equal(a, plain), f"{kwargs} did not change the draws"  # not ignored
+        with torch.no_grad():  # every drawn token survives the warper at its step
+            logits = tiny_model(a[:, :-1])[0].float()[:, 1:]                    # (4, 10, V)
+        kept = torch.isfinite(warper(None, logits.flatten(0, 1))).view_as(logits)
+        assert kept.gather(-1, a[:, 2:, None]).all(), kwargs
 
 
 def test_bad_input_gives_clear_errors(tiny_model):

@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+from hf_reference import lazy_module
 
 from minillm.models import GPT, GPTConfig
 from minillm.training import configure_optimizer
 
-transformers = pytest.importorskip("transformers")
+transformers = lazy_module("transformers")
 
 
 def _hf(vocab=97, ctx=32, d=48, layers=2, heads=4):

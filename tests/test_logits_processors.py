@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from hf_reference import lazy_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.logits_processors import (
+from minillm.generation.processors import (
     MinP,
     NoRepeatNGram,
     RepetitionPenalty,
@@ -17,7 +18,7 @@ from minillm.logits_processors import (
     build_processors,
 )
 
-lp = pytest.importorskip("transformers.generation.logits_process")
+lp = lazy_module("transformers.generation.logits_process")
 
 
 def _inputs(seed=0, b=4, v=30, t=12):

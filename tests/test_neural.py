@@ -11,11 +11,9 @@ from minillm.models.neural import (
     MLPLMConfig,
     RNNLMConfig,
     gradient_norm_by_distance,
-    lm_nll_bits,
-    text_bits_per_byte,
 )
 from minillm.ngram import NGramLM
-from minillm.training import TrainConfig, Trainer
+from minillm.training import TrainConfig, Trainer, lm_nll_bits, text_bits_per_byte
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

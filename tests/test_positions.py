@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from hf_reference import lazy_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,9 +20,9 @@ from minillm.models.positions import (
     sinusoidal_table,
 )
 
-transformers = pytest.importorskip("transformers")
-from transformers.models.bloom.modeling_bloom import build_alibi_tensor  # noqa: E402
-from transformers.models.llama import modeling_llama  # noqa: E402
+transformers = lazy_module("transformers")
+modeling_bloom = lazy_module("transformers.models.bloom.modeling_bloom")
+modeling_llama = lazy_module("transformers.models.llama.modeling_llama")
 
 
 def _llama_config(**kw):
@@ -110,7 +111,7 @@ def test_rope_scores_depend_only_on_the_relative_offset(m, n, shift):
 def test_alibi_matches_bloom(n_head):
     T = 9
     mask = torch.ones(1, T)
-    bloom = build_alibi_tensor(mask, n_head, torch.float32).view(n_head, 1, T)  # slope_h * j
+    bloom = modeling_bloom.build_alibi_tensor(mask, n_head, torch.float32).view(n_head, 1, T)  # slope_h * j
     slopes = bloom[:, 0, 1]
     torch.testing.assert_close(alibi_slopes(n_head), slopes)
     ours = alibi_bias(n_head, torch.arange(T), torch.arange(T))

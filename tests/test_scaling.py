@@ -24,7 +24,7 @@ from minillm.scaling import (
     pareto_frontier,
     training_flops,
 )
-from minillm.scaling_sweep import SweepConfig, load_sweep, plan_sweep, run_sweep, write_csv
+from minillm.scaling.sweep import SweepConfig, load_sweep, plan_sweep, run_sweep, write_csv
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
@@ -220,7 +220,7 @@ def test_isoflops_recover_the_exponent_of_the_parametric_law():
 
 # ---- the sweep ----------------------------------------------------------------------------------
 def test_default_plan_spans_the_required_range():
-    from minillm.scaling_sweep import default_sweep_config, make_model_config
+    from minillm.scaling.sweep import default_sweep_config, make_model_config
 
     cfg = default_sweep_config()
     plan = plan_sweep(cfg)
@@ -285,7 +285,7 @@ def test_fit_chinchilla_needs_something_to_refine():
 
 
 def test_sweep_names_are_distinct_and_a_torn_line_loses_nothing(tmp_path, monkeypatch):
-    import minillm.scaling_sweep as sweep
+    import minillm.scaling.sweep as sweep
 
     names = [s.name for s in plan_sweep(SweepConfig(budgets=(1.5e11, 2e11), shapes=((32, 1),)))]
     assert names == ["C1.5e11_d32_L1", "C2e11_d32_L1"]
@@ -299,7 +299,7 @@ def test_sweep_names_are_distinct_and_a_torn_line_loses_nothing(tmp_path, monkey
 
 
 def test_run_sweep_refuses_to_mix_configs(tmp_path, monkeypatch):
-    import minillm.scaling_sweep as sweep
+    import minillm.scaling.sweep as sweep
 
     monkeypatch.setattr(sweep, "train_point", lambda spec, *a, **k: {
         "name": spec.name, "budget": spec.budget, "val_loss": 1.0})

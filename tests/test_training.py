@@ -194,7 +194,7 @@ def test_training_window_can_be_shorter_than_the_context():
     t = _trainer(max_steps=2, seq_len=8)
     x_seen = []
     original = t.runner.forward
-    t.runner.forward = lambda x, y: (x_seen.append(x.shape), original(x, y))[1]
+    t.runner.forward = lambda x, y, **kw: (x_seen.append(x.shape), original(x, y, **kw))[1]
     t.fit()
     assert x_seen and all(shape == (4, 8) for shape in x_seen)
     with pytest.raises(ValueError, match="seq_len=32 is longer than the model's context_length=16"):

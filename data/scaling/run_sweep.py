@@ -6,7 +6,7 @@ Usage (from the repository root; about 10-20 minutes on one CPU core):
 
 Writes sweep.jsonl (one record per finished run, appended as it finishes), sweep.csv (the same
 records as a table), sweep_config.json (recipe, machine, torch version) beside this script.
-The recipe is `minillm.scaling_sweep.default_sweep_config()`.
+The recipe is `minillm.scaling.sweep.default_sweep_config()`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from minillm.scaling_sweep import default_sweep_config, plan_sweep, run_sweep, write_csv
+from minillm.scaling.sweep import default_sweep_config, plan_sweep, run_sweep, write_csv
 
 HERE = Path(__file__).resolve().parent
 

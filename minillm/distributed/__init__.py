@@ -1,68 +1,20 @@
-"""Multi-process training support: process-group setup from torchrun's environment.
+"""Multi-process training: process groups (`env`) and the ways to wrap a model (`strategy`).
 
-`torchrun --nproc_per_node=N script.py` sets RANK, LOCAL_RANK and WORLD_SIZE; `init_from_env`
-reads them, starts the process group (NCCL on CUDA, gloo on CPU) and returns a
-`DistInfo`. Without those variables it returns a one-process `DistInfo` and starts nothing,
-so the same entry point runs with or without torchrun.
+`init_from_env` reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE and starts the process group;
+a `Strategy` wraps the model for the Trainer (compile, DistributedDataParallel), builds its
+optimizer, and says how to clip gradients and gather the weights for a checkpoint. Built in:
+"single" and "ddp"; later strategies (ZeRO, FSDP) register themselves with
+`register_strategy`.
 """
 
-from __future__ import annotations
+from minillm.distributed.env import DistInfo, all_reduce_mean, init_from_env, shutdown
+from minillm.distributed.strategy import (
+    DDPStrategy,
+    Strategy,
+    get_strategy,
+    register_strategy,
+    strategy_names,
+)
 
-import os
-from dataclasses import dataclass
-
-import torch
-import torch.distributed as dist
-
-__all__ = ["DistInfo", "init_from_env", "shutdown", "all_reduce_mean"]
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    backend: str | None = None
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_from_env(device_type: str = "cpu") -> DistInfo:
-    """Start the process group if torchrun (or a spawn helper) set WORLD_SIZE > 1."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistInfo()
-    if "RANK" not in os.environ:
-        raise ValueError(f"WORLD_SIZE={world_size} but RANK is not set: launch with torchrun "
-                         "(which sets RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or set them")
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, backend=backend)
-
-
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean of a tensor over all ranks (a no-op in one process). NCCL reduces only CUDA
-    tensors, so there the value travels through this rank's GPU and comes back."""
-    if info.enabled:
-        device = (torch.device("cuda", torch.cuda.current_device()) if info.backend == "nccl"
-                  else value.device)
-        out = value.to(device, copy=True)
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        value = (out / info.world_size).to(value.device)
-    return value
+__all__ = ["DDPStrategy", "DistInfo", "Strategy", "all_reduce_mean", "get_strategy",
+           "init_from_env", "register_strategy", "shutdown", "strategy_names"]

@@ -140,7 +140,7 @@ class ExpertParallelMoE(nn.Module):
         back = _AllToAll.apply(y, send_splits, recv_splits, self.group)
         out = torch.zeros_like(xf).index_add_(0, token, back * weight[:, None].to(x.dtype))
         if moe.shared is not None:
-            out = out + moe.shared(xf)
+            out = out + moe.shared.expert(xf, 0)
         return moe.dropout(out.reshape(B, T, C))
 
 

@@ -3,9 +3,10 @@
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head) + M) V      (Vaswani et al. 2017, 1706.03762)
 
 M is 0 where a query may look and -inf where it may not; for a decoder (GPT) a query at
-position i sees keys 0..i. Two implementations give the same numbers: `naive_attention`
-writes the formula out (and can return the weights, for heatmaps); "sdpa" calls
-`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel.
+position i sees keys 0..i. The kernel is looked up by name in `minillm.kernels`
+(`GPTConfig.attn_impl`): "naive" writes the formula out, "sdpa" calls torch's fused kernel,
+and later backends register themselves there. With `record_weights` set the layer uses
+`naive_attention_with_weights` and keeps the weights, for heatmaps.
 
 Grouped-query attention (Ainslie et al. 2023, 2305.13245) is supported through `n_kv_head`:
 each of the n_kv_head key/value heads serves n_head / n_kv_head query heads.
@@ -17,26 +18,19 @@ cached ones and the T new queries attend over all T_past + T keys. The queries a
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from minillm.kernels import causal_mask, get_attention, naive_attention_with_weights
 from minillm.models.config import GPTConfig
 from minillm.models.kv_cache import KVCache
 from minillm.models.positions import RotaryEmbedding, alibi_bias
 
+# the teaching name used since chapter 03: (out, weights) = naive_attention(q, k, v, mask)
+naive_attention = naive_attention_with_weights
+
 __all__ = ["CausalSelfAttention", "build_attention_mask", "causal_mask", "naive_attention",
            "padding_causal_mask"]
-
-
-def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch.Tensor:
-    """Boolean (t_q, t_k) mask, True where query i may attend to key j (j <= i + t_k - t_q)."""
-    offset = t_k - t_q
-    q = torch.arange(t_q, device=device)[:, None]
-    k = torch.arange(t_k, device=device)[None, :]
-    return k <= q + offset
 
 
 def padding_causal_mask(t_q: int, key_mask: torch.Tensor) -> torch.Tensor:
@@ -91,26 +85,6 @@ def build_attention_mask(
     return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
 
 
-def naive_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0, training: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T / sqrt(d) masked) v, written out. q, k, v: (B, H, T, D). `mask` is
-    boolean (True = may attend) or a float bias added to the scores (-inf = may not attend).
-
-    Returns:
-        out (B, H, T_q, D) and the attention weights (B, H, T_q, T_k).
-    """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
-    if mask is not None and mask.dtype == torch.bool:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    elif mask is not None:
-        scores = scores + mask.to(scores.dtype)  # ALiBi's float32 bias in a bf16/fp16 model
-    weights = scores.softmax(dim=-1)
-    out = F.dropout(weights, p=dropout_p, training=training) @ v
-    return out, weights
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head (or grouped-query) causal self-attention with one fused QKV projection."""
 
@@ -126,17 +100,29 @@ class CausalSelfAttention(nn.Module):
         self.last_weights: torch.Tensor | None = None  # filled when record_weights is set
         self.record_weights = False
         self.causal = config.attn_mask == "causal"
+        self.attend = get_attention(config.attn_impl)  # (q, k, v, *, mask, causal, ...) -> out
         self.rope = RotaryEmbedding(config.head_dim, config.rope_base, config.rope_fraction,
                                     config.rope_scaling, config.rope_scale) \
             if config.positions == "rope" else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, layer: int = 0,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, C). mask: from `build_attention_mask` (None: causal, or nothing hidden for
-        a bidirectional config). cache: keys/values of earlier tokens, updated in place
-        (`layer` says which of its layers is ours). positions: (T,) or (B, T) positions of
-        x's tokens, for RoPE (default 0..T-1 after the cache)."""
+                positions: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Args:
+            x: (B, T, C) the block's (normalised) input.
+            mask: from `build_attention_mask` (None: causal, or nothing hidden for a
+                bidirectional config).
+            cache: keys/values of earlier tokens, updated in place (`layer` says which of its
+                layers is ours).
+            positions: (T,) or (B, T) positions of x's tokens, for RoPE (default 0..T-1 after
+                the cache); ignored when `rope` is given.
+            rope: RoPE's (cos, sin) tables for these positions, computed once per forward by
+                the model (`RotaryEmbedding.tables`).
+
+        Returns:
+            (B, T, C).
+        """
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
@@ -145,29 +131,19 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if self.rope is not None:  # rotate before caching: the cache holds rotated keys
-            if positions is None:
+            if rope is None and positions is None:
                 past = cache.length if cache is not None else 0
                 positions = torch.arange(past, past + T, device=x.device)
-            q, k = self.rope(q, k, positions)
+            q, k = self.rope(q, k, positions, tables=rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, T_past + T, D)
-        T_k = k.size(2)
-        if self.n_kv_head != self.n_head:
-            group = self.n_head // self.n_kv_head
-            k = k.repeat_interleave(group, dim=1)  # (B, H, T_k, D)
-            v = v.repeat_interleave(group, dim=1)
         dropout_p = self.config.dropout if self.training else 0.0
-        if self.config.attn_impl == "naive" or self.record_weights:
-            if mask is None and self.causal:
-                mask = causal_mask(T, T_k, x.device)
-            out, weights = naive_attention(q, k, v, mask, dropout_p, self.training)
-            if self.record_weights:
-                self.last_weights = weights.detach()
-        elif mask is None and self.causal and T > 1 and T != T_k:  # new queries after a cache
-            out = F.scaled_dot_product_attention(q, k, v, causal_mask(T, T_k, x.device),
-                                                 dropout_p=dropout_p)
-        else:  # one query sees every key; T == T_k is the ordinary causal case
-            out = F.scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p,
-                                                 is_causal=mask is None and self.causal and T > 1)
+        causal = mask is None and self.causal
+        if self.record_weights:  # the written-out kernel, keeping its weights for heatmaps
+            out, weights = naive_attention_with_weights(q, k, v, mask, causal=causal,
+                                                        dropout_p=dropout_p)
+            self.last_weights = weights.detach()
+        else:
+            out = self.attend(q, k, v, mask=mask, causal=causal, dropout_p=dropout_p)
         out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, C)
         return self.resid_dropout(self.proj(out))

@@ -51,11 +51,19 @@ class LanguageModel(nn.Module):
                              "config.json (e.g. GPT.from_checkpoint) or resume with the same sizes")
         self.load_state_dict(tensors)
 
-    def write_files(self, folder: Path, extra_files: dict[str, dict] | None = None) -> None:
-        """Write config.json, model.safetensors and any extra JSON files into `folder`."""
+    def write_files(self, folder: Path, extra_files: dict[str, dict] | None = None,
+                    weights: dict[str, torch.Tensor] | None = None) -> None:
+        """Write config.json, model.safetensors and any extra JSON files into `folder`.
+
+        Args:
+            folder: an existing (temporary) folder.
+            extra_files: file name -> JSON-able object.
+            weights: the tensors to save (default `weights_state_dict()`).
+        """
         folder = Path(folder)
         atomic_write_json(folder / "config.json", self.config.to_dict())
-        save_tensors(folder / "model.safetensors", self.weights_state_dict())
+        save_tensors(folder / "model.safetensors",
+                     self.weights_state_dict() if weights is None else weights)
         for name, obj in (extra_files or {}).items():
             atomic_write_json(folder / name, obj)
 

@@ -8,10 +8,12 @@ tie_embeddings=False` with `n_kv_head < n_head` (see `GPT.from_hf_llama`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+from minillm.kernels import attention_backends
 from minillm.models.mlp import swiglu_hidden_size
 from minillm.models.moe import check_moe_args
+from minillm.utils import config_from_dict
 
 __all__ = ["GPTConfig"]
 
@@ -19,7 +21,6 @@ POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("pre", "post")
 MLPS = ("gelu", "swiglu")
-ATTN_IMPLS = ("naive", "sdpa")
 ATTN_MASKS = ("causal", "prefix", "bidirectional")
 ROPE_SCALINGS = ("none", "linear", "ntk")
 
@@ -50,7 +51,7 @@ class GPTConfig:
     norm_placement: str = "pre"    # "pre" (GPT-2, LLaMA) or "post" (original Transformer, BERT)
     norm_eps: float = 1e-5         # epsilon inside the norm
     mlp: str = "gelu"              # "gelu" (GPT-2's tanh approximation) or "swiglu" (LLaMA)
-    attn_impl: str = "sdpa"        # "naive" (written out, for teaching) or "sdpa" (fused)
+    attn_impl: str = "sdpa"        # a backend of minillm.kernels: "naive" (written out) or "sdpa"
     attn_mask: str = "causal"      # "causal" (decoder), "prefix" (prefix-LM) or "bidirectional"
     init_std: float = 0.02         # std of the normal initialisation (GPT-2)
     # Mixture of Experts (minillm.models.moe); n_expert=0 keeps every MLP dense
@@ -99,7 +100,7 @@ class GPTConfig:
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _check_choice("mlp", self.mlp, MLPS)
-        _check_choice("attn_impl", self.attn_impl, ATTN_IMPLS)
+        _check_choice("attn_impl", self.attn_impl, tuple(attention_backends()))
         _check_choice("attn_mask", self.attn_mask, ATTN_MASKS)
         _check_choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
         if self.rope_base <= 1:
@@ -141,18 +142,14 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
+        """d_model // n_head."""
         return self.d_model // self.n_head
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-able dict (what config.json holds)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"a model config must be a JSON object of fields, got "
-                             f"{type(d).__name__}: is this file a minillm config.json?")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"config has unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        """Read a config back; unknown fields are an error naming them."""
+        return config_from_dict(cls, d, "model config")

@@ -20,7 +20,13 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
   `forward(..., return_aux=True)` returns its balance and z-losses (`from_hf_mixtral`);
 - `attn_impl="naive"` keeps the written-out attention beside the fused one;
 - for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
-  `attention_mask` (Hugging Face's names and conventions).
+  `attention_mask` (Hugging Face's names and conventions), and hands back the final hidden
+  states when asked (`return_hidden=True`, for contrastive search);
+- extension points: the attention kernel is looked up by name (`minillm.kernels`), each block's
+  MLP comes from `build_mlp(config, layer_idx)`, and modules that set `aux_losses` in their
+  forward (a mixture of experts' balance loss) have them collected by `return_aux=True`;
+- position tables (RoPE's cos/sin, the sinusoids) are computed once per forward, on the
+  model's device, and shared by every layer.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from minillm.models.config import GPTConfig
 from minillm.models.kv_cache import KVCache
 from minillm.models.layers import Block
 from minillm.models.norms import make_norm
-from minillm.models.positions import positions_from_mask, sinusoidal_at
+from minillm.models.positions import RotaryEmbedding, positions_from_mask, sinusoidal_at
 
 __all__ = ["GPT"]
 
@@ -52,6 +58,10 @@ class GPT(LanguageModel):
             self.pos_emb = nn.Embedding(config.context_length, config.d_model)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        # RoPE's tables are computed here once per forward and shared by the layers
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_base, config.rope_fraction,
+                                      config.rope_scaling, config.rope_scale) \
+            if config.positions == "rope" else None
         # post-norm blocks end normalised already (the original Transformer has no final norm)
         self.norm_f = make_norm(config.norm, config.d_model, config.norm_eps, config.bias) \
             if config.norm_placement == "pre" else nn.Identity()
@@ -59,8 +69,6 @@ class GPT(LanguageModel):
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         self.apply(self._init_weights)
-        # submodules that report auxiliary losses (MoE layers); a plain list, not registered
-        self._aux_modules = [m for m in self.modules() if hasattr(m, "aux_losses")]
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 initialisation: N(0, 0.02); residual projections N(0, 0.02 / sqrt(2 n_layer))."""
@@ -79,8 +87,8 @@ class GPT(LanguageModel):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
         cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None, prefix_length: int | torch.Tensor | None = None,
-        return_aux: bool = False,
-    ) -> tuple:
+        return_aux: bool = False, return_hidden: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """Args:
             idx: (B, T) token ids, T <= context_length.
             targets: optional (B, T) next-token ids; -100 marks positions to ignore.
@@ -91,12 +99,14 @@ class GPT(LanguageModel):
                 `attention_mask` the number of real tokens before each (as in Hugging Face).
             attention_mask: optional (B, past + T) 1 for real tokens, 0 for (left) padding.
             prefix_length: with attn_mask="prefix", how many leading tokens every position sees.
-            return_aux: also return the auxiliary losses (MoE balance and z-losses).
+            return_aux: also return the auxiliary losses of this forward, a dict summing each
+                key over the modules that set `aux_losses` (empty for a dense model). They are
+                not in `loss`; the Trainer's default loss function adds them.
+            return_hidden: also return the final hidden states (B, T, C), after the final norm.
 
         Returns:
-            logits (B, T, vocab_size) and the mean cross-entropy loss in nats (or None); with
-            return_aux, a third item: {name: scalar} summed over the layers that set
-            `aux_losses` in this forward (empty for a dense model; not added to the loss).
+            (logits (B, T, vocab_size), loss): the mean cross-entropy in nats, or None without
+            targets; then `aux` if return_aux, then `hidden` if return_hidden, in that order.
         """
         B, T = idx.shape
         past = cache.length if cache is not None else 0
@@ -110,15 +120,13 @@ class GPT(LanguageModel):
         if cache is not None and c.attn_mask == "bidirectional":
             raise ValueError("a KV cache needs a model that does not look ahead (attn_mask "
                              "'causal' or 'prefix'); this one is bidirectional")
+        given_positions = position_ids is not None
         # with a padding mask, positions count real tokens (past and new alike): computed once
         mask_positions = None if attention_mask is None else positions_from_mask(attention_mask)
         if position_ids is None and mask_positions is not None:
-            position_ids = mask_positions[:, past:]
+            position_ids = mask_positions[:, past:]   # <= past + T - 1 < context_length
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=idx.device)
-            last_position = past + T - 1  # known without reading the tensor (no device sync)
-        else:
-            last_position = int(position_ids.max())
         key_positions = None
         if c.positions == "alibi":  # keys sit where their queries sat
             if past == 0:
@@ -131,29 +139,47 @@ class GPT(LanguageModel):
                                     position_ids, key_positions)
         x = self.tok_emb(idx)                                                  # (B, T, C)
         if c.positions == "learned":
-            if last_position >= c.context_length:
-                raise ValueError(f"position {last_position} is beyond the learned "
+            # derived positions are < context_length by the check above: only positions the
+            # caller gave are read (a device sync), to refuse what the table cannot hold
+            if given_positions and (last := int(position_ids.max())) >= c.context_length:
+                raise ValueError(f"position {last} is beyond the learned "
                                  f"position table ({c.context_length} entries): a learned table "
                                  "cannot extrapolate; use positions='rope', 'alibi' or "
                                  "'sinusoidal' for longer inputs")
             x = x + self.pos_emb(position_ids)
         elif c.positions == "sinusoidal":  # scaled to the rms of a fresh learned table (see below)
             x = x + (c.init_std * math.sqrt(2)) * sinusoidal_at(position_ids, c.d_model).to(x.dtype)
+        rope = self.rotary.tables(position_ids) if self.rotary is not None else None
         x = self.drop(x)
-        for m in self._aux_modules:
-            m.aux_losses = {}
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, cache, i, position_ids)
+            x = block(x, mask, cache, i, position_ids, rope)
         if cache is not None:
             cache.advance(T)
-        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
-        if not return_aux:
-            return logits, lm_loss(logits, targets)
+        hidden = self.norm_f(x)
+        logits = self.lm_head(hidden)  # (B, T, V)
+        out: tuple[torch.Tensor, ...] = (logits, lm_loss(logits, targets))
+        if return_aux:
+            out += (self.collect_aux_losses(),)
+        if return_hidden:
+            out += (hidden,)
+        return out
+
+    def collect_aux_losses(self) -> dict[str, torch.Tensor]:
+        """Sum, key by key, the `aux_losses` dicts that submodules set in the last forward, and
+        clear them (so a later forward never counts them again).
+
+        Returns:
+            {name: scalar tensor}; empty for a dense model.
+        """
         aux: dict[str, torch.Tensor] = {}
-        for m in self._aux_modules:
-            for k, v in m.aux_losses.items():
-                aux[k] = aux[k] + v if k in aux else v
-        return logits, lm_loss(logits, targets), aux
+        for module in self.modules():
+            losses = module.__dict__.get("aux_losses")
+            if not losses:
+                continue
+            for name, value in losses.items():
+                aux[name] = aux[name] + value if name in aux else value
+            module.aux_losses = {}
+        return aux
 
     # ---- accounting ----------------------------------------------------------------------
     def num_params(self, non_embedding: bool = True) -> int:
@@ -215,7 +241,7 @@ class GPT(LanguageModel):
         A bare state dict does not say how many heads there are: pass `n_head`, or GPT-2's
         head width of 64 is assumed (n_head = d_model // 64).
         """
-        from minillm.models.hf_gpt2 import config_from_hf_gpt2, state_dict_from_hf_gpt2
+        from minillm.models.convert.hf_gpt2 import config_from_hf_gpt2, state_dict_from_hf_gpt2
 
         config = config_from_hf_gpt2(model_or_state_dict, n_head=n_head, **overrides)
         model = cls(config)
@@ -225,7 +251,7 @@ class GPT(LanguageModel):
     @classmethod
     def from_hf_llama(cls, model, **overrides) -> GPT:
         """Build a LLaMA-style GPT from a Hugging Face `LlamaForCausalLM` (identical logits)."""
-        from minillm.models.hf_llama import config_from_hf_llama, state_dict_from_hf_llama
+        from minillm.models.convert.hf_llama import config_from_hf_llama, state_dict_from_hf_llama
 
         config = config_from_hf_llama(model.config, **overrides)
         gpt = cls(config)
@@ -247,12 +273,12 @@ class GPT(LanguageModel):
 
     def to_hf_gpt2_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under `GPT2LMHeadModel`'s names and layouts."""
-        from minillm.models.hf_gpt2 import state_dict_to_hf_gpt2
+        from minillm.models.convert.hf_gpt2 import state_dict_to_hf_gpt2
 
         return state_dict_to_hf_gpt2(self)
 
     def hf_gpt2_config(self) -> dict:
         """Keyword arguments for `transformers.GPT2Config` describing this model."""
-        from minillm.models.hf_gpt2 import hf_gpt2_config
+        from minillm.models.convert.hf_gpt2 import hf_gpt2_config
 
         return hf_gpt2_config(self.config)

@@ -22,20 +22,25 @@ __all__ = ["Block"]
 
 
 class Block(nn.Module):
+    """One Transformer block; its MLP comes from `build_mlp(config, layer_idx)`."""
+
     def __init__(self, config: GPTConfig, layer_idx: int = 0):
         super().__init__()
+        self.layer_idx = layer_idx
         self.post_norm = config.norm_placement == "post"
         self.norm1 = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
         self.attn = CausalSelfAttention(config)
         self.norm2 = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
-        self.mlp = build_mlp(config, layer_idx)  # dense MLP or MoE (minillm.models.moe)
+        self.mlp = build_mlp(config, layer_idx)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, layer: int = 0,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, C); mask, cache, layer and positions go to the attention."""
+                positions: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x: (B, T, C) -> (B, T, C); mask, cache, layer, positions and rope go to the
+        attention (see `CausalSelfAttention.forward`)."""
         if self.post_norm:
-            x = self.norm1(x + self.attn(x, mask, cache, layer, positions))
+            x = self.norm1(x + self.attn(x, mask, cache, layer, positions, rope))
             return self.norm2(x + self.mlp(x))
-        x = x + self.attn(self.norm1(x), mask, cache, layer, positions)
+        x = x + self.attn(self.norm1(x), mask, cache, layer, positions, rope)
         return x + self.mlp(self.norm2(x))

@@ -4,6 +4,11 @@
 - SwiGLU (Shazeer 2020, 2002.05202; LLaMA): W_down (SiLU(W_gate x) * W_up x). With three
   matrices instead of two, the hidden size is shrunk to about 2/3 of 4d to keep the parameter
   count: LLaMA's rule is hidden = multiple_of * ceil((8d/3) / multiple_of).
+
+`build_mlp(config, layer_idx)` is the one place a block gets its MLP: a mixture of experts
+plugs in here (any module mapping (B, T, C) -> (B, T, C) will do). A module with auxiliary
+losses (a router's balance loss) sets `self.aux_losses = {name: scalar tensor}` in its forward,
+already multiplied by its coefficient; `GPT.forward(..., return_aux=True)` collects them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # config.py imports this module for swiglu_hidden_size
     from minillm.models.config import GPTConfig
 
 __all__ = ["GeluMLP", "SwiGLU", "build_mlp", "swiglu_hidden_size"]
@@ -27,6 +32,8 @@ def swiglu_hidden_size(d_model: int, multiple_of: int = 32) -> int:
 
 
 class GeluMLP(nn.Module):
+    """GPT-2's MLP: proj(GELU_tanh(fc(x))), then dropout."""
+
     def __init__(self, d_model: int, d_ff: int, bias: bool = True, dropout: float = 0.0):
         super().__init__()
         self.fc = nn.Linear(d_model, d_ff, bias=bias)
@@ -40,6 +47,8 @@ class GeluMLP(nn.Module):
 
 
 class SwiGLU(nn.Module):
+    """LLaMA's MLP: proj(SiLU(gate(x)) * up(x)), then dropout."""
+
     def __init__(self, d_model: int, d_ff: int, bias: bool = False, dropout: float = 0.0):
         super().__init__()
         self.gate = nn.Linear(d_model, d_ff, bias=bias)
@@ -53,10 +62,17 @@ class SwiGLU(nn.Module):
 
 
 def build_mlp(config: GPTConfig, layer_idx: int) -> nn.Module:
-    """The feed-forward sub-layer of block `layer_idx`: an MoE layer where the config puts one
-    (`n_expert > 0`, every `moe_every`-th layer), else the dense MLP `config.mlp` names
-    ("gelu": GPT-2's; "swiglu": LLaMA's). forward: (B, T, C) -> (B, T, C)."""
-    if config.is_moe_layer(layer_idx):
+    """The MLP of block `layer_idx` (0-based) for `config`.
+
+    Args:
+        config: the model's `GPTConfig` ("gelu": GPT-2's MLP; "swiglu": LLaMA's).
+        layer_idx: which block asks: with `n_expert > 0`, every `moe_every`-th block gets an
+            `MoE` layer (minillm.models.moe) instead of the dense MLP.
+
+    Returns:
+        A module mapping (B, T, d_model) -> (B, T, d_model).
+    """
+    if config.is_moe_layer(layer_idx):  # n_expert > 0, every moe_every-th layer
         from minillm.models.moe import MoE
 
         return MoE.from_config(config)

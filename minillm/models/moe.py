@@ -183,16 +183,14 @@ class MoE(nn.Module):
         self.balance_coef, self.z_coef, self.router_jitter = balance_coef, z_coef, router_jitter
         self.router = nn.Parameter(torch.empty(n_expert, d_model, dtype=torch.float32))
         self.experts = Experts(n_expert, d_model, d_ff, mlp, bias)
-        self.shared = None
-        if n_shared_expert:
-            from minillm.models.mlp import GeluMLP, SwiGLU
-
-            cls = SwiGLU if mlp == "swiglu" else GeluMLP
-            self.shared = cls(d_model, n_shared_expert * d_ff, bias=bias)
-            self.shared.proj.residual_scale = True
+        # shared experts (DeepSeekMoE): one always-on expert of width n_shared * d_ff
+        self.shared = Experts(1, d_model, n_shared_expert * d_ff, mlp, bias) \
+            if n_shared_expert else None
         self.dropout = nn.Dropout(dropout)
         nn.init.normal_(self.router, std=init_std)
-        self.experts.reset_parameters(init_std, init_std / math.sqrt(2 * n_layer))
+        for experts in (self.experts, self.shared):
+            if experts is not None:
+                experts.reset_parameters(init_std, init_std / math.sqrt(2 * n_layer))
         self.aux_losses: dict[str, torch.Tensor] = {}
         self.stats: dict[str, torch.Tensor] = {}
         self.routing: Routing | None = None
@@ -235,7 +233,7 @@ class MoE(nn.Module):
         y = self.experts(xf[token], counts) * weight[:, None].to(x.dtype)  # (M, C)
         out = torch.zeros_like(xf).index_add_(0, token, y)
         if self.shared is not None:
-            out = out + self.shared(xf)
+            out = out + self.shared.expert(xf, 0)
         return self.dropout(out.reshape(B, T, C))
 
     def _record(self, r: Routing) -> None:
@@ -293,5 +291,5 @@ def moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:
                 y = moe.experts.expert(x[b, t][None], e)[0]
                 out[b, t] = out[b, t] + gates[t, j].to(x.dtype) * y
         if moe.shared is not None:
-            out[b] = out[b] + moe.shared(x[b])
+            out[b] = out[b] + moe.shared.expert(x[b], 0)
     return out

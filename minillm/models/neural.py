@@ -22,23 +22,22 @@ Departures from the papers:
   same batches as the GPT; Bengio et al. trained one position per example, with SGD;
 - the RNN's state is not carried across training windows (truncated BPTT of length T).
 
-`text_bits_per_byte(model, text)` scores every model of the course the same way: -log2 P(text)
-divided by the UTF-8 bytes of the text, for n-gram models and neural models alike.
+`minillm.training.evaluate.text_bits_per_byte(model, text)` scores every model of the course
+the same way, these included.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from minillm.models.base import LanguageModel, lm_loss
+from minillm.utils import config_from_dict
 
-__all__ = ["MLPLMConfig", "MLPLM", "RNNLMConfig", "RNNLM", "CELLS", "gradient_norm_by_distance",
-           "lm_nll_bits", "text_bits_per_byte"]
+__all__ = ["MLPLMConfig", "MLPLM", "RNNLMConfig", "RNNLM", "CELLS", "gradient_norm_by_distance"]
 
 CELLS = ("rnn", "gru", "lstm")
 
@@ -52,15 +51,13 @@ def _check_positive(config, names: tuple[str, ...]) -> None:
 
 class _ConfigDict:
     def to_dict(self) -> dict:
+        """The fields as a JSON-able dict (what config.json holds)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"config has unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        """Read a config back; unknown fields are an error naming them."""
+        return config_from_dict(cls, d, "model config")
 
 
 @dataclass
@@ -100,8 +97,11 @@ class RNNLMConfig(_ConfigDict):
 class _LanguageModel(LanguageModel):
     """The neural LMs' shared pieces on top of the checkpoint contract of `LanguageModel`."""
 
-    def _loss(self, logits: torch.Tensor, targets: torch.Tensor | None):
-        return lm_loss(logits, targets)
+    def _outputs(self, logits: torch.Tensor, targets: torch.Tensor | None, return_aux: bool):
+        """(logits, loss) or, with return_aux, (logits, loss, {}): GPT's contract (these models
+        have no auxiliary losses)."""
+        loss = lm_loss(logits, targets)
+        return (logits, loss, {}) if return_aux else (logits, loss)
 
     def _check_length(self, T: int) -> None:
         if T > self.config.context_length:
@@ -136,13 +136,21 @@ class MLPLM(_LanguageModel):
         windows = e.unfold(1, n, 1)                                     # (B, T, E, n)
         return windows.transpose(2, 3).flatten(2)                       # (B, T, n * E)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                return_aux: bool = False):
+        """Args:
+            idx: (B, T) token ids; targets: optional (B, T) next-token ids (-100 = ignore).
+            return_aux: also return an (empty) dict of auxiliary losses, as GPT does.
+
+        Returns:
+            logits (B, T, V) and the mean cross-entropy in nats (or None), then `{}`.
+        """
         self._check_length(idx.shape[1])
         x = self.features(idx)
         logits = self.out(self.drop(torch.tanh(self.hidden(x))))       # (B, T, V)
         if self.direct is not None:
             logits = logits + self.direct(x)
-        return logits, self._loss(logits, targets)
+        return self._outputs(logits, targets, return_aux)
 
 
 class RNNLM(_LanguageModel):
@@ -166,10 +174,12 @@ class RNNLM(_LanguageModel):
         h, state = self.rnn(e, state)                                   # (B, T, d_hidden)
         return self.head(self.drop(h)), state
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                return_aux: bool = False):
+        """Args and returns as `MLPLM.forward`."""
         self._check_length(idx.shape[1])
         logits, _ = self.forward_embeddings(self.embed(idx))
-        return logits, self._loss(logits, targets)
+        return self._outputs(logits, targets, return_aux)
 
 
 def gradient_norm_by_distance(model: RNNLM, idx: torch.Tensor) -> torch.Tensor:
@@ -189,70 +199,3 @@ def gradient_norm_by_distance(model: RNNLM, idx: torch.Tensor) -> torch.Tensor:
     F.cross_entropy(logits[:, -1].float(), y, reduction="sum").backward()
     norms = e.grad.norm(dim=-1).mean(0)                                 # (T,)
     return norms.flip(0)
-
-
-@torch.no_grad()
-def lm_nll_bits(model: nn.Module, token_ids: list[int] | torch.Tensor, bos_id: int,
-                context_length: int | None = None, stride: int | None = None,
-                batch_size: int = 32) -> float:
-    """-log2 P(tokens) under a causal neural LM, every token scored once.
-
-    The sequence is prefixed with `bos_id` so the first token is predicted too. Windows of
-    `context_length` advance by `stride` (default: half the window); each scores only the tokens
-    that the previous window did not, so every prediction after the first window sees at least
-    context_length - stride tokens of context.
-    """
-    T = context_length or model.config.context_length
-    S = stride or max(1, T // 2)
-    if not 0 < S <= T:
-        raise ValueError(f"stride={S} must be in [1, context_length={T}]")
-    seq = torch.cat([torch.tensor([bos_id]), torch.as_tensor(token_ids, dtype=torch.long)])
-    L = seq.numel() - 1                                  # tokens to score
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    ends = list(range(min(T, L), L, S)) + [L] if L > T else [L]
-    jobs, prev = [], 0
-    for e in ends:
-        start = max(0, e - T)
-        jobs.append((start, e, prev - start))            # score targets at offsets >= prev - start
-        prev = e
-    total = 0.0
-    groups: dict[int, list] = {}
-    for job in jobs:
-        groups.setdefault(job[1] - job[0], []).append(job)
-    for length, group in groups.items():
-        for b in range(0, len(group), batch_size):
-            chunk = group[b:b + batch_size]
-            x = torch.stack([seq[s:e] for s, e, _ in chunk]).to(device)
-            y = torch.stack([seq[s + 1:e + 1] for s, e, _ in chunk]).to(device)
-            logits, _ = model(x)
-            logp = torch.log_softmax(logits.float(), -1).gather(-1, y[..., None])[..., 0]
-            keep = torch.arange(length, device=device)[None] >= torch.tensor(
-                [k for _, _, k in chunk], device=device)[:, None]
-            total -= logp[keep].sum().item()
-    model.train(was_training)
-    return total / math.log(2)
-
-
-def text_bits_per_byte(model, text: str, tokenizer=None, **kwargs) -> float:
-    """Bits per UTF-8 byte of `text` under any model of the course: -log2 P(text) / bytes.
-
-    An `NGramLM` (anything with `nll_bits(text)`) scores the text with its own tokenizer;
-    a neural LM gets `tokenizer.encode(text)` (default `ByteTokenizer()`), prefixed with the
-    tokenizer's <|endoftext|> id, and is scored by `lm_nll_bits` (kwargs go there). Whatever the
-    tokens, the numerator is the information of the same text and the denominator its bytes.
-    """
-    n_bytes = len(text.encode("utf-8"))
-    if n_bytes == 0:
-        raise ValueError("text is empty: there is nothing to score")
-    if hasattr(model, "nll_bits"):
-        return model.nll_bits(text) / n_bytes
-    if tokenizer is None:
-        from minillm.data import ByteTokenizer
-
-        tokenizer = ByteTokenizer()
-    if tokenizer.eot_id is None or tokenizer.eot_id >= model.config.vocab_size:
-        raise ValueError("scoring needs a start token: the tokenizer's <|endoftext|> id must be "
-                         "inside the model's vocabulary")
-    return lm_nll_bits(model, tokenizer.encode(text), tokenizer.eot_id, **kwargs) / n_bytes

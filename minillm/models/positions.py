@@ -49,15 +49,22 @@ def sinusoidal_table(n_positions: int, d_model: int, base: float = 10000.0,
     return sinusoidal_at(torch.arange(offset, offset + n_positions), d_model, base)
 
 
+def _exact_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it (MPS does not), for tables cast to float32 after."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def sinusoidal_at(positions: torch.Tensor, d_model: int, base: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal encodings of any tensor of positions: shape positions.shape + (d_model,)."""
-    pos = positions.to("cpu", torch.float64)[..., None]
-    i = torch.arange(0, d_model, 2, dtype=torch.float64)
+    """Sinusoidal encodings of any tensor of positions: shape positions.shape + (d_model,),
+    float32, computed in float64 on the positions' device."""
+    dtype = _exact_dtype(positions.device)
+    pos = positions.to(dtype)[..., None]
+    i = torch.arange(0, d_model, 2, dtype=dtype, device=positions.device)
     angles = pos / base ** (i / d_model)                      # (..., d/2)
-    table = torch.zeros(*positions.shape, d_model, dtype=torch.float64)
+    table = torch.zeros(*positions.shape, d_model, dtype=dtype, device=positions.device)
     table[..., 0::2] = torch.sin(angles)
     table[..., 1::2] = torch.cos(angles[..., : d_model // 2])
-    return table.float().to(positions.device)
+    return table.float()
 
 
 def rope_inv_freq(rot_dim: int, base: float = 10000.0, ntk_scale: float = 1.0) -> torch.Tensor:
@@ -73,11 +80,13 @@ def rope_inv_freq(rot_dim: int, base: float = 10000.0, ntk_scale: float = 1.0) -
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, interpolation: float = 1.0
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the angles (pos / interpolation) * theta_i, each positions.shape +
-    (rot_dim,), the half-dims repeated (rotate-half layout). Computed in float64."""
-    pos = positions.to("cpu", torch.float64) / interpolation
-    angles = pos[..., None] * inv_freq.to("cpu", torch.float64)   # (..., rot/2)
-    angles = torch.cat([angles, angles], dim=-1)                  # (..., rot)
-    return angles.cos().float().to(positions.device), angles.sin().float().to(positions.device)
+    (rot_dim,), the half-dims repeated (rotate-half layout). Computed in float64 on the
+    positions' device, returned as float32."""
+    dtype = _exact_dtype(positions.device)
+    pos = positions.to(dtype) / interpolation
+    angles = pos[..., None] * inv_freq.to(positions.device, dtype)   # (..., rot/2)
+    angles = torch.cat([angles, angles], dim=-1)                     # (..., rot)
+    return angles.cos().float(), angles.sin().float()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -130,10 +139,22 @@ class RotaryEmbedding(nn.Module):
         self.interpolation = scale if scaling == "linear" else 1.0
         self.inv_freq = rope_inv_freq(rot_dim, base, scale if scaling == "ntk" else 1.0)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k: (B, H, T, D) for the same T new tokens; a KV cache stores keys already rotated."""
+    def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for `positions` ((T,) or (B, T)), shaped to broadcast over (B, H, T, rot):
+        computed once per forward by the model and shared by every layer."""
         cos, sin = rope_cos_sin(positions, self.inv_freq, self.interpolation)
         if cos.ndim == 3:  # (B, T, rot) -> (B, 1, T, rot): the same angles for every head
             cos, sin = cos[:, None], sin[:, None]
+        return cos, sin
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None = None,
+                *, tables: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate q, k: (B, H, T, D) for the same T new tokens (a KV cache stores keys already
+        rotated), by the angles of `positions` or by precomputed `tables` (from `tables()`)."""
+        if tables is None:
+            if positions is None:
+                raise ValueError("RotaryEmbedding needs positions or precomputed tables")
+            tables = self.tables(positions)
+        cos, sin = tables
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin)

@@ -6,25 +6,29 @@
     True
     >>> enc = tok.to_tiktoken()                                    # same ids, Rust speed
 
-Modules: `patterns` (GPT-2 / cl100k split regexes, special tokens), `trainer` (counting,
-merging, `train_bpe_naive`, incremental `train_bpe`), `bpe` (`BPETokenizer`), and
-`tiktoken_bridge` (rank files, `to_tiktoken`, `from_tiktoken`). Needs the `regex` module.
+Modules, lowest first: `byte` (`ByteTokenizer`, the course's default: one token per byte),
+`patterns` (GPT-2 / cl100k split regexes, special tokens), `trainer` (counting, merging,
+`train_bpe_naive`, incremental `train_bpe`), `tiktoken_bridge` (rank files, tiktoken's
+`Encoding`), `bpe` (`BPETokenizer`, its folders). Needs the `regex` module.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from minillm.tokenizers.bpe import BPETokenizer, bpe_chunk, recover_merges
-from minillm.tokenizers.patterns import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, resolve_pattern
-from minillm.tokenizers.tiktoken_bridge import (
+from minillm.io import CheckpointError, read_json
+from minillm.tokenizers.bpe import (
+    BPETokenizer,
+    bpe_chunk,
     from_tiktoken,
-    load_tiktoken_ranks,
     load_tokenizer,
-    save_tiktoken_ranks,
+    recover_merges,
     save_tokenizer,
     to_tiktoken,
 )
+from minillm.tokenizers.byte import ByteTokenizer, check_special_tokens
+from minillm.tokenizers.patterns import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, resolve_pattern
+from minillm.tokenizers.tiktoken_bridge import load_tiktoken_ranks, save_tiktoken_ranks
 from minillm.tokenizers.trainer import (
     apply_merges,
     count_chunks,
@@ -36,12 +40,21 @@ from minillm.tokenizers.trainer import (
 )
 
 
-def tokenizer_from_dict(d: dict, folder: str | Path | None = None):
-    """The tokenizer a tokenizer.json describes: {"type": "byte"} or {"type": "bpe"}. A BPE's
-    ranks are inline ("ranks", as `to_dict` writes them into checkpoints) or in a tiktoken file
-    beside the JSON ("ranks_file", as `BPETokenizer.save` writes them): then pass `folder`."""
-    from minillm.data.tokenizer import ByteTokenizer
+def tokenizer_from_dict(d: dict, folder: str | Path | None = None) -> ByteTokenizer | BPETokenizer:
+    """The tokenizer a tokenizer.json describes: {"type": "byte"} or {"type": "bpe"}.
 
+    Args:
+        d: the JSON's contents. A BPE's ranks are inline ("ranks", as `to_dict` writes them
+            into checkpoints) or in a tiktoken file beside the JSON ("ranks_file", as
+            `BPETokenizer.save` writes them).
+        folder: the folder holding the JSON, needed for a "ranks_file".
+
+    Returns:
+        A `ByteTokenizer` or a `BPETokenizer`.
+
+    Raises:
+        ValueError: an unknown type, or a "ranks_file" without `folder`.
+    """
     kind = d.get("type")
     if kind == "bpe" and "ranks" not in d and "ranks_file" in d:
         if folder is None:
@@ -55,8 +68,24 @@ def tokenizer_from_dict(d: dict, folder: str | Path | None = None):
     raise ValueError(f"tokenizer type {kind!r} is unknown; expected 'byte' or 'bpe'")
 
 
-__all__ = ["BPETokenizer", "tokenizer_from_dict", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS", "apply_merges", "bpe_chunk",
-           "count_chunks", "from_tiktoken", "get_pair_counts", "load_tiktoken_ranks",
-           "load_tokenizer", "merge_pair", "naive_merge_step", "recover_merges", "resolve_pattern",
-           "save_tiktoken_ranks", "save_tokenizer", "to_tiktoken", "train_bpe",
-           "train_bpe_naive"]
+def load_tokenizer_folder(folder: str | Path) -> ByteTokenizer | BPETokenizer:
+    """The tokenizer saved in `folder`/tokenizer.json (a checkpoint or a tokenizer folder).
+
+    Raises:
+        CheckpointError: tokenizer.json is missing or corrupt, or describes no tokenizer.
+    """
+    folder = Path(folder)
+    d = read_json(folder / "tokenizer.json", "tokenizer.json")
+    try:
+        return tokenizer_from_dict(d, folder)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{folder / 'tokenizer.json'} does not describe a tokenizer "
+                              f"({e}); save the tokenizer again") from e
+
+
+__all__ = ["BPETokenizer", "ByteTokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS",
+           "apply_merges", "bpe_chunk", "check_special_tokens", "count_chunks", "from_tiktoken",
+           "get_pair_counts", "load_tiktoken_ranks", "load_tokenizer", "load_tokenizer_folder",
+           "merge_pair", "naive_merge_step", "recover_merges", "resolve_pattern",
+           "save_tiktoken_ranks", "save_tokenizer", "to_tiktoken", "tokenizer_from_dict",
+           "train_bpe", "train_bpe_naive"]

@@ -26,11 +26,23 @@ from pathlib import Path
 
 import regex
 
-from minillm.data.tokenizer import check_special_tokens
+from minillm.io import CheckpointError, atomic_write_json, read_json
+from minillm.tokenizers import tiktoken_bridge
+from minillm.tokenizers.byte import check_special_tokens
 from minillm.tokenizers.patterns import resolve_pattern, special_regex, split_special
+from minillm.tokenizers.tiktoken_bridge import (
+    CONFIG_FILE,
+    RANKS_FILE,
+    dump_ranks,
+    encoding_parts,
+    load_tiktoken_ranks,
+    parse_ranks,
+    save_tiktoken_ranks,
+)
 from minillm.tokenizers.trainer import Merge, count_chunks, train_bpe
 
-__all__ = ["BPETokenizer", "bpe_chunk", "recover_merges"]
+__all__ = ["BPETokenizer", "bpe_chunk", "from_tiktoken", "load_tokenizer", "recover_merges",
+           "save_tokenizer", "to_tiktoken"]
 
 _NON_SPACE = regex.compile(r"\S")
 
@@ -258,44 +270,63 @@ class BPETokenizer:
     # ----------------------------------------------------------------------------- files
     def to_dict(self) -> dict:
         """Everything in one JSON-able dict (for a checkpoint's tokenizer.json)."""
-        from minillm.tokenizers.tiktoken_bridge import dump_ranks
-
         return {"type": "bpe", "name": self.name, "pattern": self.pattern,
                 "special_tokens": self.special_tokens, "ranks": dump_ranks(self.ranks)}
 
     @classmethod
     def from_dict(cls, d: dict) -> BPETokenizer:
-        from minillm.tokenizers.tiktoken_bridge import parse_ranks
+        """The tokenizer `to_dict` wrote (ranks inline).
 
+        Raises:
+            ValueError: not a BPE tokenizer dict.
+        """
         if d.get("type") != "bpe":
             raise ValueError(f"tokenizer type {d.get('type')!r} is not 'bpe'")
         return cls(parse_ranks(d["ranks"]), d["pattern"], d.get("special_tokens", {}),
                    name=d.get("name", "minillm-bpe"))
 
     def save(self, folder: str | Path) -> Path:
-        """Write folder/tokenizer.tiktoken (tiktoken's rank file) and folder/tokenizer.json."""
-        from minillm.tokenizers.tiktoken_bridge import save_tokenizer
-
-        return save_tokenizer(self, folder)
+        """Write folder/tokenizer.tiktoken (tiktoken's rank file) and folder/tokenizer.json,
+        each atomically; returns the folder."""
+        folder = Path(folder)
+        save_tiktoken_ranks(self.ranks, folder / RANKS_FILE)
+        atomic_write_json(folder / CONFIG_FILE, {
+            "type": "bpe", "name": self.name, "pattern": self.pattern,
+            "special_tokens": self.special_tokens, "ranks_file": RANKS_FILE,
+            "n_ranks": len(self.ranks)})
+        return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> BPETokenizer:
-        from minillm.tokenizers.tiktoken_bridge import load_tokenizer
+        """Read a folder written by `save`.
 
-        return load_tokenizer(folder)
+        Raises:
+            CheckpointError: a file is missing or corrupt, or the folder holds another kind of
+                tokenizer.
+        """
+        folder = Path(folder)
+        config_path = folder / CONFIG_FILE
+        config = read_json(config_path, "tokenizer.json (is this a saved BPE tokenizer?)")
+        if config.get("type") != "bpe":
+            raise CheckpointError(f"{config_path} has type {config.get('type')!r}, not 'bpe'")
+        ranks_path = folder / config.get("ranks_file", RANKS_FILE)
+        ranks = load_tiktoken_ranks(ranks_path)
+        if "n_ranks" in config and len(ranks) != config["n_ranks"]:
+            raise CheckpointError(f"{ranks_path} has {len(ranks)} tokens, the JSON says "
+                                  f"{config['n_ranks']}; the folder is corrupt, save it again")
+        return cls(ranks, config["pattern"], config.get("special_tokens", {}),
+                   name=config.get("name", "minillm-bpe"))
 
     def to_tiktoken(self):
         """A `tiktoken.Encoding` with the same ranks, pattern and specials (fast encoding)."""
-        from minillm.tokenizers.tiktoken_bridge import to_tiktoken
-
-        return to_tiktoken(self)
+        return tiktoken_bridge.to_tiktoken(self)
 
     @classmethod
     def from_tiktoken(cls, encoding) -> BPETokenizer:
-        """Load any `tiktoken.Encoding` (e.g. cl100k_base) into minillm's own encoder."""
-        from minillm.tokenizers.tiktoken_bridge import from_tiktoken
-
-        return from_tiktoken(encoding)
+        """Load any `tiktoken.Encoding` (e.g. cl100k_base) into minillm's own encoder, with
+        identical ids (merges recovered lazily)."""
+        ranks, pattern, special, name = encoding_parts(encoding)
+        return cls(ranks, pattern, special, name=name)
 
     def __repr__(self) -> str:
         return (f"BPETokenizer(name={self.name!r}, vocab_size={self.vocab_size}, "
@@ -318,3 +349,23 @@ def _safe_cut(buf: str, sre: regex.Pattern | None, longest: int) -> int:
             if any(m.start() < p + 1 < m.end() for m in sre.finditer(buf, lo, p + longest)):
                 continue
         return p + 1
+
+
+def save_tokenizer(tokenizer: BPETokenizer, folder: str | Path) -> Path:
+    """`tokenizer.save(folder)`: the rank file and tokenizer.json; returns the folder."""
+    return tokenizer.save(folder)
+
+
+def load_tokenizer(folder: str | Path) -> BPETokenizer:
+    """`BPETokenizer.load(folder)`."""
+    return BPETokenizer.load(folder)
+
+
+def to_tiktoken(tokenizer: BPETokenizer, name: str | None = None):
+    """A `tiktoken.Encoding` giving the tokenizer's ids (see `tiktoken_bridge.to_tiktoken`)."""
+    return tiktoken_bridge.to_tiktoken(tokenizer, name)
+
+
+def from_tiktoken(encoding) -> BPETokenizer:
+    """`BPETokenizer.from_tiktoken(encoding)`."""
+    return BPETokenizer.from_tiktoken(encoding)

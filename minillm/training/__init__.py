@@ -1,9 +1,17 @@
-"""Training: the loop, its optimizer and schedule, checkpoints, evaluation."""
+"""Training: the loop (pluggable batches, loss and strategy), the optimizer and schedule
+(re-exported from `minillm.optim`), checkpoints, evaluation and bits per byte."""
 
+from minillm.optim import configure_optimizer, lr_at, param_groups
 from minillm.training.checkpoint import latest_checkpoint, load_trainer_state
-from minillm.training.evaluate import bits_per_byte, estimate_loss, evaluate_loss
-from minillm.training.optim import configure_optimizer, lr_at, param_groups
-from minillm.training.trainer import TrainConfig, Trainer
+from minillm.training.evaluate import (
+    bits_per_byte,
+    estimate_loss,
+    evaluate_loss,
+    lm_nll_bits,
+    text_bits_per_byte,
+)
+from minillm.training.trainer import LossFn, TrainConfig, Trainer, lm_loss_fn
 
-__all__ = ["TrainConfig", "Trainer", "bits_per_byte", "configure_optimizer", "estimate_loss",
-           "evaluate_loss", "latest_checkpoint", "load_trainer_state", "lr_at", "param_groups"]
+__all__ = ["LossFn", "TrainConfig", "Trainer", "bits_per_byte", "configure_optimizer",
+           "estimate_loss", "evaluate_loss", "latest_checkpoint", "lm_loss_fn", "lm_nll_bits",
+           "load_trainer_state", "lr_at", "param_groups", "text_bits_per_byte"]

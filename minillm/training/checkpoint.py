@@ -36,16 +36,31 @@ __all__ = ["save_training_checkpoint", "latest_checkpoint", "load_trainer_state"
 
 def save_training_checkpoint(
     out_dir: str | Path, step: int, model, trainer_state: dict, trainer_json: dict,
-    tokenizer: dict | None = None, keep: int = 2,
+    tokenizer: dict | None = None, keep: int = 2, weights: dict | None = None,
 ) -> Path:
-    """Write checkpoints/step_{step} atomically, point latest.json at it, prune old ones."""
+    """Write checkpoints/step_{step} atomically, point latest.json at it, prune old ones.
+
+    Args:
+        out_dir: the run's folder.
+        step: the step being saved.
+        model: the unwrapped model (writes config.json and model.safetensors).
+        trainer_state: tensors and plain containers for trainer_state.pt.
+        trainer_json: step, config and history for trainer.json.
+        tokenizer: optional tokenizer dict for tokenizer.json.
+        keep: how many checkpoint folders to keep (0 = all).
+        weights: the tensors to save (default: the model's own; a sharded strategy passes the
+            gathered full weights).
+
+    Returns:
+        The new checkpoint folder.
+    """
     out_dir = Path(out_dir)
     rel = Path("checkpoints") / f"step_{step:06d}"
     extra = {"trainer.json": trainer_json}
     if tokenizer is not None:
         extra["tokenizer.json"] = tokenizer
     with atomic_folder(out_dir / rel) as tmp:
-        model.write_files(tmp, extra_files=extra)
+        model.write_files(tmp, extra_files=extra, weights=weights)
         torch_save_atomic(tmp / "trainer_state.pt", trainer_state)
     atomic_write_json(out_dir / "latest.json", {"step": step, "path": str(rel)})
     if keep > 0:
@@ -64,7 +79,11 @@ def _steps(folder: Path) -> list[int]:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The folder latest.json points to, or None when out_dir has no checkpoint yet."""
+    """The folder latest.json points to, or None when out_dir has no checkpoint yet.
+
+    Raises:
+        CheckpointError: latest.json is corrupt or points to a missing folder.
+    """
     pointer = Path(out_dir) / "latest.json"
     if not pointer.exists():
         return None
@@ -76,7 +95,11 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def load_trainer_state(folder: str | Path) -> tuple[dict, dict]:
-    """(trainer_state tensors/containers, trainer.json contents) of a checkpoint folder."""
+    """(trainer_state tensors/containers, trainer.json contents) of a checkpoint folder.
+
+    Raises:
+        CheckpointError: a file is missing or corrupt.
+    """
     folder = Path(folder)
     state = torch_load_safe(folder / "trainer_state.pt", "trainer_state.pt to resume training")
     meta = read_json(folder / "trainer.json", "trainer.json to resume training")

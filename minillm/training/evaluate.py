@@ -1,9 +1,14 @@
-"""Measuring a language model: mean cross-entropy over held-out tokens.
+"""Measuring a language model: mean cross-entropy over held-out tokens, and bits per byte.
 
 `evaluate_loss` scores *every* token of a held-out sequence once, in consecutive windows of the
 model's context (the first token of each window is predicted from less context than later
 ones, which makes this a slightly pessimistic estimate). `estimate_loss` averages the loss of a
 few random batches, cheap enough to call during training.
+
+Bits per byte, the course's common axis (-log2 P(text) / UTF-8 bytes), is independent of the
+tokenizer: `bits_per_byte` converts a mean loss, `lm_nll_bits` scores a token sequence with
+overlapping windows (every token once, each with at least context - stride tokens before it),
+and `text_bits_per_byte` scores a text under any model of the course, n-gram or neural.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import torch
 from torch import nn
 
 from minillm.data.batching import check_tokens, sample_batch
+from minillm.tokenizers.byte import ByteTokenizer
 
-__all__ = ["evaluate_loss", "estimate_loss", "bits_per_byte"]
+__all__ = ["evaluate_loss", "estimate_loss", "bits_per_byte", "lm_nll_bits", "text_bits_per_byte"]
 
 
 @torch.no_grad()
@@ -25,6 +31,16 @@ def evaluate_loss(
 ) -> float:
     """Mean negative log-likelihood (nats per token) of `tokens[1:]` given what precedes it,
     in non-overlapping windows of `context_length` (default: the model's).
+
+    Args:
+        model: a language model, `model(x, y) -> (logits, loss, ...)`.
+        tokens: 1-D token ids.
+        context_length: window length (default: the model's).
+        batch_size: windows per forward.
+        max_tokens: score only the first `max_tokens` predictions.
+
+    Returns:
+        Nats per token.
     """
     context_length = context_length or model.config.context_length
     if max_tokens is not None:
@@ -56,7 +72,18 @@ def estimate_loss(
     seed: int, rank: int = 0, world_size: int = 1,
 ) -> float:
     """Mean loss over `batches` random batches drawn with a fresh generator seeded `seed`, so
-    the estimate does not disturb (or depend on) the training data stream."""
+    the estimate does not disturb (or depend on) the training data stream.
+
+    Args:
+        model: a language model, `model(x, y) -> (logits, loss, ...)`.
+        tokens: 1-D token ids to draw windows from.
+        batches, batch_size, context_length: how many batches of how many windows how long.
+        seed: seeds the fresh generator.
+        rank, world_size: this process's slice of each global batch.
+
+    Returns:
+        Mean loss in nats per token.
+    """
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     was_training = model.training
@@ -72,5 +99,99 @@ def estimate_loss(
 
 def bits_per_byte(nats_per_token: float, n_tokens: int, n_bytes: int) -> float:
     """Convert a mean loss in nats per token to bits per byte of the underlying text:
-    total nats / ln 2 / bytes. Independent of the tokenizer, so models compare fairly."""
+    total nats / ln 2 / bytes. Independent of the tokenizer, so models compare fairly.
+
+    Args:
+        nats_per_token: mean loss.
+        n_tokens: tokens it was averaged over.
+        n_bytes: UTF-8 bytes of the text those tokens encode.
+
+    Returns:
+        Bits per byte.
+    """
     return nats_per_token * n_tokens / math.log(2) / n_bytes
+
+
+@torch.no_grad()
+def lm_nll_bits(model: nn.Module, token_ids: list[int] | torch.Tensor, bos_id: int,
+                context_length: int | None = None, stride: int | None = None,
+                batch_size: int = 32) -> float:
+    """-log2 P(tokens) under a causal neural LM, every token scored once.
+
+    The sequence is prefixed with `bos_id` so the first token is predicted too. Windows of
+    `context_length` advance by `stride` (default: half the window); each scores only the tokens
+    that the previous window did not, so every prediction after the first window sees at least
+    context_length - stride tokens of context.
+
+    Args:
+        model: a causal LM with `config.context_length` and `model(x) -> (logits, ...)`.
+        token_ids: the tokens to score.
+        bos_id: the id put in front, so the first token is predicted too.
+        context_length: window length (default: the model's).
+        stride: how far each window advances (default: half the window).
+        batch_size: windows per forward.
+
+    Returns:
+        The total negative log-likelihood in bits.
+    """
+    T = context_length or model.config.context_length
+    S = stride or max(1, T // 2)
+    if not 0 < S <= T:
+        raise ValueError(f"stride={S} must be in [1, context_length={T}]")
+    seq = torch.cat([torch.tensor([bos_id]), torch.as_tensor(token_ids, dtype=torch.long)])
+    L = seq.numel() - 1                                  # tokens to score
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ends = list(range(min(T, L), L, S)) + [L] if L > T else [L]
+    jobs, prev = [], 0
+    for e in ends:
+        start = max(0, e - T)
+        jobs.append((start, e, prev - start))            # score targets at offsets >= prev - start
+        prev = e
+    total = 0.0
+    groups: dict[int, list] = {}
+    for job in jobs:
+        groups.setdefault(job[1] - job[0], []).append(job)
+    for length, group in groups.items():
+        for b in range(0, len(group), batch_size):
+            chunk = group[b:b + batch_size]
+            x = torch.stack([seq[s:e] for s, e, _ in chunk]).to(device)
+            y = torch.stack([seq[s + 1:e + 1] for s, e, _ in chunk]).to(device)
+            logits, _ = model(x)
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, y[..., None])[..., 0]
+            keep = torch.arange(length, device=device)[None] >= torch.tensor(
+                [k for _, _, k in chunk], device=device)[:, None]
+            total -= logp[keep].sum().item()
+    model.train(was_training)
+    return total / math.log(2)
+
+
+def text_bits_per_byte(model, text: str, tokenizer=None, **kwargs) -> float:
+    """Bits per UTF-8 byte of `text` under any model of the course: -log2 P(text) / bytes.
+
+    An `NGramLM` (anything with `nll_bits(text)`) scores the text with its own tokenizer;
+    a neural LM gets `tokenizer.encode(text)` (default `ByteTokenizer()`), prefixed with the
+    tokenizer's <|endoftext|> id, and is scored by `lm_nll_bits` (kwargs go there). Whatever the
+    tokens, the numerator is the information of the same text and the denominator its bytes.
+
+    Args:
+        model: an `NGramLM` or a neural LM of the course.
+        text: the text to score (not empty).
+        tokenizer: for a neural LM, its tokenizer (default `ByteTokenizer()`).
+        **kwargs: passed to `lm_nll_bits` (context_length, stride, batch_size).
+
+    Returns:
+        Bits per UTF-8 byte.
+    """
+    n_bytes = len(text.encode("utf-8"))
+    if n_bytes == 0:
+        raise ValueError("text is empty: there is nothing to score")
+    if hasattr(model, "nll_bits"):
+        return model.nll_bits(text) / n_bytes
+    if tokenizer is None:
+        tokenizer = ByteTokenizer()
+    if tokenizer.eot_id is None or tokenizer.eot_id >= model.config.vocab_size:
+        raise ValueError("scoring needs a start token: the tokenizer's <|endoftext|> id must be "
+                         "inside the model's vocabulary")
+    return lm_nll_bits(model, tokenizer.encode(text), tokenizer.eot_id, **kwargs) / n_bytes

@@ -13,33 +13,64 @@ for bit on the CPU, as a run never interrupted.
 Data parallelism: under torchrun each rank draws the same global batch and trains on its own
 slice; DistributedDataParallel averages gradients, so N ranks with batch_size B follow one
 process with batch_size N*B. Only rank 0 writes checkpoints and prints.
+
+Extension points (what SFT, DPO and the distributed strategies plug into):
+- `batches=`: a `minillm.data.BatchSource` (default `TokenStreamBatches` over `train_tokens`,
+  the same windows as before); its state is saved with the checkpoint.
+- `loss_fn=`: `loss_fn(runner, batch) -> (loss, metrics)` (default `lm_loss_fn`: the LM loss
+  plus the model's auxiliary losses); metrics are averaged over each log interval into
+  `history`.
+- `TrainConfig.strategy`: how the model is wrapped, its optimizer built, its gradients clipped
+  and its weights gathered (`minillm.distributed.strategy`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minillm.data.batching import check_tokens, sample_batch
-from minillm.distributed import DistInfo, all_reduce_mean, init_from_env
+from minillm.data.batching import BatchSource, TokenStreamBatches, check_tokens
+from minillm.distributed import DistInfo, all_reduce_mean, get_strategy, init_from_env
+from minillm.distributed.strategy import strategy_names
+from minillm.io import load_tensors
+from minillm.optim import lr_at
 from minillm.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     save_training_checkpoint,
 )
-from minillm.training.evaluate import estimate_loss
-from minillm.training.optim import configure_optimizer, lr_at
-from minillm.utils import choose_device, default_dtype_for
+from minillm.utils import choose_device, config_from_dict, default_dtype_for, seed_everything
 
-__all__ = ["TrainConfig", "Trainer"]
+__all__ = ["LossFn", "TrainConfig", "Trainer", "lm_loss_fn"]
+
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+
+def lm_loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor]
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The default loss: next-token cross-entropy plus the model's auxiliary losses.
+
+    Args:
+        runner: the (wrapped) model; called as `runner(input_ids, labels, return_aux=True)`.
+        batch: {"input_ids": (B, T), "labels": (B, T)} (labels -100 are ignored).
+
+    Returns:
+        (loss to backpropagate, {"lm_loss": ..., one entry per auxiliary loss}).
+    """
+    _, loss, aux = runner(batch["input_ids"], batch["labels"], return_aux=True)
+    metrics = {"lm_loss": loss.item()}
+    if aux:
+        metrics.update({name: value.item() for name, value in aux.items()})
+        loss = loss + sum(aux.values())
+    return loss, metrics
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -69,6 +100,7 @@ class TrainConfig:
                                    # "float16" adds dynamic loss scaling (GradScaler)
     compile: bool = False          # torch.compile the model (the saved weights stay uncompiled)
     progress: bool | None = None   # tqdm bar; None = only when stderr is a terminal
+    strategy: str = "auto"         # model wrapping: "auto" (ddp if WORLD_SIZE > 1), "single", ...
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval"):
@@ -86,38 +118,53 @@ class TrainConfig:
             raise ValueError(f"min_lr={self.min_lr} is above lr={self.lr}; the floor must be lower")
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; choose 'auto' or one of {sorted(DTYPES)}")
+        if self.strategy != "auto" and self.strategy not in strategy_names():
+            raise ValueError(f"strategy={self.strategy!r} is not registered; choose 'auto' or "
+                             f"one of {strategy_names()}")
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-able dict (saved in trainer.json)."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """Read a config back (e.g. trainer.json's "train_config"); unknown fields are an
+        error naming them."""
+        return config_from_dict(cls, d, "train config")
 
 
 class Trainer:
-    """Train a GPT on a 1-D tensor of token ids.
+    """Train a language model on a token stream, or on any batch source.
 
     Args:
         model: the (uncompiled, unwrapped) model; it is moved to the chosen device.
-        train_tokens / val_tokens: 1-D int64 tensors.
+        train_tokens / val_tokens: 1-D int64 tensors for the default batch source (not needed
+            when `batches` is given).
         config: a `TrainConfig`.
         tokenizer: optional dict saved as tokenizer.json in each checkpoint.
         dist: a `DistInfo`; default reads torchrun's environment.
+        batches: a `BatchSource`; default `TokenStreamBatches(train_tokens, val_tokens, ...)`.
+        loss_fn: `loss_fn(runner, batch) -> (loss, metrics)`; default `lm_loss_fn`.
     """
 
-    def __init__(self, model: nn.Module, train_tokens: torch.Tensor,
+    def __init__(self, model: nn.Module, train_tokens: torch.Tensor | None = None,
                  val_tokens: torch.Tensor | None = None, config: TrainConfig | None = None,
-                 tokenizer: dict | None = None, dist: DistInfo | None = None):
+                 tokenizer: dict | None = None, dist: DistInfo | None = None, *,
+                 batches: BatchSource | None = None, loss_fn: LossFn | None = None):
         self.config = config or TrainConfig()
         c = self.config
         ctx = model.config.context_length
         if c.seq_len is not None and c.seq_len > ctx:
             raise ValueError(f"seq_len={c.seq_len} is longer than the model's context_length={ctx}")
         self.seq_len = c.seq_len or ctx
-        ctx = self.seq_len
         vocab = model.config.vocab_size
-        check_tokens(train_tokens, ctx, "training tokens", vocab)
+        if batches is None:
+            if train_tokens is None:
+                raise ValueError("Trainer needs train_tokens (a 1-D tensor of token ids) or a "
+                                 "batch source (batches=...)")
+            check_tokens(train_tokens, self.seq_len, "training tokens", vocab)
         if val_tokens is not None:
-            check_tokens(val_tokens, ctx, "validation tokens", vocab)
+            check_tokens(val_tokens, self.seq_len, "validation tokens", vocab)
         self.device = choose_device(c.device)
         self.dist = dist or init_from_env(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -126,35 +173,35 @@ class Trainer:
         self.model = model.to(self.device)  # the raw module: what we save
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.tokenizer = tokenizer
-        self.optimizer = configure_optimizer(
-            self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=self.device.type)
+        self.strategy = get_strategy(c.strategy, self.dist)
+        self.optimizer = self.strategy.build_optimizer(self.model, c, self.device.type)
         # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
         # backward, unscale before clipping, skip steps whose gradients overflowed and adapt the
         # scale (Micikevicius et al. 2018). bfloat16 has float32's range and needs none of it.
         self.scaler = (torch.amp.GradScaler(self.device.type)
                        if self.amp_dtype == torch.float16 else None)
-        self.generator = torch.Generator().manual_seed(c.seed)
-        torch.manual_seed(c.seed)  # dropout
+        self.batches = batches if batches is not None else TokenStreamBatches(
+            train_tokens, val_tokens, c.batch_size, self.seq_len, c.seed, self.dist.rank,
+            self.dist.world_size)
+        self.loss_fn = loss_fn or lm_loss_fn
+        seed_everything(c.seed, libraries=("torch",))  # dropout
         self.step = 0
         self.tokens = 0  # training tokens consumed so far (all ranks)
         self.history: list[dict] = []
         self.eval_history: list[dict] = []
-        runner = torch.compile(self.model) if c.compile else self.model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
+        self.runner = self.strategy.wrap(self.model, self.device, c.compile)
 
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            runner = DDP(runner, device_ids=ids)
-        self.runner = runner
-        # a model whose forward reports auxiliary losses (MoE balance / z-loss)
-        self._has_aux = bool(getattr(self.model, "_aux_modules", None))
-        self.last_aux: dict[str, float] = {}
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The default batch source's generator (None for another source)."""
+        return getattr(self.batches, "generator", None)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def state(self) -> dict:
+        """What trainer_state.pt holds: optimizer, batch source, RNG and loss-scale states."""
         state = {
-            "optimizer": self.optimizer.state_dict(),
-            "data_generator": self.generator.get_state(),
+            "optimizer": self.strategy.optimizer_state_dict(self.optimizer),
+            "batches": self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
         if torch.cuda.is_available():
@@ -169,12 +216,13 @@ class Trainer:
             return None
         folder = None
         if self.dist.is_main:
-            meta = {"step": self.step, "tokens": self.tokens, "train_config": asdict(self.config),
+            meta = {"step": self.step, "tokens": self.tokens, "train_config": self.config.to_dict(),
                     "world_size": self.dist.world_size,
                     "history": self.history, "eval_history": self.eval_history}
             folder = save_training_checkpoint(
                 self.config.out_dir, self.step, self.model, self.state(), meta,
-                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints)
+                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints,
+                weights=self.strategy.model_state_dict(self.model))
         if self.dist.enabled:
             torch.distributed.barrier()
         return folder
@@ -186,8 +234,6 @@ class Trainer:
             latest_checkpoint(self.config.out_dir) if self.config.out_dir else None)
         if folder is None:
             return False
-        from minillm.io import load_tensors
-
         state, meta = load_trainer_state(folder)  # everything is checked before anything loads
         if meta.get("world_size", 1) != self.dist.world_size:
             raise ValueError(
@@ -198,12 +244,15 @@ class Trainer:
         # this run's config (a changed weight_decay on resume is applied, not silently dropped)
         settings = [{k: v for k, v in g.items() if k != "params"}
                     for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_optimizer_state_dict(self.optimizer, state["optimizer"])
         for group, own in zip(self.optimizer.param_groups, settings, strict=True):
             group.update(own)
         if self.scaler is not None and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
-        self.generator.set_state(state["data_generator"])
+        if "batches" in state:
+            self.batches.load_state_dict(state["batches"])
+        else:  # checkpoints written before batch sources: the default stream's generator
+            self.batches.load_state_dict({"generator": state["data_generator"]})
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -220,49 +269,56 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def evaluate(self) -> float | None:
-        if self.val_tokens is None:
+        """Mean validation loss over `eval_batches` batches of the source's "val" split (the
+        same batches every time), averaged over ranks; None without validation data.
+        The loss is the loss function's "lm_loss" metric when it reports one."""
+        has_split = getattr(self.batches, "has_split", None)
+        if has_split is not None and not has_split("val"):
             return None
-        c = self.config
-        with self._autocast():
-            loss = estimate_loss(self.model, self.val_tokens, c.eval_batches, c.batch_size,
-                                 self.seq_len, seed=c.seed + 1,
-                                 rank=self.dist.rank, world_size=self.dist.world_size)
-        return all_reduce_mean(torch.tensor(loss), self.dist).item()
+        if hasattr(self.batches, "start_eval"):
+            self.batches.start_eval()
+        was_training = self.model.training
+        self.model.eval()
+        losses = []
+        with torch.no_grad(), self._autocast():
+            for _ in range(self.config.eval_batches):
+                batch = self._to_device(self.batches.next_batch("val"))
+                loss, metrics = self.loss_fn(self.model, batch)
+                losses.append(metrics.get("lm_loss", loss.item()))
+        self.model.train(was_training)
+        return all_reduce_mean(torch.tensor(sum(losses) / len(losses)), self.dist).item()
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
 
     def train_step(self) -> tuple[float, float]:
-        """One optimizer step; returns (mean micro-batch loss, gradient norm before clipping)."""
-        c, ctx = self.config, self.seq_len
+        """One optimizer step; returns (mean micro-batch loss, gradient norm before clipping).
+        The loss function's metrics of the step, averaged over micro-batches, are left in
+        `self.last_metrics`."""
+        c = self.config
         lr = lr_at(self.step, c.lr, c.warmup_steps, c.max_steps, c.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total = 0.0
-        aux_total: dict[str, float] = {}
+        total, tokens = 0.0, 0
+        metrics: dict[str, float] = {}
         for micro in range(c.grad_accum_steps):
-            x, y = sample_batch(self.train_tokens, c.batch_size, ctx, self.generator,
-                                self.dist.rank, self.dist.world_size)
-            x, y = x.to(self.device), y.to(self.device)
+            batch = self.batches.next_batch("train")
+            tokens += self.batches.tokens_in(batch)
+            batch = self._to_device(batch)
             last = micro == c.grad_accum_steps - 1
-            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.runner.no_sync()
+            sync = contextlib.nullcontext() if last else self.strategy.no_sync(self.runner)
             with sync:
                 with self._autocast():
-                    if self._has_aux:  # MoE: loss + sum(aux) (CONTRACTS.md, lm_loss_fn)
-                        _, loss, aux = self.runner(x, y, return_aux=True)
-                        for k, v in aux.items():
-                            aux_total[k] = aux_total.get(k, 0.0) + v.item() / c.grad_accum_steps
-                        objective = loss + sum(aux.values())
-                    else:
-                        _, loss = self.runner(x, y)
-                        objective = loss
-                scaled = objective / c.grad_accum_steps
+                    loss, step_metrics = self.loss_fn(self.runner, batch)
+                scaled = loss / c.grad_accum_steps
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item()
+            for name, value in step_metrics.items():
+                metrics[name] = metrics.get(name, 0.0) + value / c.grad_accum_steps
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip and report the true gradient norm
-        if c.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip).item()
-        else:
-            grad_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in self.model.parameters()
-                                      if p.grad is not None))
+        grad_norm = self.strategy.clip_grad_norm(self.model, c.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # skipped when a gradient is inf/nan
             self.scaler.update()
@@ -270,27 +326,33 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.tokens += self._tokens_per_step()
-        self.last_aux = aux_total
+        self.tokens += tokens * self.dist.world_size
+        self.last_metrics = metrics
         return total / c.grad_accum_steps, grad_norm
 
     def _tokens_per_step(self) -> int:
+        """Tokens per step of the default stream (for checkpoints that predate the count)."""
         c = self.config
         return c.batch_size * c.grad_accum_steps * self.seq_len * self.dist.world_size
 
     def fit(self) -> list[dict]:
-        """Train until `max_steps` (from wherever `resume` left off); return the history."""
+        """Train until `max_steps` (from wherever `resume` left off); return the history.
+
+        Each history entry: step, loss (of the logged step), grad_norm, lr, tokens,
+        tokens_per_s, and the loss function's metrics averaged over the log interval."""
         c = self.config
-        tokens_per_step = self._tokens_per_step()
         show = sys.stderr.isatty() if c.progress is None else c.progress
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not (show and self.dist.is_main),
                    desc="train", dynamic_ncols=True)
         self.model.train()
         first_step = self.step
-        window_start, window_steps = time.perf_counter(), 0
+        window_start, window_steps, window_tokens = time.perf_counter(), 0, self.tokens
+        window_metrics: dict[str, float] = {}
         while self.step < c.max_steps:
             loss, grad_norm = self.train_step()
             window_steps += 1
+            for name, value in self.last_metrics.items():
+                window_metrics[name] = window_metrics.get(name, 0.0) + value
             bar.update(1)
             if self.step % c.log_interval == 0 or self.step == c.max_steps:
                 if self.device.type == "cuda":
@@ -301,11 +363,12 @@ class Trainer:
                     "step": self.step, "loss": loss, "grad_norm": grad_norm,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "tokens": self.tokens,
-                    "tokens_per_s": window_steps * tokens_per_step / seconds,
-                    **self.last_aux,
+                    "tokens_per_s": (self.tokens - window_tokens) / seconds,
+                    **{name: value / window_steps for name, value in window_metrics.items()},
                 })
                 bar.set_postfix(loss=f"{loss:.3f}")
-                window_start, window_steps = time.perf_counter(), 0
+                window_start, window_steps, window_tokens = time.perf_counter(), 0, self.tokens
+                window_metrics = {}
             if c.eval_interval and (self.step % c.eval_interval == 0 or self.step == c.max_steps):
                 val = self.evaluate()
                 if val is not None:

@@ -7,7 +7,7 @@ capacity limit: minillm's GPT with `n_expert=E, top_k=2, capacity_factor=None, m
     model.layers.i.mlp.gate.weight            (E, C)     -> blocks.i.mlp.router
     model.layers.i.mlp.experts.gate_up_proj   (E, 2F, C) -> blocks.i.mlp.experts.w_in | w_up
     model.layers.i.mlp.experts.down_proj      (E, C, F)  -> blocks.i.mlp.experts.w_out
-    (attention, norms, embeddings and head as in minillm.models.hf_llama)
+    (attention, norms, embeddings and head as in minillm.models.convert.hf_llama)
 
 Mixtral's `router_aux_loss_coef` multiplies a balance loss that is top_k times minillm's
 (minillm.models.moe explains why), so it maps to `moe_balance_coef = coef * top_k`: the same
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from minillm.models.config import GPTConfig
-from minillm.models.hf_llama import config_from_hf_llama
+from minillm.models.convert.hf_llama import config_from_hf_llama
 
 __all__ = ["config_from_hf_mixtral", "state_dict_from_hf_mixtral"]
 

@@ -43,10 +43,12 @@ class ByteTokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """256 bytes + the special tokens."""
         return 256 + len(self.special_tokens)
 
     @property
     def eot_id(self) -> int | None:
+        """The id of <|endoftext|>, or None without it."""
         return self.special_tokens.get("<|endoftext|>")
 
     def encode(self, text: str, allowed_special: str | Iterable[str] = ()) -> list[int]:
@@ -93,10 +95,16 @@ class ByteTokenizer:
         return "".join(out)
 
     def to_dict(self) -> dict:
+        """{"type": "byte", "special_tokens": [...]} (a checkpoint's tokenizer.json)."""
         return {"type": "byte", "special_tokens": list(self.special_tokens)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ByteTokenizer:
+        """The tokenizer `to_dict` wrote.
+
+        Raises:
+            ValueError: not a byte tokenizer dict.
+        """
         if d.get("type") != "byte":
             raise ValueError(f"tokenizer type {d.get('type')!r} is not 'byte'")
         return cls(special_tokens=d.get("special_tokens", ()))

@@ -22,6 +22,18 @@ __all__ = ["config_from_hf_llama", "state_dict_from_hf_llama"]
 
 
 def config_from_hf_llama(hf_config, **overrides) -> GPTConfig:
+    """The `GPTConfig` of a Hugging Face `LlamaConfig`.
+
+    Args:
+        hf_config: a `transformers.LlamaConfig` (or anything with its attributes).
+        **overrides: GPTConfig fields to set.
+
+    Returns:
+        A LLaMA-style config (RoPE, RMSNorm, SwiGLU, no biases).
+
+    Raises:
+        ValueError: a LLaMA variant minillm does not express (named in the message).
+    """
     scaling = getattr(hf_config, "rope_scaling", None) or {}
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     if rope_type not in ("default", "linear"):
@@ -62,6 +74,15 @@ def config_from_hf_llama(hf_config, **overrides) -> GPTConfig:
 
 
 def state_dict_from_hf_llama(model_or_state_dict, config: GPTConfig) -> dict[str, torch.Tensor]:
+    """LLaMA's weights under minillm's names (q, k, v stacked into one qkv; copies).
+
+    Args:
+        model_or_state_dict: a `LlamaForCausalLM` or its state dict.
+        config: the target config (from `config_from_hf_llama`).
+
+    Returns:
+        A state dict for `GPT(config).load_weights`.
+    """
     sd = model_or_state_dict.state_dict() if hasattr(model_or_state_dict, "state_dict") \
         else dict(model_or_state_dict)
     out = {

@@ -21,9 +21,9 @@ Kneser-Ney (Kneser & Ney 1995; Chen & Goodman 1998) the lower orders n < N count
 counts N1+(. h w), the number of distinct tokens seen before h w, instead of c(hw): "Francisco"
 is frequent but follows only "San", so as a unigram it should be rare.
 
-Counting is vectorised: every context is an id made by extending a shorter context one token to
-the left (a suffix trie stored as sorted int64 keys `parent_id * |V| + token`), so fitting and
-scoring are a few `np.unique` / `np.searchsorted` passes per order.
+Counting is vectorised (`minillm.ngram.counts`: a suffix trie stored as sorted int64 keys), so
+fitting and scoring are a few `np.unique` / `np.searchsorted` passes per order; the discounts
+are pure functions (`minillm.ngram.discounts`), the tokenizers in `minillm.ngram.text`.
 
 Departures and conventions (the same as KenLM's where it matters):
 - each sequence is padded with N-1 `<s>` on the left and one `</s>` on the right; `</s>` is
@@ -45,91 +45,29 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NGramConfig", "NGramLM", "SMOOTHINGS", "BOS", "EOS", "UNK", "absolute_discount",
-           "count_of_counts", "kneser_ney_discounts", "ptb_sentences", "tokenize_words",
-           "tokenize_bytes", "TOKENIZERS"]
+from minillm.ngram.counts import NGramCounts, split_heldout, tune_jelinek_mercer, valid_levels
+from minillm.ngram.discounts import absolute_discount, count_of_counts, kneser_ney_discounts
+from minillm.ngram.text import (
+    BOS,
+    BOS_ID,
+    EOS,
+    EOS_ID,
+    TOKENIZERS,
+    UNK,
+    UNK_ID,
+    token_bytes,
+)
+
+__all__ = ["NGramConfig", "NGramLM", "SMOOTHINGS"]
 
 SMOOTHINGS = ("mle", "add_k", "jelinek_mercer", "stupid_backoff", "kneser_ney",
               "modified_kneser_ney")
-BOS, EOS, UNK = "<s>", "</s>", "<unk>"
-_BOS_ID, _EOS_ID, _UNK_ID = 0, 1, 2
-
-# GPT-2-style lossless word split: a word or a punctuation mark carries its leading space, "\n"
-# is its own token, other runs of spaces stay whole. "".join(tokenize_words(t)) == t.
-_WORDS = re.compile(r"\n| ?\w+(?:'\w+)*| ?[^\w\s]|[^\S\n]+(?!\S)|[^\S\n]+")
-
-
-def tokenize_words(text: str) -> list[str]:
-    """Lossless word tokens: `tokenize_words("Hi, you.") == ["Hi", ",", " you", "."]`."""
-    return _WORDS.findall(text)
-
-
-def tokenize_bytes(text: str) -> list[int]:
-    """UTF-8 byte values 0-255 (the same ids as `minillm.data.ByteTokenizer`)."""
-    return list(text.encode("utf-8"))
-
-
-TOKENIZERS: dict[str, Callable[[str], list]] = {"words": tokenize_words, "bytes": tokenize_bytes}
-_PTB_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
-
-
-def ptb_sentences(text: str) -> list[list[str]]:
-    """Penn-Treebank-like preprocessing (Mikolov's LM setup): lower-cased words without
-    punctuation, one sequence per non-empty line. Lossy: for perplexity, not bits per byte."""
-    return [words for line in text.lower().splitlines() if (words := _PTB_WORD.findall(line))]
-
-
-# ---- the math, as pure functions -------------------------------------------------------------
-def count_of_counts(counts: np.ndarray, max_count: int = 4) -> np.ndarray:
-    """n_r = how many n-grams occur exactly r times, for r = 1..max_count (index r-1)."""
-    counts = np.asarray(counts, dtype=np.int64)
-    return np.bincount(np.clip(counts, 0, max_count + 1), minlength=max_count + 2)[1:max_count + 1]
-
-
-def absolute_discount(n: Sequence[int]) -> float:
-    """Ney et al. (1994) single discount D = n1 / (n1 + 2 n2); 0.5 when that is undefined or
-    0 (no singletons, only in toy corpora)."""
-    n1, n2 = float(n[0]), float(n[1])
-    return n1 / (n1 + 2 * n2) if n1 > 0 else 0.5
-
-
-def kneser_ney_discounts(n: Sequence[int]) -> tuple[float, float, float]:
-    """Chen & Goodman's (D1, D2, D3+) from counts-of-counts n = (n1, n2, n3, n4).
-
-    D_i = i - (i+1) Y n_{i+1} / n_i with Y = n1 / (n1 + 2 n2). Where the formula is undefined
-    (n_i = 0) or not positive (toy corpora), D_i = Y instead, so 0 < D_i <= i always: the
-    discounted counts stay >= 0 and every context keeps some mass for lower orders.
-    """
-    n1, n2, n3, n4 = (float(x) for x in n[:4])
-    y = absolute_discount(n)
-    out = []
-    for i, (ni, nnext) in enumerate(((n1, n2), (n2, n3), (n3, n4)), start=1):
-        d = i - (i + 1) * y * nnext / ni if ni > 0 else y
-        out.append(d if d > 0 else y)
-    return out[0], out[1], out[2]
-
-
-def _lookup(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of each query in sorted `keys` and whether it is there."""
-    if len(keys) == 0:
-        return np.zeros(len(query), np.int64), np.zeros(len(query), bool)
-    idx = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    return idx, keys[idx] == query
-
-
-def _token_bytes(token: Hashable) -> bytes:
-    if isinstance(token, bytes):
-        return token
-    if isinstance(token, (int, np.integer)) and 0 <= token < 256:
-        return bytes([int(token)])
-    return str(token).encode("utf-8")
 
 
 # ---- the model ---------------------------------------------------------------------------------
@@ -211,7 +149,7 @@ class NGramLM:
         self._fit_spelling(counts)
         if self.config.smoothing == "jelinek_mercer":
             if heldout is None:
-                train, held, skip = _split_heldout(sequences)
+                train, held, skip = split_heldout(sequences)
                 self._count(train)
                 self._tune_lambdas(held, skip)
             else:
@@ -241,58 +179,24 @@ class NGramLM:
         pad, index = self.order - 1, self.index
         seg = np.fromiter((len(s) + pad + 1 for s in sequences), np.int64, len(sequences))
         ends = np.cumsum(seg)                                  # one past each segment's </s>
-        ids = np.full(int(ends[-1]) if len(ends) else 0, _BOS_ID, np.int64)
+        ids = np.full(int(ends[-1]) if len(ends) else 0, BOS_ID, np.int64)
         body = np.ones(len(ids), bool)
         body[((ends - seg)[:, None] + np.arange(pad)).ravel()] = False   # the <s> padding
         ev = np.flatnonzero(body)
         body[ends - 1] = False                                 # the </s> positions
         flat = list(itertools.chain.from_iterable(sequences))
-        ids[body] = np.fromiter(map(index.get, flat, itertools.repeat(_UNK_ID)), np.int64, len(flat))
-        ids[ends - 1] = _EOS_ID
-        return ids, ev, ids[ev] == _UNK_ID
+        ids[body] = np.fromiter(map(index.get, flat, itertools.repeat(UNK_ID)), np.int64, len(flat))
+        ids[ends - 1] = EOS_ID
+        return ids, ev, ids[ev] == UNK_ID
 
     def _count(self, sequences: list[list]) -> None:
         t, ev, _ = self._encode(sequences)
-        V, N, kn = len(self.vocab), self.order, "kneser_ney" in self.config.smoothing
-        self._ctx_keys, parent, first = [None, None], [None, None], [None, None]
-        ctx = np.zeros(len(ev), np.int64)
-        self._gram_keys, raw = [None], [None]
-        for n in range(1, N + 1):
-            if n >= 3:  # a context never reaches back past the first <s>: drop "<s> <s> ..."
-                keep = t[ev - (n - 2)] != _BOS_ID
-                ev, ctx = ev[keep], ctx[keep]
-            if n >= 2:  # extend each event's context one token to the left
-                key = ctx * V + t[ev - (n - 1)]
-                uniq, ctx = np.unique(key, return_inverse=True)
-                self._ctx_keys.append(uniq)
-                parent.append(uniq // V)
-                first.append(uniq % V)
-            g_uniq, g_cnt = np.unique(ctx * V + t[ev], return_counts=True)
-            self._gram_keys.append(g_uniq)
-            raw.append(g_cnt)
-        counts = list(raw)
-        if kn:  # continuation counts N1+(. h w) for the lower orders
-            for n in range(1, N):
-                upper = self._gram_keys[n + 1]
-                suffix = parent[n + 1][upper // V] * V + upper % V
-                cont = np.bincount(np.searchsorted(self._gram_keys[n], suffix),
-                                   minlength=len(self._gram_keys[n]))
-                if n >= 2:  # n-grams starting with <s> cannot be extended: keep raw counts
-                    starts = first[n][self._gram_keys[n] // V] == _BOS_ID
-                    cont = np.where(starts, raw[n], cont)
-                counts[n] = cont
-        self._counts = [c if c is None or len(c) else np.zeros(1, np.int64) for c in counts]
-        self._ctx_total, self._ctx_nr = [None], [None]
+        kn = "kneser_ney" in self.config.smoothing
+        self.counts = NGramCounts(t, ev, len(self.vocab), self.order, continuation=kn)
         self.discounts = []
-        for n in range(1, N + 1):
-            c, cid = counts[n], self._gram_keys[n] // V
-            n_ctx = 1 if n == 1 else max(len(self._ctx_keys[n]), 1)   # >= 1 row: safe lookups
-            self._ctx_total.append(np.bincount(cid, weights=c, minlength=n_ctx))
-            self._ctx_nr.append(np.stack([np.bincount(cid, weights=(c == 1), minlength=n_ctx),
-                                          np.bincount(cid, weights=(c == 2), minlength=n_ctx),
-                                          np.bincount(cid, weights=(c >= 3), minlength=n_ctx)]))
-            if kn:
-                coc = count_of_counts(c)
+        if kn:
+            for n in range(1, self.order + 1):
+                coc = count_of_counts(self.counts.level_counts[n])
                 d = (kneser_ney_discounts(coc) if self.config.smoothing == "modified_kneser_ney"
                      else (self.config.discount,) * 3 if self.config.discount is not None
                      else (absolute_discount(coc),) * 3)
@@ -300,32 +204,17 @@ class NGramLM:
 
     def _fit_spelling(self, counts: Counter) -> None:
         """Byte unigram (add-one, with an end-of-token symbol) to spell OOV tokens."""
-        data = b"".join(_token_bytes(tok) * c for tok, c in counts.items())
+        data = b"".join(token_bytes(tok) * c for tok, c in counts.items())
         freq = np.ones(257)
         freq[:256] += np.bincount(np.frombuffer(data, np.uint8), minlength=256)
         freq[256] += sum(counts.values())
         self._spell_logp = np.log(freq / freq.sum())
 
     # ---- the recursion, vectorised over events -----------------------------------------------
-    def _context_ids(self, t: np.ndarray, ev: np.ndarray, levels: int) -> list[np.ndarray]:
-        """For each level n = 1..levels, the id of each event's context (-1 = unseen)."""
-        V = len(self.vocab)
-        ids = [np.zeros(len(ev), np.int64)]
-        for n in range(2, levels + 1):
-            prev = ids[-1]
-            idx, ok = _lookup(self._ctx_keys[n], np.maximum(prev, 0) * V + t[ev - (n - 1)])
-            ids.append(np.where(ok & (prev >= 0), idx, -1))
-        return ids
-
-    def _gram_count(self, n: int, cid: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Counts of (context cid, token w) at level n; 0 where unseen (cid = -1 or no n-gram)."""
-        idx, ok = _lookup(self._gram_keys[n], np.maximum(cid, 0) * len(self.vocab) + w)
-        return np.where(ok & (cid >= 0), self._counts[n][idx], 0).astype(np.float64)
-
     def _level(self, n: int, cid: np.ndarray, c: np.ndarray, seen: np.ndarray):
         """(alpha, gamma) of level n for counts c of (h, w) in contexts cid."""
         sm, safe = self.config.smoothing, np.maximum(cid, 0)
-        total = np.where(seen, self._ctx_total[n][safe], 1.0)
+        total = np.where(seen, self.counts.ctx_total[n][safe], 1.0)
         if sm == "mle":
             return np.where(seen, c / total, 0.0), np.where(seen, 0.0, 1.0)
         if sm == "jelinek_mercer":
@@ -334,84 +223,43 @@ class NGramLM:
         d = np.asarray(self.discounts[n - 1])
         dc = np.where(c >= 3, d[2], np.where(c == 2, d[1], d[0]))
         alpha = np.where(seen, np.maximum(c - dc, 0.0) / total, 0.0)
-        nr = self._ctx_nr[n][:, safe]
+        nr = self.counts.ctx_nr[n][:, safe]
         gamma = np.where(seen, (d[0] * nr[0] + d[1] * nr[1] + d[2] * nr[2]) / total, 1.0)
         return alpha, gamma
-
-    def _valid_levels(self, t: np.ndarray, ev: np.ndarray, levels: int) -> np.ndarray:
-        """Highest level whose context does not reach back past the first `<s>` (a level-n
-        context is redundant when its second token is already `<s>`)."""
-        top = np.full(len(ev), levels)
-        for n in range(levels, 2, -1):
-            top = np.where(t[ev - (n - 2)] == _BOS_ID, n - 1, top)
-        return top
 
     def _event_probs(self, t: np.ndarray, ev: np.ndarray, levels: int | None = None) -> np.ndarray:
         levels = self.order if levels is None else levels
         V, sm = len(self.vocab), self.config.smoothing
-        ctx = self._context_ids(t, ev, levels)
-        top = self._valid_levels(t, ev, levels)
+        ctx = self.counts.context_ids(t, ev, levels)
+        top = valid_levels(t, ev, levels)
         w = t[ev]
         p = np.full(len(ev), 1.0 / (V - 1))
         for n in range(1, levels + 1):
             cid = ctx[n - 1]
             seen = cid >= 0
-            c = self._gram_count(n, cid, w)
+            c = self.counts.gram_count(n, cid, w)
             if sm == "add_k":
-                total = np.where(seen, self._ctx_total[n][np.maximum(cid, 0)], 0.0)
+                total = self.counts.total(n, cid, 0.0)
                 new = (c + self.config.k) / (total + self.config.k * (V - 1))
                 p = np.where(n == top, new, p)
                 continue
             if sm == "stupid_backoff":
-                total = np.where(seen, self._ctx_total[n][np.maximum(cid, 0)], 1.0)
+                total = self.counts.total(n, cid, 1.0)
                 new = np.where(c > 0, c / total, self.config.backoff * p)
             else:
                 alpha, gamma = self._level(n, cid, c, seen)
                 new = alpha + gamma * p
             p = np.where(n <= top, new, p)
-        return np.where(w == _BOS_ID, 0.0, p)
+        return np.where(w == BOS_ID, 0.0, p)
 
     def _tune_lambdas(self, heldout: list[list], skip: list[int] | None = None) -> None:
-        """EM for the nested (stick-breaking) mixture weights lam_1..lam_N on held-out data;
-        the first skip[i] tokens of sequence i are context only, not scored."""
+        """Jelinek-Mercer's weights by EM on held-out sequences; the first skip[i] tokens of
+        sequence i are context only, not scored."""
         t, ev, _ = self._encode(heldout)
         if skip is not None:
             ev = ev[np.concatenate([np.arange(len(s) + 1) >= k for s, k in zip(heldout, skip,
                                                                               strict=True)])]
-        V, N = len(self.vocab), self.order
-        ctx = self._context_ids(t, ev, N)
-        ml, seen = [], []
-        for n in range(1, N + 1):
-            cid = ctx[n - 1]
-            s = cid >= 0
-            c = self._gram_count(n, cid, t[ev])
-            ml.append(np.where(s, c / np.where(s, self._ctx_total[n][np.maximum(cid, 0)], 1), 0))
-            seen.append(s)
-        lam, last = np.full(N, 0.5), -np.inf
-        for _ in range(1000):  # EM: each step raises the held-out likelihood; stop when flat
-            # weight of component n (0 = uniform): lam_n * prod over seen higher levels (1 - lam_m)
-            reach = np.ones(len(ev))
-            weights = [None] * (N + 1)
-            for n in range(N, 0, -1):
-                ln = np.where(seen[n - 1], lam[n - 1], 0.0)
-                weights[n] = reach * ln
-                reach = reach * (1 - ln)
-            weights[0] = reach
-            comp = [weights[0] / (V - 1)] + [weights[n] * ml[n - 1] for n in range(1, N + 1)]
-            total = np.maximum(sum(comp), 1e-300)
-            ll = np.log(total).sum()
-            if ll - last < 1e-7 * len(ev):
-                break
-            last = ll
-            resp = [x / total for x in comp]
-            below = resp[0].copy()
-            for n in range(1, N + 1):
-                below += resp[n]
-                s = seen[n - 1]
-                denom = below[s].sum()
-                lam[n - 1] = resp[n][s].sum() / denom if denom > 0 else 0.0
-            lam = np.clip(lam, 1e-6, 1 - 1e-6)
-        self.lambdas = lam
+        self.lambdas = tune_jelinek_mercer(self.counts, t, ev)
 
     # ---- public queries -----------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -426,33 +274,33 @@ class NGramLM:
         n = len(ngram)
         if not 1 <= n <= self.order:
             raise ValueError(f"an n-gram of length {n} is outside orders 1..{self.order}")
-        ids = np.asarray([self.index.get(t, _UNK_ID) for t in ngram], np.int64)
-        cid = self._context_ids(ids, np.asarray([n - 1]), n)[n - 1]
-        return int(self._gram_count(n, cid, ids[-1:])[0])
+        ids = np.asarray([self.index.get(t, UNK_ID) for t in ngram], np.int64)
+        cid = self.counts.context_ids(ids, np.asarray([n - 1]), n)[n - 1]
+        return int(self.counts.gram_count(n, cid, ids[-1:])[0])
 
     def _context(self, context: Sequence[Hashable] | None) -> list[int]:
         context = [BOS] * (self.order - 1) if context is None else list(context)
         keep = context[len(context) - (self.order - 1):] if self.order > 1 else []
-        return [self.index.get(tok, _UNK_ID) for tok in keep]
+        return [self.index.get(tok, UNK_ID) for tok in keep]
 
     def num_ngrams(self, n: int) -> int:
         """How many distinct n-grams (h, w) of order n occurred in training."""
         self._check_fitted()
         if not 1 <= n <= self.order:
             raise ValueError(f"n={n} is outside orders 1..{self.order}")
-        return int(np.count_nonzero(self._counts[n])) if len(self._gram_keys[n]) else 0
+        return int(np.count_nonzero(self.counts.counts[n])) if len(self.counts.gram_keys[n]) else 0
 
     def hit_rate(self, sequences: Iterable[Sequence[Hashable]]) -> np.ndarray:
         """For n = 1..N, the fraction of tokens in `sequences` whose n-gram (the token and its
         n-1 predecessors, not reaching past `<s>`) occurred in training."""
         self._check_fitted()
         t, ev, _ = self._encode([list(s) for s in sequences])
-        ctx = self._context_ids(t, ev, self.order)
-        top = self._valid_levels(t, ev, self.order)
+        ctx = self.counts.context_ids(t, ev, self.order)
+        top = valid_levels(t, ev, self.order)
         rates = []
         for n in range(1, self.order + 1):
             full = top >= n
-            hit = self._gram_count(n, ctx[n - 1], t[ev]) > 0
+            hit = self.counts.gram_count(n, ctx[n - 1], t[ev]) > 0
             rates.append((hit & full).sum() / max(full.sum(), 1))
         return np.asarray(rates)
 
@@ -461,7 +309,7 @@ class NGramLM:
         start; None means a sequence start); only its last N-1 tokens matter."""
         self._check_fitted()
         ctx = self._context(context)
-        t = np.asarray(ctx + [self.index.get(token, _UNK_ID)], np.int64)
+        t = np.asarray(ctx + [self.index.get(token, UNK_ID)], np.int64)
         return float(self._event_probs(t, np.asarray([len(ctx)]), len(ctx) + 1)[0])
 
     def next_distribution(self, context: Sequence[Hashable] | None = None) -> np.ndarray:
@@ -469,33 +317,33 @@ class NGramLM:
         self._check_fitted()
         ctx, V, sm = self._context(context), len(self.vocab), self.config.smoothing
         t, ev = np.asarray(ctx + [0], np.int64), np.asarray([len(ctx)])
-        levels = int(self._valid_levels(t, ev, len(ctx) + 1)[0])
-        cids = self._context_ids(t, ev, levels)
+        levels = int(valid_levels(t, ev, len(ctx) + 1)[0])
+        cids = self.counts.context_ids(t, ev, levels)
         p = np.full(V, 1.0 / (V - 1))
-        p[_BOS_ID] = 0.0
+        p[BOS_ID] = 0.0
         for n in range(1, levels + 1):
             if sm == "add_k" and n < levels:
                 continue
             cid = int(cids[n - 1][0])
-            lo, hi = np.searchsorted(self._gram_keys[n], [max(cid, 0) * V, (max(cid, 0) + 1) * V])
+            lo, hi = np.searchsorted(self.counts.gram_keys[n], [max(cid, 0) * V, (max(cid, 0) + 1) * V])
             if cid < 0:
                 lo = hi = 0
-            words, c = self._gram_keys[n][lo:hi] % V, self._counts[n][lo:hi].astype(np.float64)
+            words, c = self.counts.gram_keys[n][lo:hi] % V, self.counts.counts[n][lo:hi].astype(np.float64)
             if sm == "add_k":
-                total = self._ctx_total[n][cid] if cid >= 0 else 0.0
+                total = self.counts.ctx_total[n][cid] if cid >= 0 else 0.0
                 p = np.full(V, self.config.k / (total + self.config.k * (V - 1)))
                 p[words] += c / (total + self.config.k * (V - 1))
             elif sm == "stupid_backoff":
                 p = self.config.backoff * p
                 if cid >= 0:
-                    p[words] = c / self._ctx_total[n][cid]
+                    p[words] = c / self.counts.ctx_total[n][cid]
             else:
                 seen = np.full(len(c), cid >= 0)
                 alpha, _ = self._level(n, np.full(len(c), cid), c, seen)
                 _, gamma = self._level(n, np.asarray([cid]), np.zeros(1), np.asarray([cid >= 0]))
                 p = gamma[0] * p
                 p[words] += alpha
-            p[_BOS_ID] = 0.0
+            p[BOS_ID] = 0.0
         return p
 
     def log_probs(self, sequences: Iterable[Sequence[Hashable]]) -> np.ndarray:
@@ -521,7 +369,7 @@ class NGramLM:
         with np.errstate(divide="ignore"):
             nats = -np.log(self._event_probs(t, ev)).sum()
         for tok in (tok for tok, o in zip(tokens, oov, strict=False) if o):
-            b = np.frombuffer(_token_bytes(tok), np.uint8)
+            b = np.frombuffer(token_bytes(tok), np.uint8)
             nats -= self._spell_logp[b].sum() + self._spell_logp[256]
         return float(nats / math.log(2))
 
@@ -552,19 +400,3 @@ def _as_sequences(tokens) -> list[list]:
     if tokens and isinstance(tokens[0], (list, tuple, np.ndarray)):
         return [list(s) for s in tokens]
     return [tokens]
-
-
-def _split_heldout(sequences: list[list]) -> tuple[list[list], list[list], list[int]]:
-    """(training sequences, held-out sequences, tokens of each held-out one not to score).
-
-    Whole sequences are held out when there are several, so each held-out token keeps its real
-    context; one sequence is cut, and its last tenth is scored after the first nine tenths."""
-    if len(sequences) >= 2:
-        held = set(range(9, len(sequences), 10)) or {len(sequences) - 1}
-        return ([s for i, s in enumerate(sequences) if i not in held],
-                [s for i, s in enumerate(sequences) if i in held], [0] * len(held))
-    (s,) = sequences
-    if len(s) < 2:  # nothing to spare: tune on the training data itself (overfits toward MLE)
-        return sequences, sequences, [0]
-    cut = len(s) - max(1, len(s) // 10)
-    return [s[:cut]], [s], [cut]

@@ -27,22 +27,23 @@ Departures:
 - the objective is the *sum* of Huber terms, as in the paper; Besiroglu et al. 2024
   (arXiv:2404.10102) show how much the fitted values depend on such details;
 - bootstrap intervals (resampling runs with replacement) are percentile intervals.
+
+(One module a little over 400 lines on purpose: the three fits share the log-space input
+checks and the published values, and chapter 07 compares them side by side.)
 N is whatever parameter count you pass; FLOPs per token come from `GPT.flops_per_token`
-(6N + the attention term + the output head).
+(6N + the attention term + the output head; see `minillm.scaling.flops`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-__all__ = ["param_counts", "training_flops", "flops_6nd", "allocations_for_budget",
-           "PowerLawFit", "fit_power_law", "pareto_frontier", "huber", "chinchilla_objective",
+__all__ = ["PowerLawFit", "fit_power_law", "pareto_frontier", "huber", "chinchilla_objective",
            "ChinchillaFit", "fit_chinchilla", "CHINCHILLA_GRID", "DEFAULT_GRID",
            "IsoFLOPProfile", "IsoFLOPFit", "fit_isoflop_parabola", "fit_isoflops",
            "compute_optimal", "PUBLISHED"]
@@ -55,39 +56,6 @@ PUBLISHED = {
     "kaplan": {"alpha_N": 0.076, "N_c": 8.8e13, "alpha_D": 0.095, "D_c": 5.4e13,
                "alpha_C_min": 0.050, "a": 0.73},
 }
-
-
-# ---- FLOPs accounting --------------------------------------------------------------------------
-def param_counts(model) -> dict[str, int]:
-    """{"total": every parameter once, "non_embedding": without token/position embeddings}.
-    Kaplan et al. count N without embeddings; Chinchilla counts all parameters."""
-    return {"total": model.num_params(non_embedding=False),
-            "non_embedding": model.num_params(non_embedding=True)}
-
-
-def training_flops(model, tokens: float, seq_len: int | None = None) -> float:
-    """Training FLOPs for `tokens` tokens: tokens × `model.flops_per_token(seq_len)`, i.e.
-    3 × (2N + 2·n_layer·T·d_model): Kaplan et al.'s forward count (Table 1: 2 FLOPs per weight
-    per token, the output head included, plus 2·n_layer·n_ctx·d for attention over the
-    context), times 3 for forward + backward, i.e. 6N + 6·n_layer·T·d_model."""
-    return float(tokens) * model.flops_per_token(seq_len, training=True)
-
-
-def flops_6nd(n_params, tokens):
-    """The usual approximation C ≈ 6 N D (works on scalars and arrays)."""
-    return 6.0 * np.asarray(n_params, dtype=float) * np.asarray(tokens, dtype=float)
-
-
-def allocations_for_budget(budget: float, n_params: Sequence[float],
-                           flops_per_token: Sequence[float] | None = None) -> list[tuple]:
-    """(N, D) pairs that spend `budget` FLOPs: D = C / flops_per_token, with flops_per_token =
-    6N unless the exact per-model values are given (e.g. from `GPT.flops_per_token`)."""
-    if budget <= 0:
-        raise ValueError(f"budget={budget} must be positive (training FLOPs)")
-    fpt = [6.0 * n for n in n_params] if flops_per_token is None else list(flops_per_token)
-    if len(fpt) != len(n_params):
-        raise ValueError(f"flops_per_token has {len(fpt)} entries for {len(n_params)} models")
-    return [(float(n), budget / f) for n, f in zip(n_params, fpt, strict=True)]
 
 
 def _arrays(*xs) -> list[np.ndarray]:

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from minillm.decoding import DecodeState, eos_ids
-from minillm.logits_processors import LogitsProcessor, apply_processors
+from minillm.generation.config import eos_ids, pad_id
+from minillm.generation.processors import LogitsProcessor, apply_processors
+from minillm.generation.state import DecodeState
 
 __all__ = ["beam_search"]
 
@@ -49,8 +50,22 @@ def beam_search(
     pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
     use_cache: bool = True,
 ) -> torch.Tensor:
-    """The best hypothesis of each row, (B, T + n) with n <= max_new_tokens (shorter
-    hypotheses padded with `pad_token_id`, default the first eos id)."""
+    """The best hypothesis of each row.
+
+    Args:
+        model: a GPT.
+        input_ids: (B, T) prompts (left-padded with `attention_mask`).
+        max_new_tokens: the most tokens a hypothesis gets.
+        num_beams: K, beams kept per row.
+        processors: logits processors applied to the log-probabilities (penalties).
+        length_penalty, early_stopping: see the module docstring.
+        eos_token_id: stop id(s); pad_token_id: fills shorter hypotheses (default the first
+            eos id).
+        attention_mask: (B, T) 1 on real tokens; use_cache: decode with a KV cache.
+
+    Returns:
+        (B, T + n) ids with n <= max_new_tokens.
+    """
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping={early_stopping!r} must be True, False or 'never'")
     B, T = input_ids.shape
@@ -60,7 +75,7 @@ def beam_search(
     max_length = T + max_new_tokens
     stops = eos_ids(eos_token_id)
     eos = torch.tensor(stops, dtype=torch.long) if stops else None
-    fill = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos is not None else 0)
+    fill = pad_id(pad_token_id, stops)
     n_keep = max(2, 1 + (0 if eos is None else len(eos))) * K
     mask = None if attention_mask is None else attention_mask.repeat_interleave(K, dim=0)
     state = DecodeState(model, input_ids.repeat_interleave(K, dim=0), mask, max_length, use_cache)

@@ -20,6 +20,9 @@ import torch
 
 from minillm.models.config import GPTConfig
 
+__all__ = ["config_from_hf_gpt2", "hf_gpt2_config", "state_dict_from_hf_gpt2",
+           "state_dict_to_hf_gpt2"]
+
 _BLOCK = {
     "ln_1": "norm1", "ln_2": "norm2", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj",
     "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj",
@@ -38,6 +41,19 @@ def _state_dict(model_or_state_dict) -> dict[str, torch.Tensor]:
 
 
 def config_from_hf_gpt2(model_or_state_dict, n_head: int | None = None, **overrides) -> GPTConfig:
+    """The `GPTConfig` of a Hugging Face GPT-2 (a `GPT2LMHeadModel`, `GPT2Model` or state dict).
+
+    Args:
+        model_or_state_dict: the model (its `config` is read too) or a bare state dict.
+        n_head: heads, for a bare state dict (default: GPT-2's head width 64).
+        **overrides: GPTConfig fields to set (e.g. dropout).
+
+    Returns:
+        A config whose GPT loads these weights with identical logits.
+
+    Raises:
+        ValueError: not a GPT-2 state dict, or a GPT-2 variant minillm does not express.
+    """
     hf_config = getattr(model_or_state_dict, "config", None)
     sd = _state_dict(model_or_state_dict)
     if "transformer.wte.weight" not in sd:
@@ -70,21 +86,40 @@ def config_from_hf_gpt2(model_or_state_dict, n_head: int | None = None, **overri
     return GPTConfig(**kwargs)
 
 
-def state_dict_from_hf_gpt2(model_or_state_dict, config: GPTConfig) -> dict[str, torch.Tensor]:
-    sd = _state_dict(model_or_state_dict)
-    out = {
-        "tok_emb.weight": sd["transformer.wte.weight"],
-        "pos_emb.weight": sd["transformer.wpe.weight"],
-        "norm_f.weight": sd["transformer.ln_f.weight"],
-        "norm_f.bias": sd["transformer.ln_f.bias"],
-    }
-    for i in range(config.n_layer):
+def _map_blocks(sd: dict[str, torch.Tensor], n_layer: int, to_hf: bool) -> dict[str, torch.Tensor]:
+    """The blocks' tensors renamed one way or the other; Conv1D weights transposed (the
+    transpose is its own inverse, so one loop serves both directions)."""
+    out = {}
+    for i in range(n_layer):
         for hf, ours in _BLOCK.items():
             for kind in ("weight", "bias"):
-                w = sd[f"transformer.h.{i}.{hf}.{kind}"]
+                src, dst = f"transformer.h.{i}.{hf}.{kind}", f"blocks.{i}.{ours}.{kind}"
+                if to_hf:
+                    src, dst = dst, src
+                w = sd[src]
                 if kind == "weight" and hf in _CONV1D:
                     w = w.t()
-                out[f"blocks.{i}.{ours}.{kind}"] = w.contiguous()
+                out[dst] = w.contiguous()
+    return out
+
+
+_TOP = {"transformer.wte.weight": "tok_emb.weight", "transformer.wpe.weight": "pos_emb.weight",
+        "transformer.ln_f.weight": "norm_f.weight", "transformer.ln_f.bias": "norm_f.bias"}
+
+
+def state_dict_from_hf_gpt2(model_or_state_dict, config: GPTConfig) -> dict[str, torch.Tensor]:
+    """GPT-2's weights under minillm's names and layouts (copies).
+
+    Args:
+        model_or_state_dict: a Hugging Face GPT-2 model or its state dict.
+        config: the target config (from `config_from_hf_gpt2`).
+
+    Returns:
+        A state dict for `GPT(config).load_weights`.
+    """
+    sd = _state_dict(model_or_state_dict)
+    out = {ours: sd[hf] for hf, ours in _TOP.items()}
+    out.update(_map_blocks(sd, config.n_layer, to_hf=False))
     if not config.tie_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     return {k: v.detach().clone() for k, v in out.items()}
@@ -113,27 +148,32 @@ def _check_gpt2_compatible(config: GPTConfig) -> None:
 
 
 def state_dict_to_hf_gpt2(model) -> dict[str, torch.Tensor]:
+    """A GPT's weights under `GPT2LMHeadModel`'s names and layouts (copies).
+
+    Args:
+        model: a minillm GPT with a GPT-2-compatible config.
+
+    Returns:
+        A state dict for `GPT2LMHeadModel.load_state_dict`.
+
+    Raises:
+        ValueError: the config uses a choice GPT-2 does not have (named in the message).
+    """
     config = model.config
     _check_gpt2_compatible(config)
     sd = model.state_dict()
-    out = {
-        "transformer.wte.weight": sd["tok_emb.weight"],
-        "transformer.wpe.weight": sd["pos_emb.weight"],
-        "transformer.ln_f.weight": sd["norm_f.weight"],
-        "transformer.ln_f.bias": sd["norm_f.bias"],
-        "lm_head.weight": sd["lm_head.weight"],
-    }
-    for i in range(config.n_layer):
-        for hf, ours in _BLOCK.items():
-            for kind in ("weight", "bias"):
-                w = sd[f"blocks.{i}.{ours}.{kind}"]
-                if kind == "weight" and hf in _CONV1D:
-                    w = w.t()
-                out[f"transformer.h.{i}.{hf}.{kind}"] = w.contiguous()
+    out = {hf: sd[ours] for hf, ours in _TOP.items()}
+    out["lm_head.weight"] = sd["lm_head.weight"]
+    out.update(_map_blocks(sd, config.n_layer, to_hf=True))
     return {k: v.detach().clone() for k, v in out.items()}
 
 
 def hf_gpt2_config(config: GPTConfig) -> dict:
+    """Keyword arguments for `transformers.GPT2Config` describing `config`.
+
+    Raises:
+        ValueError: the config uses a choice GPT-2 does not have.
+    """
     _check_gpt2_compatible(config)
     return dict(
         vocab_size=config.vocab_size, n_positions=config.context_length, n_embd=config.d_model,

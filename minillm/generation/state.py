@@ -30,25 +30,20 @@ from torch import nn
 
 from minillm.models.kv_cache import KVCache
 
-__all__ = ["DecodeState", "draw", "eos_ids", "left_pad"]
-
-
-def eos_ids(eos_token_id) -> list[int]:
-    """Stop ids as a list of ints from None, an int (Python, NumPy or a 0-d tensor) or a
-    sequence/tensor of them; None or an empty list means no stop token."""
-    if eos_token_id is None:
-        return []
-    values = torch.as_tensor(eos_token_id).flatten()
-    if values.numel() == 0:
-        return []
-    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
-        raise ValueError(f"eos_token_id={eos_token_id!r} must be token ids (integers)")
-    return [int(v) for v in values.tolist()]
+__all__ = ["DecodeState", "draw", "left_pad"]
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One sample per row of `probs` (B, V) -> (B,) (or (V,) -> ()). A generator on another
-    device (a seeded CPU generator with a CUDA model) samples on its device."""
+    device (a seeded CPU generator with a CUDA model) samples on its device.
+
+    Args:
+        probs: probabilities (rows need not be normalised).
+        generator: a seeded generator, or None for torch's global one.
+
+    Returns:
+        The drawn ids.
+    """
     if generator is not None and generator.device != probs.device:
         return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)[..., 0]
     return torch.multinomial(probs, 1, generator=generator)[..., 0]
@@ -57,6 +52,10 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
 def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int = 0
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack token lists of different lengths, padding on the left.
+
+    Args:
+        sequences: token lists (none empty).
+        pad_token_id: the id the padding holds (masked out, so any id will do).
 
     Returns:
         input_ids (B, T_max) and attention_mask (B, T_max), 1 on real tokens.
@@ -81,8 +80,9 @@ class DecodeState:
         attention_mask: optional (B, T), 1 on real tokens.
         max_length: the longest the sequence will get (sizes the cache).
         use_cache: keep a KV cache (else recompute the window every step).
-        capture_hidden: also record the final (post-norm) hidden states of each forward in
-            `self.hidden` (B, n, C), for contrastive search.
+        capture_hidden: also keep the final (post-norm) hidden states of each forward in
+            `self.hidden` (B, n, C), for contrastive search; the model is asked for them with
+            `forward(..., return_hidden=True)`.
     """
 
     def __init__(self, model: nn.Module, input_ids: torch.Tensor,
@@ -109,39 +109,39 @@ class DecodeState:
                                 and bool(self.mask[:, -1].all())):
             raise ValueError("attention_mask must be left padding (0s, then 1s up to the last "
                              "column): the next token is read from the last column. Pad with "
-                             "minillm.decoding.left_pad")
+                             "minillm.generation.left_pad")
         cache_len = min(self.ctx, max_length)
         self.cache = KVCache.for_model(model, self.seq.size(0), cache_len) if use_cache else None
         self.n_seen = 0  # tokens of `seq` whose keys/values are in the cache
+        self.capture_hidden = capture_hidden
         self.hidden: torch.Tensor | None = None
-        self._hook = None
         self._slots: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if capture_hidden:
-            self._hook = model.norm_f.register_forward_hook(self._record_hidden)
-
-    def _record_hidden(self, module, args, output) -> None:
-        self.hidden = output
 
     def close(self) -> None:
-        """Remove the hidden-state hook (if any)."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        """Nothing to release (kept so that callers may always close a state)."""
 
     @property
     def length(self) -> int:
+        """Tokens in the sequence so far (prompt included)."""
         return self.seq.size(1)
 
     def _forward(self, idx: torch.Tensor, **kwargs) -> torch.Tensor:
-        """The model's logits in eval mode; a model in training mode is put back in it after
-        (switching walks every module, ~0.3 ms here: skipped when already in eval mode)."""
-        if not self.model.training:
-            return self.model(idx, **kwargs)[0]
-        self.model.eval()
+        """The model's logits in eval mode (and, with capture_hidden, its final hidden states
+        into `self.hidden`); a model in training mode is put back in it after (switching walks
+        every module, ~0.3 ms here: skipped when already in eval mode)."""
+        if self.capture_hidden:
+            kwargs["return_hidden"] = True
+        was_training = self.model.training
+        if was_training:
+            self.model.eval()
         try:
-            return self.model(idx, **kwargs)[0]
+            out = self.model(idx, **kwargs)
         finally:
-            self.model.train()
+            if was_training:
+                self.model.train()
+        if self.capture_hidden:
+            self.hidden = out[-1]
+        return out[0]
 
     def next_logits(self) -> torch.Tensor:
         """Logits (B, n, V) of the n tokens appended since the last call (all, at first)."""

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from minillm.decoding import DecodeState, draw, eos_ids
-from minillm.logits_processors import LogitsProcessor, apply_processors
+from minillm.generation.config import eos_ids
+from minillm.generation.processors import LogitsProcessor, apply_processors
+from minillm.generation.state import DecodeState, draw
 
 __all__ = ["speculative_generate", "verify_draft"]
 

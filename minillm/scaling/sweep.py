@@ -37,6 +37,7 @@ from minillm.data import ByteTokenizer, load_corpus
 from minillm.io import atomic_write_json
 from minillm.models import GPT, GPTConfig
 from minillm.training import TrainConfig, Trainer, evaluate_loss
+from minillm.utils import seed_everything
 
 __all__ = ["SweepConfig", "RunSpec", "default_sweep_config", "make_model_config", "plan_sweep",
            "train_point", "run_sweep", "load_sweep", "write_csv", "CSV_FIELDS"]
@@ -133,7 +134,7 @@ def train_point(spec: RunSpec, train_tokens: torch.Tensor, val_tokens: torch.Ten
     The loss is `evaluate_loss` over the first `config.eval_tokens` tokens of `val_tokens`
     (every token scored once, in windows of `context_length`), in nats per byte.
     """
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed, libraries=("torch",))
     model = GPT(make_model_config(spec.d_model, spec.n_layer, config))
     warmup = min(config.max_warmup_steps, max(1, int(config.warmup_fraction * spec.steps)))
     tcfg = TrainConfig(max_steps=spec.steps, batch_size=config.batch_size, lr=config.lr,
