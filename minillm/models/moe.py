@@ -143,23 +143,32 @@ class Experts(nn.Module):
             if b is not None:
                 nn.init.zeros_(b)
 
-    def expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
-        """Expert e on x (n, C) -> (n, C)."""
-        b_in = None if self.b_in is None else self.b_in[e]
-        b_out = None if self.b_out is None else self.b_out[e]
-        h = F.linear(x, self.w_in[e], b_in)
+    def _weights(self) -> list[tuple]:
+        """Per-expert views (w_in, w_up, w_out, b_in, b_up, b_out). `unbind` once: indexing a
+        parameter per expert would materialise a full-size gradient for every expert."""
+        parts = [t.unbind(0) if t is not None else (None,) * self.n_expert
+                 for t in (self.w_in, self.w_up, self.w_out, self.b_in, self.b_up, self.b_out)]
+        return list(zip(*parts, strict=True))
+
+    def _apply(self, x: torch.Tensor, w: tuple) -> torch.Tensor:
+        w_in, w_up, w_out, b_in, b_up, b_out = w
+        h = F.linear(x, w_in, b_in)
         if self.mlp == "swiglu":
-            h = F.silu(h) * F.linear(x, self.w_up[e], None if self.b_up is None else self.b_up[e])
+            h = F.silu(h) * F.linear(x, w_up, b_up)
         else:
             h = F.gelu(h, approximate="tanh")
-        return F.linear(h, self.w_out[e], b_out)
+        return F.linear(h, w_out, b_out)
+
+    def expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        """Expert e on x (n, C) -> (n, C)."""
+        return self._apply(x, self._weights()[e])
 
     def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """x: (sum(counts), C) sorted by expert -> (sum(counts), C)."""
-        out, start = [], 0
+        out, start, weights = [], 0, self._weights()
         for e, n in enumerate(counts):
             if n:
-                out.append(self.expert(x[start:start + n], e))
+                out.append(self._apply(x[start:start + n], weights[e]))
             start += n
         return torch.cat(out) if out else x.new_zeros(0, x.shape[-1])
 
