@@ -150,7 +150,7 @@ class Experts(nn.Module):
                  for t in (self.w_in, self.w_up, self.w_out, self.b_in, self.b_up, self.b_out)]
         return list(zip(*parts, strict=True))
 
-    def _apply(self, x: torch.Tensor, w: tuple) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, w: tuple) -> torch.Tensor:
         w_in, w_up, w_out, b_in, b_up, b_out = w
         h = F.linear(x, w_in, b_in)
         if self.mlp == "swiglu":
@@ -161,14 +161,14 @@ class Experts(nn.Module):
 
     def expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
         """Expert e on x (n, C) -> (n, C)."""
-        return self._apply(x, self._weights()[e])
+        return self._run(x, self._weights()[e])
 
     def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """x: (sum(counts), C) sorted by expert -> (sum(counts), C)."""
         out, start, weights = [], 0, self._weights()
         for e, n in enumerate(counts):
             if n:
-                out.append(self._apply(x[start:start + n], weights[e]))
+                out.append(self._run(x[start:start + n], weights[e]))
             start += n
         return torch.cat(out) if out else x.new_zeros(0, x.shape[-1])
 
