@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from minillm.kernels import attention_backends
 from minillm.models.mlp import swiglu_hidden_size
+from minillm.models.moe import check_moe_args
 from minillm.utils import config_from_dict
 
 __all__ = ["GPTConfig"]
@@ -53,6 +54,16 @@ class GPTConfig:
     attn_impl: str = "sdpa"        # a minillm.kernels backend: naive, sdpa, flash_torch, flash_triton
     attn_mask: str = "causal"      # "causal" (decoder), "prefix" (prefix-LM) or "bidirectional"
     init_std: float = 0.02         # std of the normal initialisation (GPT-2)
+    # Mixture of Experts (minillm.models.moe); n_expert=0 keeps every MLP dense
+    n_expert: int = 0              # experts per MoE layer (E); 0 = dense model
+    top_k: int = 2                 # experts per token (1: Switch, 2: GShard/Mixtral)
+    expert_d_ff: int | None = None  # hidden width of each expert (None = d_ff)
+    capacity_factor: float | None = None  # slots = ceil(cf * k * T / E) per sequence; None: no drops
+    moe_every: int = 1             # layer i is MoE when i % moe_every == moe_every - 1 (Switch: 2)
+    moe_balance_coef: float = 1e-2  # alpha of the load-balancing loss (Switch: 1e-2)
+    moe_z_coef: float = 1e-3       # beta of the router z-loss (ST-MoE: 1e-3)
+    router_jitter: float = 0.0     # multiplicative router-input noise while training (Switch)
+    n_shared_expert: int = 0       # always-on experts of width expert_d_ff (DeepSeekMoE)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head"):
@@ -104,6 +115,30 @@ class GPTConfig:
                              f"needs at least {need}: raise rope_fraction or the head size")
         if self.rope_scale < 1:
             raise ValueError(f"rope_scale={self.rope_scale} must be >= 1 (a context extension factor)")
+
+        self._check_moe()
+
+    def _check_moe(self) -> None:
+        if not isinstance(self.n_expert, int) or isinstance(self.n_expert, bool) or self.n_expert < 0:
+            raise ValueError(f"n_expert={self.n_expert!r} must be 0 (dense) or a positive integer")
+        if self.expert_d_ff is None:
+            self.expert_d_ff = self.d_ff
+        if self.n_expert == 0:
+            return
+        check_moe_args(self.n_expert, self.top_k, self.capacity_factor, self.router_jitter,
+                       self.n_shared_expert)
+        if not isinstance(self.expert_d_ff, int) or self.expert_d_ff <= 0:
+            raise ValueError(f"expert_d_ff={self.expert_d_ff!r} must be a positive integer")
+        if not isinstance(self.moe_every, int) or not 1 <= self.moe_every <= self.n_layer:
+            raise ValueError(f"moe_every={self.moe_every!r} must be between 1 and "
+                             f"n_layer={self.n_layer} (1: every layer is MoE)")
+        for name in ("moe_balance_coef", "moe_z_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 turns it off)")
+
+    def is_moe_layer(self, layer_idx: int) -> bool:
+        """Whether block `layer_idx` has an MoE layer instead of a dense MLP."""
+        return self.n_expert > 0 and layer_idx % self.moe_every == self.moe_every - 1
 
     @property
     def head_dim(self) -> int:

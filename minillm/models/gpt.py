@@ -16,6 +16,8 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 - `n_kv_head < n_head` gives grouped-query attention (not in GPT-2);
 - `attn_mask="prefix"` / `"bidirectional"` turn the decoder into a prefix-LM (which decodes,
   with a cache, taking the prompt as its prefix) or an encoder (which does not decode);
+- `n_expert > 0` replaces every `moe_every`-th MLP by a Mixture of Experts (minillm.models.moe);
+  `forward(..., return_aux=True)` returns its balance and z-losses (`from_hf_mixtral`);
 - `attn_impl="naive"` keeps the written-out attention beside the fused one;
 - for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
   `attention_mask` (Hugging Face's names and conventions), and hands back the final hidden
@@ -192,15 +194,28 @@ class GPT(LanguageModel):
                 n -= self.lm_head.weight.numel()
         return n
 
+    def num_active_params(self, non_embedding: bool = True) -> int:
+        """Parameters a token uses: `num_params` less the experts a token does not visit
+        (E - top_k per MoE layer). Equal to `num_params` for a dense model."""
+        from minillm.models.moe import MoE
+
+        idle = 0
+        for m in self.modules():
+            if isinstance(m, MoE):
+                per_expert = sum(p[0].numel() for p in m.experts.parameters())
+                idle += (m.n_expert - m.top_k) * per_expert
+        return self.num_params(non_embedding) - idle
+
     def flops_per_token(self, seq_len: int | None = None, training: bool = True) -> float:
         """FLOPs to process one token, Kaplan et al. 2020 (Table 1): 2N per forward plus the
         context-dependent 2 * n_layer * T * C; training (forward + backward) is 3x that,
         6N + 6 * n_layer * T * C. N excludes embeddings but includes the output projection, a
-        matmul like any other. (PaLM, App. B, counts both QK^T and AV over the full context,
+        matmul like any other; for an MoE, N counts the active parameters only (the router and
+        the top_k experts a token visits: `num_active_params`). (PaLM, App. B, counts both QK^T and AV over the full context,
         12 * n_layer * T * C; for T << 6 * C the difference is small.)"""
         c = self.config
         t = c.context_length if seq_len is None else seq_len
-        n = self.num_params(non_embedding=True) + c.vocab_size * c.d_model
+        n = self.num_active_params(non_embedding=True) + c.vocab_size * c.d_model
         forward = 2 * n + 2 * c.n_layer * t * c.d_model
         return 3 * forward if training else forward
 
@@ -241,6 +256,19 @@ class GPT(LanguageModel):
         config = config_from_hf_llama(model.config, **overrides)
         gpt = cls(config)
         gpt.load_weights(state_dict_from_hf_llama(model, config))
+        return gpt
+
+    @classmethod
+    def from_hf_mixtral(cls, model, **overrides) -> GPT:
+        """Build an MoE GPT from a Hugging Face `MixtralForCausalLM` (identical logits)."""
+        from minillm.models.convert.mixtral import (
+            config_from_hf_mixtral,
+            state_dict_from_hf_mixtral,
+        )
+
+        config = config_from_hf_mixtral(model.config, **overrides)
+        gpt = cls(config)
+        gpt.load_weights(state_dict_from_hf_mixtral(model, config))
         return gpt
 
     def to_hf_gpt2_state_dict(self) -> dict[str, torch.Tensor]:

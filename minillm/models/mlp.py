@@ -66,10 +66,15 @@ def build_mlp(config: GPTConfig, layer_idx: int) -> nn.Module:
 
     Args:
         config: the model's `GPTConfig` ("gelu": GPT-2's MLP; "swiglu": LLaMA's).
-        layer_idx: which block asks (a mixture of experts may use it in some layers only).
+        layer_idx: which block asks: with `n_expert > 0`, every `moe_every`-th block gets an
+            `MoE` layer (minillm.models.moe) instead of the dense MLP.
 
     Returns:
         A module mapping (B, T, d_model) -> (B, T, d_model).
     """
+    if config.is_moe_layer(layer_idx):  # n_expert > 0, every moe_every-th layer
+        from minillm.models.moe import MoE
+
+        return MoE.from_config(config)
     cls = SwiGLU if config.mlp == "swiglu" else GeluMLP
     return cls(config.d_model, config.d_ff, bias=config.bias, dropout=config.dropout)

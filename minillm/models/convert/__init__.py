@@ -1,4 +1,4 @@
-"""Weight conversion between minillm's GPT and Hugging Face's GPT-2 and LLaMA.
+"""Weight conversion between minillm's GPT and Hugging Face's GPT-2, LLaMA and Mixtral.
 
 transformers is never imported here: a state dict is a dict of tensors. `GPT.from_hf_gpt2`,
 `GPT.from_hf_llama` and `GPT.to_hf_gpt2_state_dict` are the usual way in.
@@ -11,6 +11,8 @@ from minillm.models.convert.hf_gpt2 import (
     state_dict_to_hf_gpt2,
 )
 from minillm.models.convert.hf_llama import config_from_hf_llama, state_dict_from_hf_llama
+from minillm.models.convert.mixtral import config_from_hf_mixtral, state_dict_from_hf_mixtral
 
 __all__ = ["config_from_hf_gpt2", "config_from_hf_llama", "hf_gpt2_config",
-           "state_dict_from_hf_gpt2", "state_dict_from_hf_llama", "state_dict_to_hf_gpt2"]
+           "state_dict_from_hf_gpt2", "state_dict_from_hf_llama", "state_dict_to_hf_gpt2",
+           "config_from_hf_mixtral", "state_dict_from_hf_mixtral"]

@@ -1,0 +1,304 @@
+"""Mixture of Experts: a router sends each token to k of E expert MLPs.
+
+Switch Transformer (Fedus et al., 2101.03961), GShard (Lepikhin et al., 2006.16668), ST-MoE
+(Zoph et al., 2202.08906), Mixtral (Jiang et al., 2401.04088), DeepSeekMoE (Dai et al., 2401.06066).
+
+    p(x)   = softmax(W_r x)                      router, float32 ("selective precision", Switch)
+    S(x)   = top-k indices of p(x)
+    y(x)   = sum_{i in S(x), kept} g_i(x) E_i(x) (+ shared experts, always on)
+    g_i    = p_i (k = 1, Switch)   or   p_i / sum_{j in S} p_j (k > 1, GShard/Mixtral renormalised)
+
+Capacity (Switch §2.2): each group of tokens (here: one sequence, the batch row) gives every
+expert `capacity = ceil(capacity_factor * k * tokens_per_group / E)` slots. Priority: all first
+choices before any second choice (GShard), and within a choice earlier tokens first (Switch's
+cumulative-sum priority; labml shuffles tokens first instead). Assignments past capacity are
+dropped: they contribute nothing, so a token with every choice dropped leaves the layer as zero
+and travels on through the residual connection. `capacity_factor=None` drops nothing.
+
+Auxiliary losses (returned in `self.aux_losses`, already times their coefficients):
+    balance = alpha * E * sum_i f_i P_i     f_i: share of the N*k top-k assignments that chose
+                                            expert i (before capacity), P_i: mean router prob
+    z       = beta * mean_tokens (logsumexp_i logits_i)^2          (ST-MoE, Eq. 5)
+
+Departures and conventions:
+- f counts all k choices and is divided by k, so the balance loss is 1 (times alpha) under uniform
+  routing for every k and is exactly Switch's N*sum f_i P_i at k = 1. Hugging Face's Mixtral
+  loss does not divide by k (it is ~k at random init); ours = theirs / k, so Switch's alpha=1e-2
+  means the same thing at any k. Mixtral also pools all layers before the product; we add the
+  per-layer losses (Switch, ST-MoE). Both conventions are tested in tests/test_moe.py.
+- Capacity is per sequence, as in Hugging Face's Switch router; this keeps routing local to a
+  rank under expert parallelism (minillm.distributed.expert_parallel).
+- Router jitter (Switch) multiplies only the router's input by U(1-eps, 1+eps) while training.
+- Shared experts (DeepSeekMoE) are one dense MLP of width n_shared * d_ff that every token uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MoE", "Experts", "Routing", "route", "expert_capacity", "balance_loss",
+           "router_z_loss", "moe_reference"]
+
+
+def expert_capacity(tokens_per_group: int, n_expert: int, top_k: int,
+                    capacity_factor: float | None) -> int | None:
+    """Slots per expert and group: ceil(capacity_factor * top_k * tokens / n_expert), at least
+    1; None (no limit) when capacity_factor is None."""
+    if capacity_factor is None:
+        return None
+    return max(1, math.ceil(capacity_factor * top_k * tokens_per_group / n_expert))
+
+
+@dataclass
+class Routing:
+    """Where each token goes. G groups (sequences) of S tokens, E experts, k choices."""
+    logits: torch.Tensor        # (G, S, E) float32 router logits
+    probs: torch.Tensor         # (G, S, E) float32 softmax
+    expert_index: torch.Tensor  # (G, S, k) chosen experts, best first
+    weights: torch.Tensor       # (G, S, k) combine weights g
+    keep: torch.Tensor          # (G, S, k) False where capacity dropped the assignment
+    capacity: int | None
+
+
+def route(logits: torch.Tensor, top_k: int, capacity: int | None) -> Routing:
+    """Top-k routing with capacity. Args: logits (G, S, E) router logits; top_k; capacity per
+    expert and group (None: keep all). Returns: a `Routing`."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    top_p, idx = torch.topk(probs, top_k, dim=-1)                          # (G, S, k)
+    weights = top_p / top_p.sum(-1, keepdim=True) if top_k > 1 else top_p
+    if capacity is None:
+        keep = torch.ones_like(idx, dtype=torch.bool)
+    else:
+        G, S, k = idx.shape
+        onehot = F.one_hot(idx, logits.shape[-1])                          # (G, S, k, E)
+        # priority order: choice 0 of every token, then choice 1, ...; tokens in order
+        ranked = onehot.transpose(1, 2).reshape(G, k * S, -1)               # (G, k*S, E)
+        slot = (torch.cumsum(ranked, dim=1) - 1) * ranked                  # 0-based slot
+        slot = slot.sum(-1).reshape(G, k, S).transpose(1, 2)               # (G, S, k)
+        keep = slot < capacity
+    return Routing(logits.float(), probs, idx, weights, keep, capacity)
+
+
+def balance_loss(probs: torch.Tensor, expert_index: torch.Tensor,
+                 token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Switch's load-balancing loss E * sum_i f_i P_i (without alpha).
+
+    Args:
+        probs: (..., E) router probabilities.
+        expert_index: (..., k) the top-k choices (before capacity).
+        token_mask: optional (...) 1 for real tokens, 0 for padding (left out of f and P).
+    Returns: a scalar; 1.0 when routing is uniform, E when every token picks one expert.
+    """
+    E, k = probs.shape[-1], expert_index.shape[-1]
+    probs, expert_index = probs.reshape(-1, E).float(), expert_index.reshape(-1, k)
+    m = torch.ones(probs.shape[0], device=probs.device) if token_mask is None \
+        else token_mask.reshape(-1).to(probs.device, torch.float32)
+    counts = torch.zeros(E, device=probs.device).index_add_(
+        0, expert_index.reshape(-1), m.repeat_interleave(k))
+    f = counts / (k * m.sum())                      # share of assignments, sums to 1
+    P = (probs * m[:, None]).sum(0) / m.sum()       # mean probability
+    return E * (f * P).sum()
+
+
+def router_z_loss(logits: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """ST-MoE's router z-loss: mean over tokens of logsumexp(logits)^2 (without beta)."""
+    z = torch.logsumexp(logits.float(), dim=-1) ** 2
+    if token_mask is None:
+        return z.mean()
+    m = token_mask.to(z.device, torch.float32).reshape(z.shape)
+    return (z * m).sum() / m.sum()
+
+
+class Experts(nn.Module):
+    """E expert MLPs with stacked weights (Linear layout: (E, out, in)).
+
+    `forward(x, counts)` takes tokens already sorted by expert, `counts[e]` rows for expert e,
+    and runs one matmul batch per expert on its contiguous slice.
+    """
+
+    def __init__(self, n_expert: int, d_model: int, d_ff: int, mlp: str = "swiglu",
+                 bias: bool = False):
+        super().__init__()
+        if mlp not in ("swiglu", "gelu"):
+            raise ValueError(f"mlp={mlp!r}: experts are 'swiglu' or 'gelu' MLPs")
+        self.n_expert, self.mlp = n_expert, mlp
+        self.w_in = nn.Parameter(torch.empty(n_expert, d_ff, d_model))       # gate (swiglu) / fc
+        self.w_up = nn.Parameter(torch.empty(n_expert, d_ff, d_model)) if mlp == "swiglu" else None
+        self.w_out = nn.Parameter(torch.empty(n_expert, d_model, d_ff))
+        self.b_in = nn.Parameter(torch.zeros(n_expert, d_ff)) if bias else None
+        self.b_up = nn.Parameter(torch.zeros(n_expert, d_ff)) if bias and mlp == "swiglu" else None
+        self.b_out = nn.Parameter(torch.zeros(n_expert, d_model)) if bias else None
+
+    def reset_parameters(self, std: float, out_std: float) -> None:
+        for w in (self.w_in, self.w_up):
+            if w is not None:
+                nn.init.normal_(w, std=std)
+        nn.init.normal_(self.w_out, std=out_std)
+        for b in (self.b_in, self.b_up, self.b_out):
+            if b is not None:
+                nn.init.zeros_(b)
+
+    def _weights(self) -> list[tuple]:
+        """Per-expert views (w_in, w_up, w_out, b_in, b_up, b_out). `unbind` once: indexing a
+        parameter per expert would materialise a full-size gradient for every expert."""
+        parts = [t.unbind(0) if t is not None else (None,) * self.n_expert
+                 for t in (self.w_in, self.w_up, self.w_out, self.b_in, self.b_up, self.b_out)]
+        return list(zip(*parts, strict=True))
+
+    def _run(self, x: torch.Tensor, w: tuple) -> torch.Tensor:
+        w_in, w_up, w_out, b_in, b_up, b_out = w
+        h = F.linear(x, w_in, b_in)
+        if self.mlp == "swiglu":
+            h = F.silu(h) * F.linear(x, w_up, b_up)
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return F.linear(h, w_out, b_out)
+
+    def expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        """Expert e on x (n, C) -> (n, C)."""
+        return self._run(x, self._weights()[e])
+
+    def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """x: (sum(counts), C) sorted by expert -> (sum(counts), C)."""
+        out, start, weights = [], 0, self._weights()
+        for e, n in enumerate(counts):
+            if n:
+                out.append(self._run(x[start:start + n], weights[e]))
+            start += n
+        return torch.cat(out) if out else x.new_zeros(0, x.shape[-1])
+
+
+class MoE(nn.Module):
+    """A sparse MoE feed-forward layer: (B, T, C) -> (B, T, C).
+
+    After each forward: `self.aux_losses` {"moe_balance", "moe_z"} (times their coefficients),
+    `self.stats` {"load" (E,) share of assignments per expert, "dropped" share of assignments
+    over capacity, "entropy" mean router entropy in nats}, and `self.routing` (detached).
+    """
+
+    def __init__(self, d_model: int, n_expert: int, d_ff: int, *, top_k: int = 2,
+                 mlp: str = "swiglu", bias: bool = False, capacity_factor: float | None = None,
+                 balance_coef: float = 1e-2, z_coef: float = 1e-3, router_jitter: float = 0.0,
+                 n_shared_expert: int = 0, dropout: float = 0.0, init_std: float = 0.02,
+                 n_layer: int = 1):
+        super().__init__()
+        check_moe_args(n_expert, top_k, capacity_factor, router_jitter, n_shared_expert)
+        self.n_expert, self.top_k, self.capacity_factor = n_expert, top_k, capacity_factor
+        self.balance_coef, self.z_coef, self.router_jitter = balance_coef, z_coef, router_jitter
+        self.router = nn.Parameter(torch.empty(n_expert, d_model, dtype=torch.float32))
+        self.experts = Experts(n_expert, d_model, d_ff, mlp, bias)
+        # shared experts (DeepSeekMoE): one always-on expert of width n_shared * d_ff
+        self.shared = Experts(1, d_model, n_shared_expert * d_ff, mlp, bias) \
+            if n_shared_expert else None
+        self.dropout = nn.Dropout(dropout)
+        nn.init.normal_(self.router, std=init_std)
+        for experts in (self.experts, self.shared):
+            if experts is not None:
+                experts.reset_parameters(init_std, init_std / math.sqrt(2 * n_layer))
+        self.aux_losses: dict[str, torch.Tensor] = {}
+        self.stats: dict[str, torch.Tensor] = {}
+        self.routing: Routing | None = None
+
+    @classmethod
+    def from_config(cls, config) -> MoE:
+        """The MoE layer a `GPTConfig` with n_expert > 0 describes."""
+        return cls(config.d_model, config.n_expert, config.expert_d_ff, top_k=config.top_k,
+                   mlp=config.mlp, bias=config.bias, capacity_factor=config.capacity_factor,
+                   balance_coef=config.moe_balance_coef, z_coef=config.moe_z_coef,
+                   router_jitter=config.router_jitter, n_shared_expert=config.n_shared_expert,
+                   dropout=config.dropout, init_std=config.init_std, n_layer=config.n_layer)
+
+    def router_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, E) float32 logits, with jitter while training."""
+        x = x.float()
+        if self.training and self.router_jitter > 0:
+            x = x * torch.empty_like(x).uniform_(1 - self.router_jitter, 1 + self.router_jitter)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x, self.router.float())
+
+    def route(self, x: torch.Tensor) -> Routing:
+        capacity = expert_capacity(x.shape[1], self.n_expert, self.top_k, self.capacity_factor)
+        return route(self.router_logits(x), self.top_k, capacity)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        r = self.route(x)
+        self._record(r)
+        xf = x.reshape(B * T, C)
+        # flatten the (token, choice) assignments, keep those within capacity, sort by expert
+        expert = r.expert_index.reshape(-1)                                  # (N*k,)
+        token = torch.arange(B * T, device=x.device).repeat_interleave(self.top_k)
+        weight = r.weights.reshape(-1)
+        kept = r.keep.reshape(-1).nonzero().squeeze(1)
+        expert, token, weight = expert[kept], token[kept], weight[kept]
+        order = torch.argsort(expert, stable=True)
+        token, weight = token[order], weight[order]
+        counts = torch.bincount(expert, minlength=self.n_expert).tolist()
+        y = self.experts(xf[token], counts) * weight[:, None].to(x.dtype)  # (M, C)
+        out = torch.zeros_like(xf).index_add_(0, token, y)
+        if self.shared is not None:
+            out = out + self.shared.expert(xf, 0)
+        return self.dropout(out.reshape(B, T, C))
+
+    def _record(self, r: Routing) -> None:
+        self.aux_losses = {"moe_balance": self.balance_coef * balance_loss(r.probs, r.expert_index),
+                           "moe_z": self.z_coef * router_z_loss(r.logits)}
+        with torch.no_grad():
+            load = torch.bincount(r.expert_index.reshape(-1), minlength=self.n_expert)
+            entropy = -(r.probs * torch.log(r.probs.clamp_min(1e-20))).sum(-1).mean()
+            self.stats = {"load": load.float() / r.expert_index.numel(),
+                          "dropped": 1.0 - r.keep.float().mean(),
+                          "entropy": entropy}
+        self.routing = Routing(*(t.detach() if torch.is_tensor(t) else t
+                                 for t in (r.logits, r.probs, r.expert_index, r.weights, r.keep,
+                                           r.capacity)))
+
+
+def check_moe_args(n_expert: int, top_k: int, capacity_factor: float | None,
+                   router_jitter: float = 0.0, n_shared_expert: int = 0) -> None:
+    """ValueError naming the field and the fix for a bad MoE setting."""
+    if not isinstance(n_expert, int) or n_expert < 1:
+        raise ValueError(f"n_expert={n_expert!r} must be a positive integer (0 = dense MLP)")
+    if not isinstance(top_k, int) or not 1 <= top_k <= n_expert:
+        raise ValueError(f"top_k={top_k!r} must be between 1 and n_expert={n_expert}: a token "
+                         "cannot choose more experts than there are; lower top_k or add experts")
+    if capacity_factor is not None and not (isinstance(capacity_factor, (int, float))
+                                            and capacity_factor > 0):
+        raise ValueError(f"capacity_factor={capacity_factor!r} must be > 0 (Switch uses 1.0-2.0)"
+                         " or None to drop no tokens")
+    if not 0 <= router_jitter < 1:
+        raise ValueError(f"router_jitter={router_jitter} must be in [0, 1) (Switch: 1e-2)")
+    if not isinstance(n_shared_expert, int) or n_shared_expert < 0:
+        raise ValueError(f"n_shared_expert={n_shared_expert!r} must be a non-negative integer")
+
+
+def moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:
+    """The MoE layer written as a loop over tokens (teaching reference; slow).
+
+    Capacity is filled in priority order: choice j of every token before choice j + 1, and
+    earlier tokens first; a full expert turns the assignment away.
+    """
+    B, T, C = x.shape
+    probs = torch.softmax(moe.router_logits(x), dim=-1)                    # (B, T, E)
+    cap = expert_capacity(T, moe.n_expert, moe.top_k, moe.capacity_factor)
+    out = torch.zeros_like(x)
+    for b in range(B):
+        used = [0] * moe.n_expert
+        top_p, top_i = torch.topk(probs[b], moe.top_k, dim=-1)              # (T, k)
+        gates = top_p / top_p.sum(-1, keepdim=True) if moe.top_k > 1 else top_p
+        for j in range(moe.top_k):
+            for t in range(T):
+                e = int(top_i[t, j])
+                if cap is not None and used[e] >= cap:
+                    continue                                               # dropped
+                used[e] += 1
+                y = moe.experts.expert(x[b, t][None], e)[0]
+                out[b, t] = out[b, t] + gates[t, j].to(x.dtype) * y
+        if moe.shared is not None:
+            out[b] = out[b] + moe.shared.expert(x[b], 0)
+    return out

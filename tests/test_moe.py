@@ -1,0 +1,393 @@
+"""Mixture of Experts (minillm.models.moe) against Hugging Face's Mixtral and Switch Transformers,
+the teaching loop, hand-built capacity cases and the loss formulas."""
+
+import math
+
+import pytest
+import torch
+
+from minillm.models import GPT, GPTConfig
+from minillm.models.moe import (
+    MoE,
+    balance_loss,
+    expert_capacity,
+    moe_reference,
+    route,
+    router_z_loss,
+)
+
+transformers = pytest.importorskip("transformers")
+from transformers.models.mixtral import modeling_mixtral  # noqa: E402
+from transformers.models.switch_transformers import modeling_switch_transformers as hf_switch  # noqa: E402
+
+
+def _mixtral_block(E=4, k=2, d=32, f=48, seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.MixtralConfig(hidden_size=d, intermediate_size=f, num_local_experts=E,
+                                     num_experts_per_tok=k)
+    hf = modeling_mixtral.MixtralSparseMoeBlock(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(std=0.3)
+    ours = MoE(d, E, f, top_k=k, mlp="swiglu")
+    with torch.no_grad():
+        ours.router.copy_(hf.gate.weight)
+        ours.experts.w_in.copy_(hf.experts.gate_up_proj[:, :f])
+        ours.experts.w_up.copy_(hf.experts.gate_up_proj[:, f:])
+        ours.experts.w_out.copy_(hf.experts.down_proj)
+    return hf, ours
+
+
+# ---- parity with Mixtral ---------------------------------------------------------------------
+@pytest.mark.parametrize("E,k", [(4, 2), (8, 2), (8, 3)])
+def test_mixtral_sparse_moe_block_outputs_and_gradients(E, k):
+    hf, ours = _mixtral_block(E, k)
+    x = torch.randn(3, 11, 32, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    a, b = hf(x), ours(x2)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(a)
+    (a * g).sum().backward()
+    (b * g).sum().backward()
+    torch.testing.assert_close(x2.grad, x.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.router.grad, hf.gate.weight.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ours.experts.w_out.grad, hf.experts.down_proj.grad, atol=1e-5,
+                               rtol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_balance_loss_is_mixtral_load_balancing_loss_over_top_k(k):
+    """Mixtral's f counts every top-k choice over N (sums to k); ours divides by k."""
+    torch.manual_seed(1)
+    E, B, T = 6, 3, 10
+    logits = torch.randn(B * T, E) * 2
+    idx = torch.topk(logits, k).indices
+    theirs = modeling_mixtral.load_balancing_loss_func((logits,), E, k)
+    ours = balance_loss(torch.softmax(logits, -1), idx)
+    torch.testing.assert_close(k * ours, theirs)
+    # with a padding mask (B, T): padded tokens count in neither f nor P
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, :4] = 0
+    mask[2, :7] = 0
+    theirs = modeling_mixtral.load_balancing_loss_func((logits,), E, k, attention_mask=mask)
+    ours = balance_loss(torch.softmax(logits, -1).reshape(B, T, E), idx.reshape(B, T, k), mask)
+    torch.testing.assert_close(k * ours, theirs)
+    # and the mask means "drop those rows"
+    keep = mask.reshape(-1).bool()
+    torch.testing.assert_close(ours, balance_loss(torch.softmax(logits[keep], -1), idx[keep]))
+
+
+def test_mixtral_pools_layers_while_minillm_sums_them():
+    torch.manual_seed(2)
+    E, k = 4, 2
+    layers = tuple(torch.randn(20, E) * (i + 1) for i in range(2))
+    pooled = modeling_mixtral.load_balancing_loss_func(layers, E, k)
+    cat = torch.cat(layers)
+    torch.testing.assert_close(k * balance_loss(torch.softmax(cat, -1), torch.topk(cat, k).indices),
+                               pooled)
+    summed = sum(balance_loss(torch.softmax(lg, -1), torch.topk(lg, k).indices) for lg in layers)
+    assert not torch.allclose(k * summed, pooled)  # the two conventions really differ
+
+
+# ---- parity with Switch Transformers ---------------------------------------------------------
+def _switch_config(E, capacity, d=16, f=24):
+    return transformers.SwitchTransformersConfig(
+        d_model=d, d_ff=f, num_experts=E, expert_capacity=capacity, router_bias=False,
+        router_jitter_noise=0.0, dense_act_fn="gelu_new", num_layers=1, num_heads=2, d_kv=8)
+
+
+@pytest.mark.parametrize("capacity_factor", [0.5, 1.0, 2.0])
+def test_switch_top1_router_and_sparse_mlp_with_capacity(capacity_factor):
+    torch.manual_seed(3)
+    E, B, T, d, f = 4, 3, 16, 16, 24
+    cap = expert_capacity(T, E, 1, capacity_factor)
+    assert cap == math.ceil(capacity_factor * T / E)
+    hf = hf_switch.SwitchTransformersSparseMLP(_switch_config(E, cap, d, f)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(std=0.5)
+    ours = MoE(d, E, f, top_k=1, mlp="gelu", capacity_factor=capacity_factor)
+    with torch.no_grad():
+        ours.router.copy_(hf.router.classifier.weight)
+        for e in range(E):
+            ours.experts.w_in[e].copy_(hf.experts[f"expert_{e}"].wi.weight)
+            ours.experts.w_out[e].copy_(hf.experts[f"expert_{e}"].wo.weight)
+    x = torch.randn(B, T, d)
+    onehot, top_p, logits = hf.router(x)
+    r = ours.route(x)
+    torch.testing.assert_close(r.logits, logits)
+    kept_expert = torch.where(r.keep[..., 0], r.expert_index[..., 0], -1)
+    theirs_expert = torch.where(onehot.sum(-1) > 0, onehot.argmax(-1), -1)
+    assert torch.equal(kept_expert, theirs_expert)
+    torch.testing.assert_close(r.weights, top_p)
+    torch.testing.assert_close(ours(x), hf(x), atol=1e-5, rtol=1e-5)
+    if capacity_factor < 1:
+        assert ours.stats["dropped"] > 0
+
+
+def test_balance_and_z_loss_match_switch_transformers():
+    torch.manual_seed(4)
+    G, S, E = 1, 40, 8
+    logits = torch.randn(G, S, E) * 3
+    probs = torch.softmax(logits, -1)
+    idx = probs.argmax(-1)
+    theirs = hf_switch.load_balancing_loss_func(probs, idx)
+    torch.testing.assert_close(balance_loss(probs, idx[..., None]), theirs)
+    # several groups: HF averages a per-group loss; ours pools the tokens (equal for G = 1)
+    logits3 = torch.randn(3, S, E)
+    torch.testing.assert_close(router_z_loss(logits3), hf_switch.router_z_loss_func(logits3))
+
+
+# ---- the formulas -----------------------------------------------------------------------------
+def test_balance_loss_equals_its_formula():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.4, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    idx = probs.argmax(-1, keepdim=True)           # experts 0, 0, 2, 0
+    f = torch.tensor([3 / 4, 0, 1 / 4])
+    P = probs.mean(0)
+    torch.testing.assert_close(balance_loss(probs, idx), 3 * (f * P).sum())
+    # uniform routing gives 1 at any k; a collapsed router gives E
+    E = 4
+    uniform = torch.full((8, E), 1 / E)
+    for k in (1, 2):
+        idx = torch.arange(8 * k).reshape(8, k) % E
+        torch.testing.assert_close(balance_loss(uniform, idx), torch.tensor(1.0))
+    collapsed = torch.zeros(8, E)
+    collapsed[:, 0] = 1
+    torch.testing.assert_close(balance_loss(collapsed, torch.zeros(8, 1, dtype=torch.long)),
+                               torch.tensor(float(E)))
+
+
+def test_router_z_loss_equals_its_formula():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    z = [math.log(math.e + math.e**2 + math.e**3), math.log(3.0)]
+    torch.testing.assert_close(router_z_loss(logits), torch.tensor((z[0] ** 2 + z[1] ** 2) / 2))
+
+
+def test_aux_losses_carry_their_coefficients_and_stats_add_up():
+    torch.manual_seed(5)
+    moe = MoE(16, 4, 32, top_k=2, capacity_factor=1.0, balance_coef=0.5, z_coef=0.25)
+    x = torch.randn(2, 12, 16)
+    moe(x)
+    r = moe.route(x)
+    torch.testing.assert_close(moe.aux_losses["moe_balance"], 0.5 * balance_loss(r.probs, r.expert_index))
+    torch.testing.assert_close(moe.aux_losses["moe_z"], 0.25 * router_z_loss(r.logits))
+    s = moe.stats
+    torch.testing.assert_close(s["load"].sum(), torch.tensor(1.0))
+    torch.testing.assert_close(s["dropped"], 1 - r.keep.float().mean())
+    p = r.probs
+    torch.testing.assert_close(s["entropy"], -(p * p.log()).sum(-1).mean())
+
+
+# ---- capacity and dropping on hand-built cases -------------------------------------------------
+def _pointing_moe(E, k, capacity_factor, d=None):
+    """A router that sends a token x = one_hot(e) (+ a smaller one_hot(e')) to e (then e')."""
+    d = d or E
+    moe = MoE(d, E, 8, top_k=k, mlp="gelu", capacity_factor=capacity_factor)
+    with torch.no_grad():
+        moe.router.copy_(10 * torch.eye(E, d))
+    return moe
+
+
+def test_capacity_keeps_earlier_tokens_and_drops_later_ones_to_zero():
+    E = 2
+    moe = _pointing_moe(E, 1, capacity_factor=1.0)
+    x = torch.zeros(1, 6, E)
+    x[0, :, 0] = 1.0                                  # all six tokens want expert 0
+    cap = expert_capacity(6, E, 1, 1.0)
+    assert cap == 3
+    out = moe(x)
+    keep = moe.routing.keep[0, :, 0]
+    assert keep.tolist() == [True, True, True, False, False, False]
+    assert torch.all(out[0, 3:] == 0)                 # dropped: only the residual carries them
+    assert torch.all(out[0, :3].abs().sum(-1) > 0)
+    assert moe.stats["dropped"].item() == pytest.approx(0.5)
+    torch.testing.assert_close(out, moe_reference(moe, x))
+    moe.capacity_factor = None                        # no-drop mode
+    assert torch.all(moe(x).abs().sum(-1) > 0) and moe.stats["dropped"].item() == 0
+
+
+def test_top2_first_choices_fill_before_second_choices():
+    E = 3
+    moe = _pointing_moe(E, 2, capacity_factor=0.5)   # ceil(0.5 * 2 * 4 / 3) = 2 slots
+    x = torch.zeros(1, 4, E)
+    x[0, 0, 1], x[0, 0, 0] = 1.0, 0.5                 # token 0: expert 1, then 0
+    x[0, 1, 1], x[0, 1, 0] = 1.0, 0.5                 # token 1: expert 1, then 0
+    x[0, 2, 0], x[0, 2, 2] = 1.0, 0.5                 # token 2: expert 0, then 2
+    x[0, 3, 0], x[0, 3, 2] = 1.0, 0.5                 # token 3: expert 0, then 2
+    moe(x)
+    r = moe.routing
+    assert r.capacity == 2
+    assert r.expert_index[0].tolist() == [[1, 0], [1, 0], [0, 2], [0, 2]]
+    # expert 0 takes the first choices of tokens 2 and 3 before the second choices of 0 and 1
+    assert r.keep[0].tolist() == [[True, False], [True, False], [True, True], [True, True]]
+    torch.testing.assert_close(moe(x), moe_reference(moe, x))
+
+
+def test_capacity_is_counted_per_sequence():
+    torch.manual_seed(6)
+    moe = MoE(16, 4, 24, top_k=2, capacity_factor=0.75)
+    x = torch.randn(3, 10, 16)
+    whole = moe(x)
+    assert moe.stats["dropped"] > 0
+    parts = torch.cat([moe(x[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(whole, parts)
+
+
+@pytest.mark.parametrize("k,cf,mlp,bias,shared", [
+    (1, None, "gelu", True, 0), (1, 1.0, "swiglu", False, 0), (2, None, "swiglu", True, 1),
+    (2, 1.25, "gelu", False, 0), (2, 0.5, "swiglu", False, 2), (3, 1.0, "gelu", True, 1)])
+def test_vectorised_dispatch_equals_the_per_token_loop(k, cf, mlp, bias, shared):
+    torch.manual_seed(7)
+    moe = MoE(16, 4, 24, top_k=k, mlp=mlp, bias=bias, capacity_factor=cf, n_shared_expert=shared)
+    with torch.no_grad():
+        moe.router.normal_(std=1.0)
+        for p in moe.experts.parameters():
+            p.normal_(std=0.3)
+    x = torch.randn(2, 9, 16)
+    fast, slow = moe(x), moe_reference(moe, x)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(fast)
+    fast_grads = torch.autograd.grad((fast * g).sum(), list(moe.parameters()))
+    slow_grads = torch.autograd.grad((slow * g).sum(), list(moe.parameters()))
+    for a, b in zip(fast_grads, slow_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_route_is_a_pure_function_of_logits():
+    logits = torch.tensor([[[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]]])
+    r = route(logits, 2, capacity=None)
+    p = torch.softmax(logits, -1)
+    assert r.expert_index.tolist() == [[[0, 1], [1, 2]]]
+    torch.testing.assert_close(r.weights[0, 0], p[0, 0, :2] / p[0, 0, :2].sum())
+    r1 = route(logits, 1, capacity=None)             # top-1 keeps the raw probability (Switch)
+    torch.testing.assert_close(r1.weights[..., 0], p.max(-1).values)
+
+
+def test_router_runs_in_float32_under_bfloat16_autocast():
+    moe = MoE(16, 4, 24)
+    x = torch.randn(1, 5, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = moe(x)
+    assert moe.routing.logits.dtype == torch.float32 and y.shape == x.shape
+
+
+def test_router_jitter_only_while_training():
+    torch.manual_seed(8)
+    moe = MoE(16, 4, 24, router_jitter=0.1)
+    x = torch.randn(1, 5, 16)
+    assert not torch.equal(moe.router_logits(x), moe.router_logits(x))
+    moe.eval()
+    assert torch.equal(moe.router_logits(x), moe.router_logits(x))
+
+
+# ---- configuration errors ---------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n_expert=4, top_k=5), "top_k=5 must be between 1 and n_expert=4"),
+    (dict(n_expert=4, capacity_factor=0.0), "capacity_factor=0.0 must be > 0"),
+    (dict(n_expert=4, capacity_factor=-1.0), "capacity_factor=-1.0 must be > 0"),
+    (dict(n_expert=-1), "n_expert=-1 must be 0"),
+    (dict(n_expert=4, moe_every=5), "moe_every=5 must be between 1 and n_layer=4"),
+    (dict(n_expert=4, moe_balance_coef=-1.0), "moe_balance_coef=-1.0 must be >= 0"),
+    (dict(n_expert=4, router_jitter=1.5), "router_jitter=1.5 must be in"),
+])
+def test_bad_moe_config_is_a_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GPTConfig(n_layer=4, **kwargs)
+
+
+# ---- inside the GPT ---------------------------------------------------------------------------
+def test_dense_model_is_unchanged_and_reports_no_aux():
+    torch.manual_seed(9)
+    cfg = GPTConfig(vocab_size=50, context_length=16, d_model=32, n_layer=2, n_head=2)
+    model = GPT(cfg)
+    assert not any("router" in k or "experts" in k for k in model.state_dict())
+    x = torch.randint(0, 50, (2, 16))
+    logits, loss = model(x, x)
+    logits2, loss2, aux = model(x, x, return_aux=True)
+    assert aux == {} and torch.equal(logits, logits2) and torch.equal(loss, loss2)
+
+
+def test_moe_every_and_aux_losses_sum_over_layers(tmp_path):
+    torch.manual_seed(10)
+    cfg = GPTConfig(vocab_size=50, context_length=16, d_model=32, n_layer=4, n_head=2, mlp="swiglu",
+                    bias=False, n_expert=4, top_k=2, moe_every=2, expert_d_ff=32, capacity_factor=1.25)
+    model = GPT(cfg)
+    kinds = [type(b.mlp).__name__ for b in model.blocks]
+    assert kinds == ["SwiGLU", "MoE", "SwiGLU", "MoE"]
+    x = torch.randint(0, 50, (2, 16))
+    model(x, x)  # without return_aux the layers keep their own losses
+    layers = [dict(model.blocks[i].mlp.aux_losses) for i in (1, 3)]
+    _, loss, aux = model(x, x, return_aux=True)
+    for key in ("moe_balance", "moe_z"):
+        torch.testing.assert_close(aux[key], layers[0][key] + layers[1][key])
+    # 4 experts of which a token visits 2: active = total - 2 experts per MoE layer
+    per_expert = 3 * 32 * 32
+    assert model.num_params() - model.num_active_params() == 2 * 2 * per_expert
+    model.save(tmp_path / "m")
+    back = GPT.from_checkpoint(tmp_path / "m")
+    torch.testing.assert_close(back(x)[0], model(x)[0])
+
+
+def test_trainer_adds_the_aux_losses():
+    from minillm.training import TrainConfig, Trainer
+
+    torch.manual_seed(11)
+    cfg = GPTConfig(vocab_size=20, context_length=8, d_model=16, n_layer=1, n_head=2,
+                    n_expert=4, top_k=1, moe_balance_coef=1.0)
+    tokens = torch.randint(0, 20, (400,))
+    trainer = Trainer(GPT(cfg), tokens, config=TrainConfig(
+        batch_size=4, max_steps=2, warmup_steps=0, lr=1e-3, device="cpu", progress=False,
+        eval_interval=0, log_interval=1))
+    trainer.fit()
+    assert trainer.history[-1]["moe_balance"] >= 1.0 - 1e-6  # the minimum of E * sum f P is 1
+
+
+def _mixtral(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = transformers.MixtralConfig(
+        vocab_size=71, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=64, rms_norm_eps=1e-6, bos_token_id=0, eos_token_id=1,
+        pad_token_id=2, **kw)
+    model = transformers.MixtralForCausalLM(cfg).eval()
+    with torch.no_grad():  # make norms and routers non-trivial so that they are really compared
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+            elif "mlp.gate" in name:
+                p.normal_(std=0.5)
+    return model
+
+
+def test_from_hf_mixtral_logits_and_aux_loss():
+    hf = _mixtral()
+    ours = GPT.from_hf_mixtral(hf).eval()
+    c = ours.config
+    assert (c.n_expert, c.top_k, c.capacity_factor, c.moe_every) == (4, 2, None, 1)
+    x = torch.randint(3, 71, (3, 30))
+    with torch.no_grad():
+        out = hf(x, output_router_logits=True)
+        logits = ours(x)[0]
+    assert (out.logits - logits).abs().max().item() <= 1e-5
+    # per layer, our balance term (times its converted coefficient) is Mixtral's loss times its coef
+    coef = hf.config.router_aux_loss_coef
+    for layer_logits, block in zip(out.router_logits, ours.blocks, strict=True):
+        theirs = modeling_mixtral.load_balancing_loss_func((layer_logits,), 4, 2)
+        torch.testing.assert_close(block.mlp.aux_losses["moe_balance"], coef * theirs)
+        assert block.mlp.aux_losses["moe_z"].item() == 0.0
+
+
+def test_from_hf_mixtral_greedy_generation_through_the_kv_cache():
+    from minillm.generation import generate
+
+    hf = _mixtral(seed=1)
+    ours = GPT.from_hf_mixtral(hf).eval()
+    x = torch.randint(3, 71, (1, 7))
+    ref = hf.generate(x, max_new_tokens=12, do_sample=False, eos_token_id=None)
+    assert torch.equal(generate(ours, x, 12, do_sample=False), ref)
+    assert torch.equal(generate(ours, x, 12, do_sample=False, use_cache=False), ref)
+
+
+def test_mixtral_with_a_short_sliding_window_is_refused():
+    with pytest.raises(ValueError, match="sliding_window=8"):
+        GPT.from_hf_mixtral(_mixtral(sliding_window=8))
