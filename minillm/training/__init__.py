@@ -10,8 +10,10 @@ from minillm.training.evaluate import (
     lm_nll_bits,
     text_bits_per_byte,
 )
+from minillm.training.tracked import moe_stats, tracked_fit
 from minillm.training.trainer import LossFn, TrainConfig, Trainer, lm_loss_fn
 
 __all__ = ["LossFn", "TrainConfig", "Trainer", "bits_per_byte", "configure_optimizer",
            "estimate_loss", "evaluate_loss", "latest_checkpoint", "lm_loss_fn", "lm_nll_bits",
-           "load_trainer_state", "lr_at", "param_groups", "text_bits_per_byte"]
+           "load_trainer_state", "lr_at", "moe_stats", "param_groups", "text_bits_per_byte",
+           "tracked_fit"]
