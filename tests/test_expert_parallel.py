@@ -50,3 +50,14 @@ def test_n_expert_not_divisible_by_world_size_is_a_clear_error():
     assert check_expert_parallel(8, 4) == 2
     with pytest.raises(ValueError, match="n_expert=6 is not divisible by world_size=4.*multiple of 4"):
         check_expert_parallel(6, 4)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_check_and_bench_in_one_launch(tmp_path):
+    bench = tmp_path / "bench.json"
+    results = _launch(tmp_path, 2, "--bench", str(bench), "--steps", "2", "--seq", "8")
+    assert all(r["out_diff"] <= 1e-5 for r in results)
+    timed = json.loads(bench.read_text())
+    assert [r["rank"] for r in timed] == [0, 1]
+    assert all(0 < r["all_to_all_ms"] < r["step_ms"] for r in timed)

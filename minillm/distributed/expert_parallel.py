@@ -19,6 +19,7 @@ partial sums that data parallelism all-reduces (`replicated_parameters`).
 
 Run as a module to check it against the single-process layer or to time the all-to-all:
     torchrun --standalone --nproc_per_node=2 -m minillm.distributed.expert_parallel --check out.json
+(`--bench bench.json` times it; both flags together run both in one launch.)
 """
 
 from __future__ import annotations
@@ -212,9 +213,8 @@ def run_bench(args) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", metavar="JSON", help="compare with one process; write results")
-    mode.add_argument("--bench", metavar="JSON", help="time the all-to-all; write results")
+    p.add_argument("--check", metavar="JSON", help="compare with one process; write results")
+    p.add_argument("--bench", metavar="JSON", help="time the all-to-all; write results")
     p.add_argument("--n-expert", type=int, default=8)
     p.add_argument("--top-k", type=int, default=2)
     p.add_argument("--d-model", type=int, default=32)
@@ -227,15 +227,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if not (args.check or args.bench):
+        p.error("give --check JSON, --bench JSON or both (one launch runs both)")
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     try:
-        result = run_check(args) if args.check else run_bench(args)
-        results = [None] * dist.get_world_size()
-        dist.all_gather_object(results, result)
-        if dist.get_rank() == 0:
-            with open(args.check or args.bench, "w") as f:
-                json.dump(results, f, indent=1)
+        for path, run in ((args.check, run_check), (args.bench, run_bench)):
+            if not path:
+                continue
+            results = [None] * dist.get_world_size()
+            dist.all_gather_object(results, run(args))
+            if dist.get_rank() == 0:
+                with open(path, "w") as f:
+                    json.dump(results, f, indent=1)
     finally:
         dist.destroy_process_group()
 
