@@ -52,6 +52,8 @@ class GPTConfig:
     attn_impl: str = "sdpa"        # "naive" (written out, for teaching) or "sdpa" (fused)
     attn_mask: str = "causal"      # "causal" (decoder), "prefix" (prefix-LM) or "bidirectional"
     init_std: float = 0.02         # std of the normal initialisation (GPT-2)
+    activation_checkpointing: bool = False  # training: keep only each block's input and
+                                   # recompute the block in backward (less memory, ~1 more fwd)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head"):
@@ -84,6 +86,9 @@ class GPTConfig:
             raise ValueError(f"norm_eps={self.norm_eps} must be positive")
         if self.init_std <= 0:
             raise ValueError(f"init_std={self.init_std} must be positive")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ValueError(f"activation_checkpointing={self.activation_checkpointing!r} "
+                             "must be True or False")
         _check_choice("positions", self.positions, POSITIONS)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)

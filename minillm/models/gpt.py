@@ -16,6 +16,8 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 - `n_kv_head < n_head` gives grouped-query attention (not in GPT-2);
 - `attn_mask="prefix"` / `"bidirectional"` turn the decoder into a prefix-LM (which decodes,
   with a cache, taking the prompt as its prefix) or an encoder (which does not decode);
+- `activation_checkpointing=True` recomputes each block in backward instead of storing its
+  activations (Chen et al. 2016, arXiv:1604.06174);
 - `attn_impl="naive"` keeps the written-out attention beside the fused one;
 - for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
   `attention_mask` (Hugging Face's names and conventions).
@@ -27,6 +29,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from minillm.models.attention import build_attention_mask
 from minillm.models.base import LanguageModel, lm_loss
@@ -132,8 +135,13 @@ class GPT(LanguageModel):
         elif c.positions == "sinusoidal":  # scaled to the rms of a fresh learned table (see below)
             x = x + (c.init_std * math.sqrt(2)) * sinusoidal_at(position_ids, c.d_model).to(x.dtype)
         x = self.drop(x)
+        recompute = c.activation_checkpointing and self.training and torch.is_grad_enabled() \
+            and cache is None
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, cache, i, position_ids)
+            if recompute:  # Chen et al. 2016 (arXiv:1604.06174): store the input, recompute
+                x = checkpoint(block, x, mask, None, i, position_ids, use_reentrant=False)
+            else:
+                x = block(x, mask, cache, i, position_ids)
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.norm_f(x))  # (B, T, V)
