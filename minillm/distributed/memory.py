@@ -73,7 +73,7 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
     Args:
         model: the (wrapped or unwrapped) model.
         optimizer: its optimizer; its parameters count as parameters (ZeRO's shards) and its
-            `state` tensors (Adam's m, v and step counters) as optimizer states.
+            `state` tensors (Adam's m and v; not the 0-d step counters) as optimizer states.
 
     Returns:
         {"params", "grads", "optimizer", "total"} in bytes; a storage shared by several tensors
@@ -103,7 +103,8 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
         inner = getattr(optimizer, "optim", optimizer)  # ZeroRedundancyOptimizer's local one
         for st in inner.state.values():
             for v in st.values():
-                add("optimizer", v)
+                if isinstance(v, torch.Tensor) and v.ndim > 0:  # m and v, not step counters
+                    add("optimizer", v)
     out["total"] = sum(out.values())
     return out
 

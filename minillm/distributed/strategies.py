@@ -67,6 +67,10 @@ class ZeroStrategy(Strategy):
     def model_state_dict(self, model):
         return self.runner.full_state_dict()
 
+    def load_model_state_dict(self, model, tensors):
+        with self.runner.summon_full_params(writeback=True):
+            model.load_weights(tensors)
+
     # optimizer state in the one-process layout: index i = i-th tensor of adamw_groups(model)
     def _layout(self) -> list[tuple[object, int, nn.Parameter]]:
         where = {id(p): (u, i) for u in self.runner.units for i, p in enumerate(u.params)}
@@ -161,6 +165,14 @@ class FSDPStrategy(Strategy):
         from minillm.distributed.fsdp import fsdp_full_state_dict
 
         return fsdp_full_state_dict(self.runner)
+
+    def load_model_state_dict(self, model, tensors):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        tensors = dict(tensors)
+        if getattr(model.config, "tie_embeddings", False):
+            tensors.setdefault("lm_head.weight", tensors["tok_emb.weight"])
+        set_model_state_dict(self.runner, tensors, options=StateDictOptions(full_state_dict=True))
 
     def optimizer_state_dict(self, optimizer):
         from torch.distributed.checkpoint.state_dict import (

@@ -14,7 +14,8 @@ training.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, ContextManager
+from contextlib import AbstractContextManager as ContextManager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -67,6 +68,11 @@ class Strategy:
 
     def model_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return model.state_dict()
+
+    def load_model_state_dict(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        """Load full weights (a checkpoint's) into the wrapped model (beyond CONTRACTS §3:
+        sharded strategies cannot load through the raw module)."""
+        model.load_weights(tensors)
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict:
         return optimizer.state_dict()

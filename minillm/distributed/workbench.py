@@ -85,18 +85,18 @@ def _run(name: str, a, info: DistInfo) -> dict:
             if a.fail_mode == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"injected failure on rank {info.rank} at step {step}")
-        counter = CommCounter()
+        counter = CommCounter()  # counts the synchronised (last) micro-step and the update
         t0 = time.perf_counter()
+        for micro in range(a.accum):
+            batch = next(batches)
+            per = batch.shape[0] // world
+            mine = batch[rank * per:(rank + 1) * per]
+            last = micro == a.accum - 1
+            ctx = counter if last else strategy.no_sync(runner) if not single else _null()
+            with ctx:
+                _, loss = runner(mine[:, :-1], mine[:, 1:])
+                (loss / a.accum).backward()
         with counter:
-            for micro in range(a.accum):
-                batch = next(batches)
-                per = batch.shape[0] // world
-                mine = batch[rank * per:(rank + 1) * per]
-                last = micro == a.accum - 1
-                ctx = strategy.no_sync(runner) if not last and not single else _null()
-                with ctx:
-                    _, loss = runner(mine[:, :-1], mine[:, 1:])
-                    (loss / a.accum).backward()
             strategy.clip_grad_norm(model, a.clip)
             optimizer.step()
         times.append(time.perf_counter() - t0)
@@ -114,11 +114,34 @@ def _run(name: str, a, info: DistInfo) -> dict:
     if not single:
         mem_all = [None] * info.world_size
         dist.all_gather_object(mem_all, memory)
-    psi = sum(p.numel() for p in _model(a).parameters() if p.requires_grad)
+    fresh = _model(a)
+    psi = sum(p.numel() for p in fresh.parameters() if p.requires_grad)
+    frozen = sum(p.numel() * p.element_size() for p in fresh.parameters() if not p.requires_grad)
+    padding = sum(u.padded - u.numel for u in units)
+    if name == "fsdp":  # FSDP2 pads each tensor's dim 0 up to a multiple of N
+        padding = sum((-p.shape[0]) % world * (p.numel() // p.shape[0])
+                      for p in fresh.parameters())
     return {"memory": mem_all, "comm_elements": dict(comm.elements), "comm_calls":
             dict(comm.calls), "comm_total": comm.total, "ring_bytes_sent": comm.ring_bytes_sent(),
             "step_s": statistics.median(times[1:] or times), "psi": psi,
-            "padding": sum(u.padded - u.numel for u in units), "world_size": world}
+            "frozen_bytes": frozen, "padding": padding, "world_size": world}
+
+
+def _collectives(info: DistInfo) -> dict:
+    """All-reduce, and the same as reduce-scatter then all-gather, on small per-rank vectors."""
+    n = info.world_size
+    x = torch.arange(2 * n, dtype=torch.float32) + 10 * info.rank  # rank r: 10r, 10r + 1, ...
+    reduced = x.clone()
+    dist.all_reduce(reduced)
+    shard = torch.empty(2)
+    dist.reduce_scatter_single(shard, x.clone())
+    gathered = torch.empty(2 * n)
+    dist.all_gather_single(gathered, shard)
+    mine = {"input": x.tolist(), "all_reduce": reduced.tolist(), "reduce_scatter": shard.tolist(),
+            "all_gather": gathered.tolist()}
+    every = [None] * n
+    dist.all_gather_object(every, mine)
+    return {"ranks": every}
 
 
 class _null:
@@ -148,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frozen", action="store_true")
     p.add_argument("--checkpointing", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--collectives", action="store_true", help="also run the collectives demo")
     p.add_argument("--fail-rank", type=int, default=-1)
     p.add_argument("--fail-step", type=int, default=-1)
     p.add_argument("--fail-mode", choices=("raise", "kill"), default="raise")
@@ -162,7 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         info = DistInfo()
     results = {}
-    for name in a.strategies.split(","):
+    if a.collectives:
+        results["collectives"] = _collectives(info)
+    for name in [n for n in a.strategies.split(",") if n]:
         results[name] = _run(name, a, info)
         if info.enabled:
             dist.barrier()

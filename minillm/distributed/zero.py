@@ -103,7 +103,7 @@ class FlatUnit:
     def gather(self) -> None:
         """Stage 3: all-gather the full parameters and point the model's tensors at them."""
         full = torch.empty(self.padded, **self.like)
-        dist.all_gather_into_tensor(full, self.shard)
+        dist.all_gather_single(full, self.shard)
         self._point_params_at(full)
 
     def free(self) -> None:
@@ -114,7 +114,7 @@ class FlatUnit:
 
     def all_gather_updated(self) -> None:
         """Stages 1-2: after the shard's optimizer step, give every rank every shard."""
-        dist.all_gather_into_tensor(self.flat, self.shard.clone())
+        dist.all_gather_single(self.flat, self.shard.clone())
 
     # ---- gradients -----------------------------------------------------------------------
     def reduce_gradients(self, sync: bool) -> None:
@@ -125,7 +125,7 @@ class FlatUnit:
             if sync:
                 self.flat_grad.mul_(1.0 / n)
                 out = torch.empty(self.shard_size, **self.like)
-                dist.reduce_scatter_tensor(out, self.flat_grad)
+                dist.reduce_scatter_single(out, self.flat_grad)
                 self.shard_grad.copy_(out)
             return
         flat = torch.zeros(self.padded, **self.like) if self.acc is None else self.acc
@@ -138,7 +138,7 @@ class FlatUnit:
             return
         self.acc = None
         out = torch.empty(self.shard_size, **self.like)
-        dist.reduce_scatter_tensor(out, flat.mul_(1.0 / n))
+        dist.reduce_scatter_single(out, flat.mul_(1.0 / n))
         self.shard_grad += out
 
     def optimizer_pieces(self) -> list[tuple[torch.Tensor, torch.Tensor, bool]]:
@@ -154,7 +154,7 @@ class FlatUnit:
     def gather_shard_vector(self, local: torch.Tensor) -> list[torch.Tensor]:
         """All-gather a per-rank vector of `shard_size` and split it into the unit's tensors."""
         full = torch.empty(self.padded, dtype=local.dtype, device=local.device)
-        dist.all_gather_into_tensor(full, local.contiguous())
+        dist.all_gather_single(full, local.contiguous())
         return [full[off:off + n].view(shape).clone()
                 for off, n, shape in zip(self.offsets, self.numels, self.shapes, strict=True)]
 
@@ -299,9 +299,10 @@ class ZeroModel(nn.Module):
 
     # ---- full weights --------------------------------------------------------------------
     @contextlib.contextmanager
-    def summon_full_params(self) -> Iterator[nn.Module]:
+    def summon_full_params(self, writeback: bool = False) -> Iterator[nn.Module]:
         """Inside this block the wrapped model holds its full weights (stage 3 gathers them),
-        e.g. to save a checkpoint or to evaluate; afterwards they are freed again."""
+        e.g. to save a checkpoint or to evaluate; afterwards they are freed again. With
+        `writeback`, changes made inside (loading a checkpoint) are copied into the shards."""
         gathered = [u for u in self.units if self.stage == 3 and u.state == "sharded"]
         for u in gathered:
             u.gather()
@@ -310,6 +311,12 @@ class ZeroModel(nn.Module):
             yield self.module
         finally:
             for u in gathered:
+                if writeback:
+                    with torch.no_grad():
+                        for p, off, n in zip(u.params, u.offsets, u.numels, strict=True):
+                            lo, hi = max(off, u.lo), min(off + n, u.hi)
+                            if lo < hi:
+                                u.shard[lo - u.lo:hi - u.lo] = p.reshape(-1)[lo - off:hi - off]
                 u.free()
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:

@@ -173,9 +173,11 @@ class GPT(LanguageModel):
         return 3 * forward if training else forward
 
     # ---- checkpoints ---------------------------------------------------------------------
-    def weights_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict with a tied `lm_head.weight` left out (safetensors refuses aliases)."""
-        sd = self.state_dict()
+    def weights_state_dict(self, state: dict[str, torch.Tensor] | None = None
+                           ) -> dict[str, torch.Tensor]:
+        """The state dict (or `state`) with a tied `lm_head.weight` left out (safetensors
+        refuses aliases)."""
+        sd = dict(state) if state is not None else self.state_dict()
         if self.config.tie_embeddings:
             sd.pop("lm_head.weight", None)
         return sd

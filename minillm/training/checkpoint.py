@@ -36,16 +36,17 @@ __all__ = ["save_training_checkpoint", "latest_checkpoint", "load_trainer_state"
 
 def save_training_checkpoint(
     out_dir: str | Path, step: int, model, trainer_state: dict, trainer_json: dict,
-    tokenizer: dict | None = None, keep: int = 2,
+    tokenizer: dict | None = None, keep: int = 2, weights: dict | None = None,
 ) -> Path:
-    """Write checkpoints/step_{step} atomically, point latest.json at it, prune old ones."""
+    """Write checkpoints/step_{step} atomically, point latest.json at it, prune old ones.
+    `weights` (full tensors, e.g. gathered from a sharded run) replace the model's own."""
     out_dir = Path(out_dir)
     rel = Path("checkpoints") / f"step_{step:06d}"
     extra = {"trainer.json": trainer_json}
     if tokenizer is not None:
         extra["tokenizer.json"] = tokenizer
     with atomic_folder(out_dir / rel) as tmp:
-        model.write_files(tmp, extra_files=extra)
+        model.write_files(tmp, extra_files=extra, weights=weights)
         torch_save_atomic(tmp / "trainer_state.pt", trainer_state)
     atomic_write_json(out_dir / "latest.json", {"step": step, "path": str(rel)})
     if keep > 0:

@@ -18,7 +18,6 @@ process with batch_size N*B. Only rank 0 writes checkpoints and prints.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -30,13 +29,14 @@ from tqdm.auto import tqdm
 
 from minillm.data.batching import check_tokens, sample_batch
 from minillm.distributed import DistInfo, all_reduce_mean, init_from_env
+from minillm.distributed.strategy import get_strategy
 from minillm.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     save_training_checkpoint,
 )
 from minillm.training.evaluate import estimate_loss
-from minillm.training.optim import configure_optimizer, lr_at
+from minillm.training.optim import lr_at
 from minillm.utils import choose_device, default_dtype_for
 
 __all__ = ["TrainConfig", "Trainer"]
@@ -68,6 +68,9 @@ class TrainConfig:
     dtype: str = "auto"            # autocast dtype: "auto" = bfloat16 on CUDA, else float32;
                                    # "float16" adds dynamic loss scaling (GradScaler)
     compile: bool = False          # torch.compile the model (the saved weights stay uncompiled)
+    strategy: str = "auto"         # how the model is wrapped: "auto" (ddp under torchrun, else
+                                   # single), "single", "ddp", "own_ddp", "zero1", "zero2",
+                                   # "zero3", "fsdp" (minillm.distributed.strategy)
     progress: bool | None = None   # tqdm bar; None = only when stderr is a terminal
 
     def __post_init__(self) -> None:
@@ -84,6 +87,11 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} must be positive")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr={self.min_lr} is above lr={self.lr}; the floor must be lower")
+        from minillm.distributed.strategy import strategy_names
+
+        if self.strategy != "auto" and self.strategy not in strategy_names():
+            raise ValueError(f"strategy={self.strategy!r}; choose 'auto' or one of "
+                             f"{strategy_names()}")
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; choose 'auto' or one of {sorted(DTYPES)}")
 
@@ -126,8 +134,10 @@ class Trainer:
         self.model = model.to(self.device)  # the raw module: what we save
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.tokenizer = tokenizer
-        self.optimizer = configure_optimizer(
-            self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), device_type=self.device.type)
+        self.strategy = get_strategy(c.strategy, self.dist)
+        # the runner is what the loop calls: the model itself, or a DDP / ZeRO / FSDP wrapper
+        self.runner = self.strategy.wrap(self.model, self.device, c.compile)
+        self.optimizer = self.strategy.build_optimizer(self.model, c, self.device.type)
         # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
         # backward, unscale before clipping, skip steps whose gradients overflowed and adapt the
         # scale (Micikevicius et al. 2018). bfloat16 has float32's range and needs none of it.
@@ -139,18 +149,11 @@ class Trainer:
         self.tokens = 0  # training tokens consumed so far (all ranks)
         self.history: list[dict] = []
         self.eval_history: list[dict] = []
-        runner = torch.compile(self.model) if c.compile else self.model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            runner = DDP(runner, device_ids=ids)
-        self.runner = runner
 
     # ---- checkpoints ---------------------------------------------------------------------
     def state(self) -> dict:
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.strategy.optimizer_state_dict(self.optimizer),
             "data_generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -165,13 +168,16 @@ class Trainer:
         if self.config.out_dir is None:
             return None
         folder = None
+        # sharded strategies gather full weights and optimizer state: every rank takes part
+        weights = self.strategy.model_state_dict(self.model)
+        state = self.state()
         if self.dist.is_main:
             meta = {"step": self.step, "tokens": self.tokens, "train_config": asdict(self.config),
                     "world_size": self.dist.world_size,
                     "history": self.history, "eval_history": self.eval_history}
             folder = save_training_checkpoint(
-                self.config.out_dir, self.step, self.model, self.state(), meta,
-                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints)
+                self.config.out_dir, self.step, self.model, state, meta,
+                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints, weights=weights)
         if self.dist.enabled:
             torch.distributed.barrier()
         return folder
@@ -190,12 +196,18 @@ class Trainer:
             raise ValueError(
                 f"checkpoint {folder} was written by {meta['world_size']} processes but this run "
                 f"has {self.dist.world_size}; resume with the same world size")
-        self.model.load_weights(load_tensors(folder / "model.safetensors"))
+        if meta.get("train_config", {}).get("strategy", "auto") != self.config.strategy:
+            raise ValueError(
+                f"checkpoint {folder} was written with strategy="
+                f"{meta['train_config'].get('strategy', 'auto')!r} but this run uses "
+                f"{self.config.strategy!r}; optimizer states are stored per strategy: resume "
+                "with the same --strategy")
+        self.strategy.load_model_state_dict(self.model, load_tensors(folder / "model.safetensors"))
         # the checkpoint brings the Adam moments; decay, betas, eps and the kernel choice are
         # this run's config (a changed weight_decay on resume is applied, not silently dropped)
         settings = [{k: v for k, v in g.items() if k != "params"}
                     for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_optimizer_state_dict(self.optimizer, state["optimizer"])
         for group, own in zip(self.optimizer.param_groups, settings, strict=True):
             group.update(own)
         if self.scaler is not None and "grad_scaler" in state:
@@ -238,7 +250,7 @@ class Trainer:
                                 self.dist.rank, self.dist.world_size)
             x, y = x.to(self.device), y.to(self.device)
             last = micro == c.grad_accum_steps - 1
-            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.runner.no_sync()
+            sync = contextlib.nullcontext() if last else self.strategy.no_sync(self.runner)
             with sync:
                 with self._autocast():
                     _, loss = self.runner(x, y)
@@ -247,11 +259,7 @@ class Trainer:
             total += loss.item()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip and report the true gradient norm
-        if c.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip).item()
-        else:
-            grad_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in self.model.parameters()
-                                      if p.grad is not None))
+        grad_norm = self.strategy.clip_grad_norm(self.model, c.grad_clip)  # (0: measure only)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # skipped when a gradient is inf/nan
             self.scaler.update()
