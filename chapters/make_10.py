@@ -110,16 +110,17 @@ cells.append(code("""common = ["--d-model", str(d_model), "--n-layer", str(n_lay
           "--steps", str(steps), "--seed", str(seed)]
 wb = ["-m", "minillm.distributed.workbench"]
 runs, seconds = {}, {}
-strategies = "own_ddp,ddp,torch_zero1,zero1,zero2,zero3,fsdp"
-for world in [1, *worlds]:
+strategies = "single,own_ddp,ddp,torch_zero1,zero1,zero2,zero3,fsdp"  # "single": one process
+for world in worlds:                                 # on the same global batch, inside rank 0
     out = work / f"w{world}"
-    names = "single" if world == 1 else strategies
+    names = strategies
     extra = ["--collectives"] if world == max(worlds) else []
     t0 = time.perf_counter()
     launch([*wb, "--out", str(out), "--strategies", names, *common, *extra], world,
            timeout=600, env={"OMP_NUM_THREADS": "1"})
     seconds[world] = time.perf_counter() - t0
     runs[world] = json.loads((out / "results.json").read_text())
+runs[1] = {"single": runs[worlds[0]]["single"]}  # (its memory does not depend on the batch)
 coll = runs[max(worlds)]["collectives"]["ranks"]
 n = len(coll)
 checks = {"all_reduce equals the sum": all(r["all_reduce"] == list(np.sum([c["input"] for c in coll], 0)) for r in coll),
@@ -159,20 +160,26 @@ for cap in (25, 0.01):
     sizes = [sum(p.numel() for p in b) for b in buckets]
     print(f"bucket_cap_mb={cap}: {len(buckets)} buckets of {sizes} elements")
 
-def weights(world, name):
+def weights(world, name):  # the full weights each strategy ended with (rank 0 wrote them)
     return load_file(str(work / f"w{world}" / f"weights_{name}.safetensors"))
 
 def max_diff(a, b):
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
-single = weights(1, "single")
-# NBVAL_CHECK_OUTPUT
+ddp_exact, ddp_close = {}, {}
 for world in worlds:
     own, ref = weights(world, "own_ddp"), weights(world, "ddp")
-    print(f"{world} processes: own DDP = torch DDP bit for bit: {max_diff(own, ref) == 0.0}; "
-          f"= one process on the global batch within 1e-4: {max_diff(own, single) < 1e-4}")"""))
+    ddp_exact[world], ddp_close[world] = max_diff(own, ref) == 0.0, max_diff(own, ref) < 2e-5
+# NBVAL_CHECK_OUTPUT
+for world in worlds:
+    print(f"{world} processes: own DDP = torch DDP bit for bit: {ddp_exact[world]}, within 2e-5: "
+          f"{ddp_close[world]}; = one process on the global batch within 1e-3: "
+          f"{max_diff(weights(world, 'own_ddp'), weights(world, 'single')) < 1e-3}")"""))
 cells.append(md("""(One process and N processes differ in the last bits: N ranks average N per-rank means, one
-process takes one mean over the whole batch, and float addition is not associative.)
+process takes one mean over the whole batch, and float addition is not associative; Adam's first
+updates, about lr·sign(g), carry those bits into the weights. With 2 ranks a + b is exact in
+any order, so our DDP and torch's agree bit for bit; with 4, gloo adds the ranks' chunks in an
+order that depends on the bucket layout.)
 
 ## 4. ZeRO stages 1–3, measured
 
@@ -201,7 +208,7 @@ print(f"Ψ = {psi:,} parameters")
 print(f"{'N':>2} {'strategy':>9} {'measured KiB':>13} {'formula KiB':>12} {'within padding':>15}")
 for world, name, stage, measured, formula, pad in table:
     print(f"{world:>2} {name:>9} {measured / 1024:>13.1f} {formula / 1024:>12.1f} "
-          f"{abs(measured - formula) <= 16 * pad:>15}")"""))
+          f"{str(abs(measured - formula) <= 16 * pad):>15}")"""))
 cells.append(code("""fig, axes = plt.subplots(1, len(worlds), figsize=(10, 3.4), sharey=True)
 for ax, world in zip(axes, worlds):
     names = [n for n, _ in stages]
@@ -237,8 +244,10 @@ for world in worlds:
 print(f"{'N':>2} " + " ".join(f"{n:>8}" for n, _ in stages))
 for world in worlds:
     print(f"{world:>2} " + " ".join(f"{comm[(world, n)]:>8.2f}" for n, _ in stages))
-print("DP, stage 1, stage 2 ≈ 2Ψ and stage 3 ≈ 3Ψ (within the padding):",
-      all(abs(comm[(w, n)] - (3 if s == 3 else 2)) < 0.02 for w in worlds for n, s in stages))"""))
+within = all((3 if s == 3 else 2) * psi <= comm[(w, n)] * psi
+             <= (3 if s == 3 else 2) * (psi + runs[w][n]["padding"])
+             for w in worlds for n, s in stages)
+print("DP, stage 1, stage 2 = 2Ψ and stage 3 = 3Ψ (up to the shards' padding):", within)"""))
 cells.append(code("""fig, ax = plt.subplots(figsize=(6.5, 3.2))
 width = 0.8 / len(worlds)
 for i, world in enumerate(worlds):
@@ -264,8 +273,9 @@ cells.append(code("""# NBVAL_CHECK_OUTPUT
 for world in worlds:
     z3, fs = weights(world, "zero3"), weights(world, "fsdp")
     z1, tz1 = weights(world, "zero1"), weights(world, "torch_zero1")
-    print(f"{world} processes: ZeRO-3 vs FSDP2 within 1e-6: {max_diff(z3, fs) < 1e-6}; "
-          f"ZeRO-1 vs ZeroRedundancyOptimizer within 1e-6: {max_diff(z1, tz1) < 1e-6}")"""))
+    print(f"{world} processes: ZeRO-3 vs FSDP2 bit for bit: {max_diff(z3, fs) == 0}, within 2e-5: "
+          f"{max_diff(z3, fs) < 2e-5}; ZeRO-1 vs ZeroRedundancyOptimizer bit for bit: "
+          f"{max_diff(z1, tz1) == 0}, within 2e-5: {max_diff(z1, tz1) < 2e-5}")"""))
 cells.append(md("""## 7. Activation checkpointing: memory for time
 
 ZeRO shards the model state, not the activations: backward needs every block's intermediate
@@ -274,11 +284,14 @@ tensors, which grow with batch × sequence × width × layers. With
 inside during backward (Chen et al. 2016): one extra forward (~⅓ more compute) for activation
 memory that no longer grows with the block's internals. We count the bytes autograd saves for
 backward, and time a training step, with and without."""))
-cells.append(code("""def saved_and_time(ckpt, reps=3):
+cells.append(code("""def build(ckpt):
     torch.manual_seed(seed)
-    m = GPT(GPTConfig(vocab_size=67, context_length=128, d_model=64, n_layer=4, n_head=2,
-                      activation_checkpointing=ckpt))
-    x = torch.randint(0, 67, (8, 128))
+    return GPT(GPTConfig(vocab_size=67, context_length=128, d_model=64, n_layer=4, n_head=2,
+                         activation_checkpointing=ckpt))
+
+x = torch.randint(0, 67, (8, 128), generator=torch.Generator().manual_seed(seed))
+
+def saved_bytes(m):
     total = [0]
     def pack(t):
         total[0] += t.numel() * t.element_size()
@@ -286,16 +299,19 @@ cells.append(code("""def saved_and_time(ckpt, reps=3):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         _, loss = m(x, x)
     loss.backward()
-    times = []
-    for _ in range(reps):
+    return total[0], [p.grad.clone() for p in m.parameters()]
+
+models = {False: build(False), True: build(True)}
+(plain_bytes, g0), (ckpt_bytes, g1) = saved_bytes(models[False]), saved_bytes(models[True])
+same = all(torch.equal(a, b) for a, b in zip(g0, g1))
+times = {False: [], True: []}
+for _ in range(3):  # alternate, so that changing machine load hits both
+    for ckpt, m in models.items():
         t0 = time.perf_counter()
         _, loss = m(x, x)
         loss.backward()
-        times.append(time.perf_counter() - t0)
-    return total[0], float(np.median(times)), [p.grad.clone() for p in m.parameters()]
-
-(plain_bytes, plain_s, g0), (ckpt_bytes, ckpt_s, g1) = saved_and_time(False), saved_and_time(True)
-same = all(torch.equal(a, b) for a, b in zip(g0, g1))
+        times[ckpt].append(time.perf_counter() - t0)
+plain_s, ckpt_s = float(np.median(times[False])), float(np.median(times[True]))
 # NBVAL_CHECK_OUTPUT
 print(f"gradients identical with recomputation: {same}")
 print(f"saved activations: {plain_bytes / 2**20:.1f} MiB -> {ckpt_bytes / 2**20:.1f} MiB")
@@ -346,8 +362,8 @@ display(Markdown(f\"\"\"
   (paper: 120, 31.4, 16.6, 1.9).
 - On {max(worlds)} gloo processes an all-reduce equals a reduce-scatter followed by an all-gather
   ({checks['reduce-scatter + all-gather = all-reduce']}).
-- Our bucketed DDP equals torch's DDP bit for bit at {worlds} processes; all strategies follow one
-  process on the global batch to within 1e-4.
+- Our bucketed DDP equals torch's DDP bit for bit at
+  {[w for w in worlds if ddp_exact[w]]} processes and within 2e-5 at {[w for w in worlds if not ddp_exact[w] and ddp_close[w]]}.
 - Measured per-rank model-state memory (Ψ = {psi:,}) equals the fp32 formula within the shard
   padding for every stage and world size: {z_ok}. At {max(worlds)} processes ZeRO-3 holds
   {max(m['total'] for m in runs[max(worlds)]['zero3']['memory']) / 1024:.0f} KiB per rank against
