@@ -57,7 +57,8 @@ def cmd_course(args: argparse.Namespace) -> int:
 
     params = dict(parse_parameter(p) for p in args.parameter or [])
     results = run_chapters(args.chapters, params, args.output_dir, in_place=args.in_place,
-                           kernel_name=args.kernel, log_output=args.log_output)
+                           kernel_name=args.kernel, log_output=args.log_output,
+                           progress=lambda line: print(line, flush=True))
     print(format_table(results))
     return 0 if results and all(r.status == "ok" for r in results) else 1
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ChapterResult", "chapters_dir", "find_chapters", "run_chapters", "parse_parameter"]
+__all__ = ["ChapterResult", "chapters_dir", "find_chapters", "run_chapters", "parse_parameter",
+           "significant"]
 
 
 @dataclass
@@ -67,10 +69,17 @@ def run_chapters(
     names: list[str] | None = None, parameters: dict | None = None,
     output_dir: str | Path = "build/course", in_place: bool = False,
     kernel_name: str | None = None, log_output: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> list[ChapterResult]:
-    """Execute chapters with papermill; a failure is recorded, and the next chapter still runs."""
+    """Execute chapters with papermill; a failure is recorded, and the next chapter still runs.
+
+    Args:
+        progress: called with one line when a chapter starts (its number of code cells) and one
+            when it ends (status and seconds), e.g. `print`; None is silent.
+    """
     import os
 
+    import nbformat
     import papermill as pm
 
     if output_dir is None and not in_place:
@@ -82,7 +91,11 @@ def run_chapters(
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     results = []
     try:
-        for path in find_chapters(names):
+        paths = find_chapters(names)
+        for number, path in enumerate(paths, 1):
+            if progress is not None:
+                cells = sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)
+                progress(f"[{number}/{len(paths)}] {path.stem}: {cells} code cells ...")
             out = path if in_place else Path(output_dir) / path.name
             out.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
@@ -97,15 +110,29 @@ def run_chapters(
                 _strip_local_paths(out)
                 results.append(ChapterResult(path.stem, "ok", time.perf_counter() - start))
             except Exception as e:  # papermill's PapermillExecutionError carries the cell's error
-                first = str(e).strip().splitlines()
                 results.append(ChapterResult(path.stem, "failed", time.perf_counter() - start,
-                                             first[-1] if first else type(e).__name__))
+                                             _describe_failure(e)))
+            if progress is not None:
+                r = results[-1]
+                progress(f"[{number}/{len(paths)}] {r.chapter}: {r.status} in {r.seconds:.1f} s"
+                         + (f" - {r.error}" if r.error else ""))
     finally:
         if saved_backend is None:
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = saved_backend
     return results
+
+
+def _describe_failure(error: Exception) -> str:
+    """One line: which cell failed and with what (papermill's error knows the cell)."""
+    ename, evalue = getattr(error, "ename", None), getattr(error, "evalue", None)
+    if ename is not None:
+        count = getattr(error, "exec_count", None)
+        where = f"cell In[{count}]" if count is not None else "a cell"
+        return f"{where}: {ename}: {evalue}"
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
 
 
 def _strip_local_paths(path: Path) -> None:
@@ -127,3 +154,15 @@ def format_table(results: list[ChapterResult]) -> str:
         lines.append(f"{r.chapter:<{width}}  {r.status:<6}  {r.seconds:7.1f}"
                      + (f"  {r.error}" if r.error else ""))
     return "\n".join(lines)
+
+
+def significant(x: float, digits: int = 3, zero_below: float = 1e-3) -> str:
+    """`x` to `digits` significant figures, and "0" when |x| < `zero_below`.
+
+    For the checked cells of a chapter: a fitted value is printed only to the precision the fit
+    really has, and a parameter driven to its bound (1e-8 on one machine, 3e-8 on another)
+    prints the same everywhere.
+    """
+    if abs(x) < zero_below:
+        return "0"
+    return f"{x:.{digits}g}"

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["choose_device", "seed_everything", "timer", "default_dtype_for"]
+__all__ = ["choose_device", "configure_threads", "seed_everything", "timer", "default_dtype_for"]
 
 
 def choose_device(device: str | torch.device = "auto") -> torch.device:
@@ -69,3 +69,30 @@ def timer() -> Iterator[dict]:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         out["seconds"] = time.perf_counter() - start
+
+
+THREADS_ENV = "MINILLM_NUM_THREADS"
+
+
+def configure_threads(requested: int | None = None) -> int:
+    """Set torch's CPU thread count and return it.
+
+    The environment variable MINILLM_NUM_THREADS, when set, wins over `requested`: that is how
+    the test suite re-runs every chapter with another thread count than the stored outputs were
+    made with, so that a checked number that depends on the reduction order fails here first
+    rather than on someone else's machine. Without either, torch's default is kept.
+
+    Args:
+        requested: the thread count a chapter or script asks for (None or 0: torch's default).
+
+    Returns:
+        The number of threads torch now uses.
+    """
+    override = os.environ.get(THREADS_ENV, "").strip()
+    if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"{THREADS_ENV}={override!r} must be a positive whole number")
+        requested = int(override)
+    if requested:
+        torch.set_num_threads(int(requested))
+    return torch.get_num_threads()

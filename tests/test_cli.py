@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -40,6 +41,8 @@ def test_course_run_executes_with_parameters_and_reports_failures(tmp_path, monk
     assert main(["course", "run", "01", "-p", "steps=5", "--output-dir", "out"]) == 0
     table = capsys.readouterr().out
     assert "01_ok" in table and "ok" in table
+    # progress as it goes: a line when each chapter starts (with its cells) and when it ends
+    assert "[1/1] 01_ok: 2 code cells ..." in table and "[1/1] 01_ok: ok in" in table
     executed = json.loads((tmp_path / "out" / "01_ok.ipynb").read_text())
     assert any("steps 5" in "".join(o.get("text", "")) for c in executed["cells"]
                for o in c.get("outputs", []))
@@ -47,6 +50,9 @@ def test_course_run_executes_with_parameters_and_reports_failures(tmp_path, monk
     assert main(["course", "run", "--output-dir", "out"]) == 1
     table = capsys.readouterr().out
     assert "02_broken  failed" in table and "boom" in table
+    # a failure names the cell and the error
+    assert "[2/2] 02_broken: failed in" in table
+    assert re.search(r"cell In\[\d+\]: RuntimeError: boom", table)
 
 
 def test_generate_command_prints_text(tmp_path, tiny_model):

@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from minillm.utils import THREADS_ENV, configure_threads
+
+
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_configure_threads_sets_the_request_and_the_environment_wins(monkeypatch, restore_threads):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert configure_threads(1) == 1 == torch.get_num_threads()
+    before = torch.get_num_threads()
+    assert configure_threads(None) == before  # no request: torch's count is kept
+    monkeypatch.setenv(THREADS_ENV, "2")
+    assert configure_threads(1) == 2 == torch.get_num_threads()
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-1", "1.5"])
+def test_configure_threads_rejects_a_bad_environment_value(monkeypatch, restore_threads, bad):
+    monkeypatch.setenv(THREADS_ENV, bad)
+    with pytest.raises(ValueError, match=THREADS_ENV):
+        configure_threads(1)
