@@ -4,7 +4,8 @@
     minillm train --out-dir DIR [--resume] [--d-model 128 --n-layer 4 ...] [--max-steps ...]
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T]
 
-`minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel).
+`minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel); pick the
+engine with `--strategy ddp|own_ddp|zero1|zero2|zero3|fsdp`.
 Every GPTConfig and TrainConfig field is an option (underscores become dashes).
 """
 
@@ -82,19 +83,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(train_cfg.seed)  # the model's initialisation
-    trainer = Trainer(GPT(model_cfg), train, val, train_cfg, tokenizer=tokenizer.to_dict())
+    model = GPT(model_cfg)
+    n_params = model.num_params()  # (a sharded strategy empties the model's own tensors)
+    trainer = Trainer(model, train, val, train_cfg, tokenizer=tokenizer.to_dict())
     if args.resume and trainer.resume():
         if trainer.dist.is_main:
             print(f"resumed from step {trainer.step}", flush=True)
     trainer.fit()
+    # full weights: a sharded strategy gathers them (every rank takes part), and rank 0 then
+    # evaluates a one-process copy (the sharded model's forward would wait for the other ranks)
+    sharded = trainer.strategy.needs_process_group
+    gather = args.export_dir or (args.final_eval and sharded)
+    weights = trainer.strategy.model_state_dict(trainer.model) if gather else None
     if trainer.dist.is_main:
         last = trainer.history[-1]["loss"] if trainer.history else None
         summary = {"step": trainer.step, "final_train_loss": last,
-                   "non_embedding_params": trainer.model.num_params()}
+                   "non_embedding_params": n_params}
         if trainer.eval_history:
             summary["final_val_estimate"] = trainer.eval_history[-1]["val_loss"]
         if args.final_eval:
-            summary["val_nats_per_byte"] = evaluate_loss(trainer.model, val.to(trainer.device))
+            eval_model = trainer.model
+            if sharded:
+                eval_model = GPT(model_cfg).to(trainer.device)
+                eval_model.load_weights(weights)
+            summary["val_nats_per_byte"] = evaluate_loss(eval_model, val.to(trainer.device))
         print(json.dumps(summary))
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
@@ -102,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       "train_config": trainer.config.to_dict(), "history": trainer.history,
                       "eval_history": trainer.eval_history}
             trainer.model.save(args.export_dir, extra_files={
-                "tokenizer.json": tokenizer.to_dict(), "training.json": record})
+                "tokenizer.json": tokenizer.to_dict(), "training.json": record}, weights=weights)
     shutdown()
     return 0
 

@@ -31,9 +31,11 @@ class LanguageModel(nn.Module):
 
     config_class: type
 
-    def weights_state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors to save (subclasses drop aliases such as tied weights)."""
-        return self.state_dict()
+    def weights_state_dict(self, state: dict[str, torch.Tensor] | None = None
+                           ) -> dict[str, torch.Tensor]:
+        """The tensors to save, from `state` or this model's state dict (subclasses drop
+        aliases such as tied weights)."""
+        return dict(state) if state is not None else self.state_dict()
 
     def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
         """Load tensors whose names must match this model's exactly."""
@@ -58,19 +60,20 @@ class LanguageModel(nn.Module):
         Args:
             folder: an existing (temporary) folder.
             extra_files: file name -> JSON-able object.
-            weights: the tensors to save (default `weights_state_dict()`).
+            weights: the full tensors to save (e.g. gathered from a sharded run; default this
+                model's own); aliases such as a tied head are left out either way.
         """
         folder = Path(folder)
         atomic_write_json(folder / "config.json", self.config.to_dict())
-        save_tensors(folder / "model.safetensors",
-                     self.weights_state_dict() if weights is None else weights)
+        save_tensors(folder / "model.safetensors", self.weights_state_dict(weights))
         for name, obj in (extra_files or {}).items():
             atomic_write_json(folder / name, obj)
 
-    def save(self, path: str | Path, extra_files: dict[str, dict] | None = None) -> None:
+    def save(self, path: str | Path, extra_files: dict[str, dict] | None = None,
+             weights: dict[str, torch.Tensor] | None = None) -> None:
         """Write the model folder atomically: a failed save leaves an existing folder untouched."""
         with atomic_folder(path) as tmp:
-            self.write_files(tmp, extra_files)
+            self.write_files(tmp, extra_files, weights)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu"):

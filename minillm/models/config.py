@@ -64,6 +64,8 @@ class GPTConfig:
     moe_z_coef: float = 1e-3       # beta of the router z-loss (ST-MoE: 1e-3)
     router_jitter: float = 0.0     # multiplicative router-input noise while training (Switch)
     n_shared_expert: int = 0       # always-on experts of width expert_d_ff (DeepSeekMoE)
+    activation_checkpointing: bool = False  # training: keep only each block's input and
+                                   # recompute the block in backward (less memory, ~1 more fwd)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head"):
@@ -96,6 +98,9 @@ class GPTConfig:
             raise ValueError(f"norm_eps={self.norm_eps} must be positive")
         if self.init_std <= 0:
             raise ValueError(f"init_std={self.init_std} must be positive")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ValueError(f"activation_checkpointing={self.activation_checkpointing!r} "
+                             "must be True or False")
         _check_choice("positions", self.positions, POSITIONS)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)

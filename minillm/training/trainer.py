@@ -100,7 +100,9 @@ class TrainConfig:
                                    # "float16" adds dynamic loss scaling (GradScaler)
     compile: bool = False          # torch.compile the model (the saved weights stay uncompiled)
     progress: bool | None = None   # tqdm bar; None = only when stderr is a terminal
-    strategy: str = "auto"         # model wrapping: "auto" (ddp if WORLD_SIZE > 1), "single", ...
+    strategy: str = "auto"         # how the model is wrapped: "auto" (ddp under torchrun, else
+                                   # single), "single", "ddp", "own_ddp", "zero1", "zero2",
+                                   # "zero3", "fsdp" (minillm.distributed.strategy)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval"):
@@ -174,6 +176,8 @@ class Trainer:
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.tokenizer = tokenizer
         self.strategy = get_strategy(c.strategy, self.dist)
+        # the runner is what the loop calls: the model itself, or a DDP / ZeRO / FSDP wrapper
+        self.runner = self.strategy.wrap(self.model, self.device, c.compile)
         self.optimizer = self.strategy.build_optimizer(self.model, c, self.device.type)
         # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
         # backward, unscale before clipping, skip steps whose gradients overflowed and adapt the
@@ -189,7 +193,6 @@ class Trainer:
         self.tokens = 0  # training tokens consumed so far (all ranks)
         self.history: list[dict] = []
         self.eval_history: list[dict] = []
-        self.runner = self.strategy.wrap(self.model, self.device, c.compile)
 
     @property
     def generator(self) -> torch.Generator | None:
@@ -215,14 +218,16 @@ class Trainer:
         if self.config.out_dir is None:
             return None
         folder = None
+        # sharded strategies gather full weights and optimizer state: every rank takes part
+        weights = self.strategy.model_state_dict(self.model)
+        state = self.state()
         if self.dist.is_main:
             meta = {"step": self.step, "tokens": self.tokens, "train_config": self.config.to_dict(),
                     "world_size": self.dist.world_size,
                     "history": self.history, "eval_history": self.eval_history}
             folder = save_training_checkpoint(
-                self.config.out_dir, self.step, self.model, self.state(), meta,
-                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints,
-                weights=self.strategy.model_state_dict(self.model))
+                self.config.out_dir, self.step, self.model, state, meta,
+                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints, weights=weights)
         if self.dist.enabled:
             torch.distributed.barrier()
         return folder
@@ -239,7 +244,13 @@ class Trainer:
             raise ValueError(
                 f"checkpoint {folder} was written by {meta['world_size']} processes but this run "
                 f"has {self.dist.world_size}; resume with the same world size")
-        self.model.load_weights(load_tensors(folder / "model.safetensors"))
+        if meta.get("train_config", {}).get("strategy", "auto") != self.config.strategy:
+            raise ValueError(
+                f"checkpoint {folder} was written with strategy="
+                f"{meta['train_config'].get('strategy', 'auto')!r} but this run uses "
+                f"{self.config.strategy!r}; optimizer states are stored per strategy: resume "
+                "with the same --strategy")
+        self.strategy.load_model_state_dict(self.model, load_tensors(folder / "model.safetensors"))
         # the checkpoint brings the Adam moments; decay, betas, eps and the kernel choice are
         # this run's config (a changed weight_decay on resume is applied, not silently dropped)
         settings = [{k: v for k, v in g.items() if k != "params"}
