@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["BucketedDDP", "make_buckets"]
+__all__ = ["BucketedDDP", "NoSyncSwitch", "make_buckets"]
 
 
 def make_buckets(params: list[nn.Parameter], bucket_cap_mb: float,
@@ -96,7 +96,22 @@ class _Bucket:
         self.ready, self.work, self.flat = 0, None, None
 
 
-class BucketedDDP(nn.Module):
+class NoSyncSwitch:
+    """`no_sync()`: backward inside the block accumulates gradients locally and communicates
+    nothing (the gradient hooks read `require_sync`); shared by `BucketedDDP` and ZeRO."""
+
+    require_sync = True
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        previous, self.require_sync = self.require_sync, False
+        try:
+            yield
+        finally:
+            self.require_sync = previous
+
+
+class BucketedDDP(NoSyncSwitch, nn.Module):
     """Wrap a module so that backward averages its gradients over all ranks.
 
     Args:
@@ -133,15 +148,6 @@ class BucketedDDP(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def no_sync(self) -> Iterator[None]:
-        """Backward inside this block accumulates gradients locally and communicates nothing."""
-        previous, self.require_sync = self.require_sync, False
-        try:
-            yield
-        finally:
-            self.require_sync = previous
 
     def _on_grad(self, param: nn.Parameter) -> None:
         """Runs inside backward, right after `param.grad` was accumulated."""

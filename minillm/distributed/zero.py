@@ -45,6 +45,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from minillm.distributed.ddp import NoSyncSwitch
+
 __all__ = ["ZeroModel", "ZeroAdamW", "FlatUnit"]
 
 class FlatUnit:
@@ -163,7 +165,7 @@ def _is_decayed(p: nn.Parameter) -> bool:
     return p.ndim >= 2  # the rule of minillm.training.optim.param_groups: matrices only
 
 
-class ZeroModel(nn.Module):
+class ZeroModel(NoSyncSwitch, nn.Module):
     """Wrap a model for ZeRO stage 1, 2 or 3 over the default process group.
 
     Args:
@@ -247,15 +249,6 @@ class ZeroModel(nn.Module):
         return hook
 
     # ---- gradients -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def no_sync(self) -> Iterator[None]:
-        """Accumulate gradients locally (full size) without communicating, as DDP's no_sync."""
-        previous, self.require_sync = self.require_sync, False
-        try:
-            yield
-        finally:
-            self.require_sync = previous
-
     def _on_grad(self, param: nn.Parameter) -> None:
         if not self._callback_queued:
             torch.autograd.Variable._execution_engine.queue_callback(self._finish_backward)
