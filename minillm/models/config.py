@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from minillm.kernels import attention_backends
 from minillm.models.mlp import swiglu_hidden_size
 from minillm.models.moe import check_moe_args
-from minillm.utils import config_from_dict
+from minillm.utils import check_finite_fields, config_from_dict
 
 __all__ = ["GPTConfig"]
 
@@ -66,6 +66,7 @@ class GPTConfig:
     n_shared_expert: int = 0       # always-on experts of width expert_d_ff (DeepSeekMoE)
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
