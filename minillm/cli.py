@@ -65,7 +65,7 @@ def cmd_course(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from minillm.data import ByteTokenizer, load_corpus
     from minillm.distributed import shutdown
-    from minillm.io import atomic_write_json
+    from minillm.io import atomic_write_json, check_writable, json_safe
     from minillm.models import GPT, GPTConfig
     from minillm.training import TrainConfig, Trainer, evaluate_loss
     from minillm.utils import seed_everything
@@ -77,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(**_picked(args, TrainConfig))
     if train_cfg.out_dir is None:
         raise SystemExit("minillm train: --out-dir is required (checkpoints go there)")
+    if args.export_dir:  # written at the end: a bad path must not cost the run
+        check_writable(Path(args.export_dir).resolve().parent, "--export-dir's parent")
     import torch
 
     if args.threads:
@@ -95,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             summary["final_val_estimate"] = trainer.eval_history[-1]["val_loss"]
         if args.final_eval:
             summary["val_nats_per_byte"] = evaluate_loss(trainer.model, val.to(trainer.device))
-        print(json.dumps(summary))
+        print(json.dumps(json_safe(summary), allow_nan=False))
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
             record = {"command": "minillm " + " ".join(args.argv), "summary": summary,
@@ -171,15 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: Exception) -> str:
+    """An error as one line; an OSError as its reason and path, with what to check."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where} (check the path, its permissions and free space)"
+    return " ".join(str(error).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     from minillm.io import CheckpointError
+    from minillm.training.trainer import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with exported runs
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        print(f"minillm {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, CheckpointError, TrainingDiverged) as e:
+        print(f"minillm {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -5,11 +5,15 @@ weights; the tokenizer a checkpoint needs; leftovers after a kill (and the kill-
 loop); chapter parameters; the generate command's decoding options.
 """
 
+import json
+import math
+import os
+
 import pytest
 import tiktoken
+import torch
 
 from minillm.tokenizers import BPETokenizer
-from minillm.tokenizers.bpe import bpe_chunk, bpe_chunk_naive
 
 
 # ------------------------------------------------------------------ BPE on long chunks
@@ -58,6 +62,8 @@ def test_long_chunks_encode_like_tiktoken_with_few_lookups(cl100k, name):
 def test_fast_bpe_chunk_equals_the_rescanning_rule(cl100k):
     import random
 
+    from minillm.tokenizers.bpe import bpe_chunk, bpe_chunk_naive
+
     ranks = cl100k._mergeable_ranks
     rng = random.Random(0)
     alphabet = [b" ", b"a", b"b", b"e", b"\n", b"th", b"1", "é".encode(), b"=", b"ab"]
@@ -65,3 +71,190 @@ def test_fast_bpe_chunk_equals_the_rescanning_rule(cl100k):
         piece = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         max_rank = rng.choice([None, 300, 1000, 50_000])
         assert bpe_chunk(piece, ranks, max_rank) == bpe_chunk_naive(piece, ranks, max_rank)
+
+
+# ------------------------------------------------------------------ run folders, finite numbers
+def _train_args(out, *extra):
+    return ["train", "--out-dir", str(out), "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+            "--context-length", "16", "--batch-size", "2", "--max-steps", "3",
+            "--warmup-steps", "1", "--eval-interval", "0", "--device", "cpu", *extra]
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    """Trainer.fit replaced by a recorder: a bad path must be found before training."""
+    from minillm.training import Trainer
+
+    calls = []
+    monkeypatch.setattr(Trainer, "fit", lambda self: calls.append(self.step) or [])
+    return calls
+
+
+@pytest.mark.parametrize("where", ["file", "under_a_file", "read_only"])
+def test_a_bad_out_dir_is_one_line_before_training(tmp_path, capsys, no_fit, where):
+    from minillm.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = {"file": blocker, "under_a_file": blocker / "run", "read_only": tmp_path / "ro" / "run"}
+    if where == "read_only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        (tmp_path / "ro").mkdir(mode=0o500)
+    assert main(_train_args(out[where], "--checkpoint-interval", "0")) == 2
+    err = capsys.readouterr().err
+    assert no_fit == [] and len(err.strip().splitlines()) == 1
+    assert str(out[where]) in err and "choose" in err
+
+
+def test_a_bad_export_dir_is_found_before_training(tmp_path, capsys, no_fit):
+    from minillm.cli import main
+
+    (tmp_path / "a_file").write_text("")
+    args = _train_args(tmp_path / "run", "--export-dir", str(tmp_path / "a_file" / "export"))
+    assert main(args) == 2
+    assert no_fit == [] and "a_file is a file, not a folder" in capsys.readouterr().err
+
+
+def test_an_os_error_in_a_command_is_one_line(tmp_path, capsys, monkeypatch):
+    from minillm import cli
+
+    def broken(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
+
+    monkeypatch.setattr(cli, "cmd_generate", broken)  # build_parser reads the global
+    assert cli.main(["generate", "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "Permission denied" in err and str(tmp_path / "x") in err
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "inf"), ("--lr", "nan"), ("--min-lr", "nan"),
+                                        ("--grad-clip", "nan"), ("--weight-decay", "inf")])
+def test_non_finite_train_options_are_refused(tmp_path, capsys, no_fit, flag, value):
+    from minillm.cli import main
+
+    assert main(_train_args(tmp_path / "run", flag, value)) == 2
+    assert f"{flag[2:].replace('-', '_')}={value} must be a finite number" in \
+        capsys.readouterr().err
+    assert no_fit == []
+
+
+def test_non_finite_config_fields_are_refused():
+    from minillm.generation import GenerationConfig
+    from minillm.models import GPTConfig
+
+    with pytest.raises(ValueError, match="init_std=inf must be a finite number"):
+        GPTConfig(vocab_size=8, context_length=4, d_model=8, n_layer=1, n_head=2,
+                  init_std=math.inf)
+    with pytest.raises(ValueError, match="temperature=nan must be a finite number"):
+        GenerationConfig(temperature=math.nan)
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    from minillm.models import GPT, GPTConfig
+    from minillm.training import TrainConfig, Trainer, TrainingDiverged, lm_loss_fn
+
+    def poisoned(runner, batch):  # the loss of step 3 (and after) is NaN
+        loss, metrics = lm_loss_fn(runner, batch)
+        return (loss * math.nan if trainer.step >= 2 else loss), metrics
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, context_length=16, d_model=16, n_layer=1, n_head=2))
+    cfg = TrainConfig(max_steps=5, batch_size=2, warmup_steps=1, eval_interval=0, device="cpu",
+                      checkpoint_interval=1, out_dir=str(tmp_path), progress=False)
+    trainer = Trainer(model, torch.randint(0, 257, (400,)), None, cfg, loss_fn=poisoned)
+    with pytest.raises(TrainingDiverged, match="step 3: the training loss is nan"):
+        trainer.fit()
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2
+    assert not (tmp_path / "checkpoints" / "step_000003").exists()
+    weights = GPT.from_checkpoint(tmp_path / "checkpoints" / "step_000002").state_dict()
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_a_run_whose_weights_overflow_exits_2_and_writes_no_summary(tmp_path, capsys):
+    from minillm.cli import main
+
+    assert main(_train_args(tmp_path, "--lr", "1e30", "--checkpoint-interval", "1")) == 2
+    err = capsys.readouterr().err
+    assert "the run diverged" in err and "step " in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_json_files_never_hold_nan(tmp_path):
+    from minillm.io import atomic_write_json
+
+    def strict(text):  # what jq and browsers accept: no NaN / Infinity
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"invalid JSON: {c}"))
+
+    atomic_write_json(tmp_path / "x.json", {"loss": math.nan, "h": [math.inf, 1.5, (-math.inf,)]})
+    assert strict((tmp_path / "x.json").read_text()) == {"loss": None, "h": [None, 1.5, [None]]}
+
+
+# ------------------------------------------------------------------ leftovers after a kill
+def _tiny_trainer(out_dir, max_steps=3, **overrides):
+    from minillm.models import GPT, GPTConfig
+    from minillm.training import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, context_length=16, d_model=16, n_layer=1, n_head=2))
+    cfg = TrainConfig(**{"max_steps": max_steps, "batch_size": 2, "warmup_steps": 1,
+                         "eval_interval": 0, "device": "cpu", "checkpoint_interval": 1,
+                         "keep_checkpoints": 2, "out_dir": str(out_dir), "progress": False,
+                         "seed": 3, **overrides})
+    return Trainer(model, torch.arange(400) % 257, None, cfg)
+
+
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "trainer_state.pt", "trainer.json")
+
+
+def _leftovers(out_dir):
+    """Hidden temporaries, and step_N folders that lack a checkpoint file."""
+    ckpts = out_dir / "checkpoints"
+    hidden = [p.name for folder in (out_dir, ckpts) for p in folder.iterdir()
+              if p.name.startswith(".")]
+    partial = [p.name for p in ckpts.glob("step_*")
+               if not all((p / f).is_file() for f in CHECKPOINT_FILES)]
+    return hidden + partial
+
+
+def test_start_up_removes_what_killed_saves_and_prunes_left(tmp_path):
+    _tiny_trainer(tmp_path).fit()  # steps 2 and 3 kept
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / ".step_000004.k2j3h4.tmp").mkdir()          # killed while writing step 4
+    (ckpts / ".step_000004.k2j3h4.tmp" / "config.json").write_text("{}")
+    (ckpts / ".step_000001.pruned.tmp").mkdir()           # killed while pruning step 1
+    (tmp_path / ".latest.json.a8d7f.tmp").write_text("{")  # killed inside latest.json's write
+    half = ckpts / "step_000001"                         # pruned in place by older code
+    half.mkdir()
+    (half / "trainer.json").write_text("{}")
+    (ckpts / ".step_000003.old").mkdir()                  # a finished replace of step 3
+    assert len(_leftovers(tmp_path)) == 5
+    trainer = _tiny_trainer(tmp_path, max_steps=4)
+    assert _leftovers(tmp_path) == []
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_000002", "step_000003"]
+    assert trainer.resume() and trainer.step == 3
+
+
+def test_a_kill_during_pruning_leaves_no_half_deleted_checkpoint(tmp_path, monkeypatch):
+    import shutil
+
+    from minillm.training import checkpoint
+
+    real_rmtree = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):  # delete one file, then the process dies
+        os.unlink(sorted(p.path for p in os.scandir(path) if p.is_file())[0])
+        raise KeyboardInterrupt("killed")
+
+    trainer = _tiny_trainer(tmp_path)
+    trainer.fit()                                # steps 2, 3 kept
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed_midway)
+    trainer.config.max_steps = 4
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()                            # saves step 4, dies pruning step 2
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
+    assert [n for n in _leftovers(tmp_path) if not n.startswith(".")] == []
+    _tiny_trainer(tmp_path, max_steps=4)        # start-up removes the renamed half
+    assert _leftovers(tmp_path) == []
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_000003", "step_000004"]

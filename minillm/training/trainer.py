@@ -27,6 +27,7 @@ Extension points (what SFT, DPO and the distributed strategies plug into):
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -45,11 +46,18 @@ from minillm.optim import lr_at
 from minillm.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
+    prepare_out_dir,
     save_training_checkpoint,
 )
-from minillm.utils import choose_device, config_from_dict, default_dtype_for, seed_everything
+from minillm.utils import (
+    check_finite_fields,
+    choose_device,
+    config_from_dict,
+    default_dtype_for,
+    seed_everything,
+)
 
-__all__ = ["LossFn", "TrainConfig", "Trainer", "lm_loss_fn"]
+__all__ = ["LossFn", "TrainConfig", "Trainer", "TrainingDiverged", "lm_loss_fn"]
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -71,6 +79,18 @@ def lm_loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor]
         metrics.update({name: value.item() for name, value in aux.items()})
         loss = loss + sum(aux.values())
     return loss, metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite; the run stops without saving them."""
+
+
+def _diverged(step: int, what: str, out_dir: str | None) -> TrainingDiverged:
+    kept = (f"the last good checkpoint in {out_dir} is kept" if out_dir is not None
+            else "nothing was saved")
+    return TrainingDiverged(f"step {step}: {what}, the run diverged; {kept}. Lower lr, set "
+                            "grad_clip or warmup_steps, and resume or restart")
+
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -103,6 +123,7 @@ class TrainConfig:
     strategy: str = "auto"         # model wrapping: "auto" (ddp if WORLD_SIZE > 1), "single", ...
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
@@ -167,6 +188,8 @@ class Trainer:
             check_tokens(val_tokens, self.seq_len, "validation tokens", vocab)
         self.device = choose_device(c.device)
         self.dist = dist or init_from_env(self.device.type)
+        if c.out_dir is not None and self.dist.is_main:
+            prepare_out_dir(c.out_dir)  # a bad out_dir fails now, not after the run
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = default_dtype_for(self.device) if c.dtype == "auto" else DTYPES[c.dtype]
@@ -216,13 +239,19 @@ class Trainer:
             return None
         folder = None
         if self.dist.is_main:
+            weights = self.strategy.model_state_dict(self.model)
+            bad = next((k for k, t in weights.items()
+                        if t.is_floating_point() and not torch.isfinite(t).all()), None)
+            if bad is not None:
+                raise _diverged(self.step, f"weight {bad} holds NaN or infinity",
+                                self.config.out_dir)
             meta = {"step": self.step, "tokens": self.tokens, "train_config": self.config.to_dict(),
                     "world_size": self.dist.world_size,
                     "history": self.history, "eval_history": self.eval_history}
             folder = save_training_checkpoint(
                 self.config.out_dir, self.step, self.model, self.state(), meta,
                 tokenizer=self.tokenizer, keep=self.config.keep_checkpoints,
-                weights=self.strategy.model_state_dict(self.model))
+                weights=weights)
         if self.dist.enabled:
             torch.distributed.barrier()
         return folder
@@ -350,6 +379,8 @@ class Trainer:
         window_metrics: dict[str, float] = {}
         while self.step < c.max_steps:
             loss, grad_norm = self.train_step()
+            if not math.isfinite(loss):
+                raise _diverged(self.step, f"the training loss is {loss}", c.out_dir)
             window_steps += 1
             for name, value in self.last_metrics.items():
                 window_metrics[name] = window_metrics.get(name, 0.0) + value
