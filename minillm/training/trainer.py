@@ -268,7 +268,9 @@ class Trainer:
             raise ValueError(
                 f"checkpoint {folder} was written by {meta['world_size']} processes but this run "
                 f"has {self.dist.world_size}; resume with the same world size")
-        self.model.load_weights(load_tensors(folder / "model.safetensors"))
+        self.model.load_weights(load_tensors(folder / "model.safetensors"),
+                                source=folder / "model.safetensors",
+                                fix="resume with the model options of the run that wrote it")
         # the checkpoint brings the Adam moments; decay, betas, eps and the kernel choice are
         # this run's config (a changed weight_decay on resume is applied, not silently dropped)
         settings = [{k: v for k, v in g.items() if k != "params"}
