@@ -2,10 +2,12 @@
 
     minillm course run [CHAPTER ...] [-p NAME=VALUE ...] [--output-dir DIR | --in-place]
     minillm train --out-dir DIR [--resume] [--d-model 128 --n-layer 4 ...] [--max-steps ...]
-    minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T]
+    minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
+                     --do-sample B --top-k K --top-p P --num-beams N --seed S ...]
 
 `minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel).
-Every GPTConfig and TrainConfig field is an option (underscores become dashes).
+Every GPTConfig and TrainConfig field is an option of `train`, and every GenerationConfig field
+(but num_assistant_tokens) one of `generate` (underscores become dashes).
 """
 
 from __future__ import annotations
@@ -27,13 +29,31 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true/false)")
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), title=None) -> None:
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not token ids (e.g. 0 or 0,50256)"
+                                         ) from None
+
+
+def _parse_early_stopping(text: str) -> bool | str:
+    return "never" if text.lower() == "never" else _parse_bool(text)
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), title=None,
+                           converters=None, defaults=None) -> None:
+    """One option per field of the dataclass `cls` (underscores become dashes); the parser is
+    chosen from the field's type unless `converters` names one; `defaults` are the command's
+    own defaults where they differ from the dataclass's (shown in --help)."""
     group = parser.add_argument_group(title or cls.__name__)
     for f in fields(cls):
         if f.name in skip:
             continue
         kind = str(f.type)
-        if "bool" in kind:
+        if converters and f.name in converters:
+            conv = converters[f.name]
+        elif "bool" in kind:
             conv = _parse_bool
         elif "int" in kind:
             conv = int
@@ -42,6 +62,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), title=
         else:
             conv = str
         default = f.default if f.default is not MISSING else None
+        default = (defaults or {}).get(f.name, default)
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv, default=None,
                            help=f"default: {default}")
 
@@ -109,27 +130,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# `minillm generate`'s own defaults (the rest are GenerationConfig's); no assistant model can
+# be given on the command line, so its field is not an option
+GENERATE_DEFAULTS = {"max_new_tokens": 200, "temperature": 0.8}
+GENERATE_SKIP = ("num_assistant_tokens",)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from minillm.generation import generate
+    from minillm.generation import GenerationConfig, generate
     from minillm.models import GPT
-    from minillm.tokenizers import ByteTokenizer, load_tokenizer_folder
+    from minillm.tokenizers import tokenizer_for_model
     from minillm.utils import choose_device
 
+    config = GenerationConfig(**{**GENERATE_DEFAULTS,
+                                 **_picked(args, GenerationConfig, GENERATE_SKIP)})
     folder = Path(args.checkpoint)
     model = GPT.from_checkpoint(folder, map_location=choose_device(args.device))
-    tokenizer = (load_tokenizer_folder(folder) if (folder / "tokenizer.json").exists()
-                 else ByteTokenizer())
+    tokenizer = tokenizer_for_model(folder, model.config.vocab_size)
     ids = torch.tensor([tokenizer.encode(args.prompt)])
     gen = torch.Generator().manual_seed(args.seed)
-    out = generate(model, ids, args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, generator=gen)
+    out = generate(model, ids, generation_config=config, generator=gen)
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from minillm.generation import GenerationConfig
     from minillm.models import GPTConfig
     from minillm.training import TrainConfig
 
@@ -164,11 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample text from a checkpoint")
     gen.add_argument("--checkpoint", required=True, help="a checkpoint folder")
     gen.add_argument("--prompt", default="\n")
-    gen.add_argument("--max-new-tokens", type=int, default=200)
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="seeds the sampling generator")
     gen.add_argument("--device", default="auto")
+    _add_dataclass_options(gen, GenerationConfig, skip=GENERATE_SKIP,
+                           title="decoding (GenerationConfig)", defaults=GENERATE_DEFAULTS,
+                           converters={"eos_token_id": _parse_ids,
+                                       "early_stopping": _parse_early_stopping})
     gen.set_defaults(func=cmd_generate)
     return parser
 

@@ -258,3 +258,135 @@ def test_a_kill_during_pruning_leaves_no_half_deleted_checkpoint(tmp_path, monke
     assert _leftovers(tmp_path) == []
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "step_000003", "step_000004"]
+
+
+# ------------------------------------------------------------------ loading weights
+def _saved_model(folder, vocab_size=257, tokenizer=None):
+    from minillm.data import ByteTokenizer
+    from minillm.models import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab_size, context_length=32, d_model=16, n_layer=1,
+                          n_head=2))
+    extra = {"tokenizer.json": (tokenizer or ByteTokenizer()).to_dict()} \
+        if tokenizer is not False else None
+    model.save(folder, extra_files=extra)
+    return model
+
+
+def _rewrite_weights(folder, change):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    save_file({k: change(k, v) for k, v in tensors.items()}, str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("kind", ["int32", "nan", "inf"])
+def test_loading_refuses_integer_or_non_finite_weights_naming_file_and_tensor(tmp_path, kind):
+    from minillm.models import GPT
+
+    _saved_model(tmp_path / "m")
+    bad = "blocks.0.mlp.fc.weight" if kind != "int32" else "tok_emb.weight"
+    poison = {"int32": lambda v: v.to(torch.int32), "nan": lambda v: v * math.nan,
+              "inf": lambda v: v + math.inf}[kind]
+    _rewrite_weights(tmp_path / "m", lambda k, v: poison(v) if k == bad else v)
+    message = "torch.int32" if kind == "int32" else "NaN or infinity"
+    with pytest.raises(ValueError, match=message) as err:
+        GPT.from_checkpoint(tmp_path / "m")
+    assert str(tmp_path / "m" / "model.safetensors") in str(err.value) and bad in str(err.value)
+
+
+def test_a_folder_whose_config_and_weights_disagree_names_the_file_and_says_re_save(tmp_path):
+    from minillm.models import GPT
+
+    _saved_model(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "d_model": 32}))
+    with pytest.raises(ValueError, match="shapes") as err:
+        GPT.from_checkpoint(tmp_path / "m")
+    message = str(err.value)
+    assert str(tmp_path / "m" / "model.safetensors") in message and "re-save" in message
+    assert "from_checkpoint" not in message  # the call that just failed is no fix
+
+
+def test_generate_on_a_nan_checkpoint_is_one_line(tmp_path, capsys):
+    from minillm.cli import main
+
+    _saved_model(tmp_path / "m")
+    _rewrite_weights(tmp_path / "m", lambda k, v: v * math.nan)
+    assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "NaN or infinity" in err
+
+
+# ------------------------------------------------------------------ the tokenizer a model needs
+@pytest.fixture(scope="module")
+def small_bpe():
+    return BPETokenizer.train("to be or not to be, that is the question " * 20, vocab_size=300)
+
+
+def test_a_bpe_model_without_its_tokenizer_is_refused(tmp_path, capsys, small_bpe):
+    from minillm.cli import main
+
+    _saved_model(tmp_path / "m", vocab_size=small_bpe.vocab_size, tokenizer=False)
+    assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--prompt", "to be",
+                 "--max-new-tokens", "40"]) == 2
+    err = capsys.readouterr().err
+    assert "no tokenizer.json" in err and f"vocab_size={small_bpe.vocab_size}" in err
+
+
+def test_a_tokenizer_of_another_vocabulary_is_refused(tmp_path, capsys, small_bpe):
+    from minillm.cli import main
+
+    _saved_model(tmp_path / "m", vocab_size=257, tokenizer=small_bpe)  # a byte model
+    assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--max-new-tokens", "2"]) == 2
+    assert "is not this model's tokenizer" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ generate's decoding options
+def _generate_cli(capsys, folder, *flags):
+    from minillm.cli import main
+
+    assert main(["generate", "--checkpoint", str(folder), "--prompt", "To be",
+                 "--max-new-tokens", "12", "--device", "cpu", *flags]) == 0
+    return capsys.readouterr().out.rstrip("\n")
+
+
+def _generate_lib(model, seed=0, **kwargs):
+    from minillm.data import ByteTokenizer
+    from minillm.generation import generate
+
+    tok = ByteTokenizer()
+    out = generate(model, torch.tensor([tok.encode("To be")]), 12,
+                   generator=torch.Generator().manual_seed(seed), **kwargs)
+    return tok.decode(out[0].tolist())
+
+
+def test_generate_exposes_every_decoding_option(tmp_path, capsys):
+    model = _saved_model(tmp_path / "m").eval()
+    greedy = _generate_lib(model, do_sample=False)
+    assert _generate_cli(capsys, tmp_path / "m", "--do-sample", "false") == greedy
+    assert _generate_cli(capsys, tmp_path / "m", "--num-beams", "3") == _generate_lib(
+        model, num_beams=3, temperature=0.8)
+    sampled = ["--do-sample", "true", "--temperature", "1.3", "--top-k", "20", "--top-p",
+               "0.95", "--repetition-penalty", "1.2"]
+    lib = dict(do_sample=True, temperature=1.3, top_k=20, top_p=0.95, repetition_penalty=1.2)
+    assert _generate_cli(capsys, tmp_path / "m", *sampled, "--seed", "1") == \
+        _generate_lib(model, seed=1, **lib)
+    assert _generate_cli(capsys, tmp_path / "m", *sampled, "--seed", "2") == \
+        _generate_lib(model, seed=2, **lib)
+    assert _generate_lib(model, seed=1, **lib) != _generate_lib(model, seed=2, **lib)
+
+
+def test_generate_options_are_validated_by_the_config(tmp_path, capsys):
+    from minillm.cli import build_parser, main
+    from minillm.generation import GenerationConfig
+
+    _saved_model(tmp_path / "m")
+    assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--top-p", "2"]) == 2
+    assert "top_p" in capsys.readouterr().err
+    options = {a.dest for a in build_parser()._subparsers._group_actions[0]
+               .choices["generate"]._actions}
+    from dataclasses import fields
+
+    assert {f.name for f in fields(GenerationConfig)} - options == {"num_assistant_tokens"}
