@@ -210,11 +210,25 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "trainer_state.pt", "tra
 def _leftovers(out_dir):
     """Hidden temporaries, and step_N folders that lack a checkpoint file."""
     ckpts = out_dir / "checkpoints"
-    hidden = [p.name for folder in (out_dir, ckpts) for p in folder.iterdir()
+    hidden = [p.name for folder in (out_dir, ckpts) if folder.is_dir() for p in folder.iterdir()
               if p.name.startswith(".")]
     partial = [p.name for p in ckpts.glob("step_*")
                if not all((p / f).is_file() for f in CHECKPOINT_FILES)]
     return hidden + partial
+
+
+def _leftover_kinds(out_dir):
+    kinds = set()
+    for name in _leftovers(out_dir):
+        if name.endswith(".pruned.tmp"):
+            kinds.add("pruning")
+        elif name.startswith(".step_") and name.endswith(".tmp"):
+            kinds.add("half-written folder")
+        elif name.endswith(".old"):
+            kinds.add("replaced folder")
+        else:
+            kinds.add("file write" if name.startswith(".") else "partial step folder")
+    return kinds
 
 
 def test_start_up_removes_what_killed_saves_and_prunes_left(tmp_path):
@@ -432,3 +446,85 @@ def test_an_unknown_chapter_parameter_is_an_error_listing_the_knobs(monkeypatch,
     from minillm.course import check_parameters, find_chapters
 
     check_parameters(find_chapters(["01", "03"]), {"max_order": 3, "d_model": 32})
+
+
+# ------------------------------------------------------------------ SIGKILL during saves
+KILL_ARGS = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--context-length", "16",
+             "--batch-size", "2", "--max-steps", "24", "--warmup-steps", "2",
+             "--eval-interval", "0", "--device", "cpu", "--threads", "1",
+             "--checkpoint-interval", "1", "--keep-checkpoints", "2"]
+
+
+def _killed_run(out_dir, mode, occurrence, delay):
+    """Start `minillm train --resume` in a subprocess and SIGKILL it: inside the
+    `occurrence`-th checkpoint phase `mode` ("writing": the folder half written; "replaced":
+    the folder in place, latest.json not yet; "pruning": an old folder renamed, not yet
+    deleted), or after `delay` seconds ("random"). Returns whether it was killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINILLM_TEST_CHECKPOINT_PAUSE": "0.3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minillm", "train", "--out-dir", str(out_dir), "--resume",
+         *KILL_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        if mode == "random":
+            time.sleep(delay)
+        else:
+            seen = 0
+            for line in proc.stderr:
+                seen += line.strip() == f"minillm-checkpoint: {mode}"
+                if seen == occurrence:
+                    break
+        killed = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return killed
+    finally:
+        proc.stderr.close()
+
+
+def _final_weights(out_dir):
+    from minillm.models import GPT
+    from minillm.training import latest_checkpoint
+
+    return GPT.from_checkpoint(latest_checkpoint(out_dir)).state_dict()
+
+
+@pytest.mark.slow
+def test_sigkill_during_saves_and_pruning_then_resume_is_bit_identical(tmp_path, one_thread):
+    import random
+
+    from minillm.cli import main
+    from minillm.models import GPT
+    from minillm.training import latest_checkpoint, load_trainer_state
+    from minillm.training.checkpoint import prepare_out_dir
+
+    rng = random.Random(12)
+    out = tmp_path / "killed"
+    modes = ["writing", "replaced", "pruning", "random"] * 2
+    rng.shuffle(modes)
+    left = set()
+    for mode in modes:
+        assert _killed_run(out, mode, rng.randint(1, 2), rng.uniform(1.0, 4.0)), mode
+        if (out / "latest.json").exists():  # the latest checkpoint loads, whatever was killed
+            folder = latest_checkpoint(out)
+            GPT.from_checkpoint(folder)
+            state, meta = load_trainer_state(folder)
+            assert meta["step"] == json.loads((out / "latest.json").read_text())["step"]
+        left |= _leftover_kinds(out)
+        if out.exists():
+            prepare_out_dir(out)  # what every start-up (resume included) does first
+            assert _leftovers(out) == []
+    # the kills did land inside a save (a half-written folder) and inside pruning, and no
+    # kill ever left a step_N folder without its files
+    assert {"half-written folder", "pruning"} <= left and "partial step folder" not in left, left
+
+    assert main(["train", "--out-dir", str(out), "--resume", *KILL_ARGS]) == 0
+    assert main(["train", "--out-dir", str(tmp_path / "straight"), *KILL_ARGS]) == 0
+    resumed, straight = _final_weights(out), _final_weights(tmp_path / "straight")
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    assert json.loads((out / "latest.json").read_text())["step"] == 24

@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
+import time
 from pathlib import Path
 
 from minillm.io import (
@@ -73,7 +75,9 @@ def save_training_checkpoint(
         extra["tokenizer.json"] = tokenizer
     with atomic_folder(out_dir / rel) as tmp:
         model.write_files(tmp, extra_files=extra, weights=weights)
+        _pause_for_tests("writing")
         torch_save_atomic(tmp / "trainer_state.pt", trainer_state)
+    _pause_for_tests("replaced")
     atomic_write_json(out_dir / "latest.json", {"step": step, "path": str(rel)})
     if keep > 0:
         # older steps beyond the newest keep - 1 go; the one just written never does, nor do
@@ -91,7 +95,18 @@ def _remove_folder(folder: Path) -> None:
     if doomed.exists():
         shutil.rmtree(doomed)
     os.replace(folder, doomed)
+    _pause_for_tests("pruning")
     shutil.rmtree(doomed)
+
+
+def _pause_for_tests(phase: str) -> None:
+    """Test hook: with MINILLM_TEST_CHECKPOINT_PAUSE=SECONDS in the environment, print
+    `minillm-checkpoint: PHASE` on stderr and sleep, so that a test can SIGKILL the process
+    inside that phase of a save (tests/test_robustness.py). Unset, it does nothing."""
+    seconds = os.environ.get("MINILLM_TEST_CHECKPOINT_PAUSE")
+    if seconds:
+        print(f"minillm-checkpoint: {phase}", file=sys.stderr, flush=True)
+        time.sleep(float(seconds))
 
 
 def prepare_out_dir(out_dir: str | Path) -> None:
