@@ -66,7 +66,6 @@ class GPTConfig:
     n_shared_expert: int = 0       # always-on experts of width expert_d_ff (DeepSeekMoE)
 
     def __post_init__(self) -> None:
-        check_finite_fields(self)
         for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -91,6 +90,7 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{name}={value!r} must be a number")
+        check_finite_fields(self)  # every float field (infinity passes the check above)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.norm_eps <= 0:
