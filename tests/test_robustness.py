@@ -90,17 +90,31 @@ def no_fit(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("where", ["file", "under_a_file", "read_only"])
-def test_a_bad_out_dir_is_one_line_before_training(tmp_path, capsys, no_fit, where):
+@pytest.mark.parametrize("where", ["file", "under_a_file", "read_only", "read_only_fs"])
+def test_a_bad_out_dir_is_one_line_before_training(tmp_path, capsys, no_fit, monkeypatch,
+                                                    where):
+    import errno
+    import tempfile
+
     from minillm.cli import main
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    out = {"file": blocker, "under_a_file": blocker / "run", "read_only": tmp_path / "ro" / "run"}
+    out = {"file": blocker, "under_a_file": blocker / "run", "read_only": tmp_path / "ro" / "run",
+           "read_only_fs": tmp_path / "rofs"}
     if where == "read_only":
         if os.geteuid() == 0:
             pytest.skip("root writes into read-only folders")
         (tmp_path / "ro").mkdir(mode=0o500)
+    if where == "read_only_fs":  # what a read-only mount answers to every file creation
+        real = tempfile.mkstemp
+
+        def refuse(*args, dir=None, **kwargs):
+            if dir is not None and str(dir).startswith(str(out[where])):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
     assert main(_train_args(out[where], "--checkpoint-interval", "0")) == 2
     err = capsys.readouterr().err
     assert no_fit == [] and len(err.strip().splitlines()) == 1
