@@ -25,9 +25,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 __all__ = [
-    "CheckpointError", "atomic_write_bytes", "check_writable", "atomic_write_json", "atomic_folder", "json_safe",
-    "save_tensors", "load_tensors", "read_json", "restore_interrupted_replace",
-    "torch_save_atomic", "torch_load_safe",
+    "CheckpointError", "atomic_write_bytes", "atomic_write_json", "atomic_folder",
+    "check_writable", "json_safe", "save_tensors", "load_tensors", "read_json",
+    "restore_interrupted_replace", "torch_save_atomic", "torch_load_safe",
 ]
 
 
