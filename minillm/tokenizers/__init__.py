@@ -119,5 +119,4 @@ __all__ = ["BPETokenizer", "ByteTokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PAT
            "get_pair_counts", "load_tiktoken_ranks", "load_tokenizer", "load_tokenizer_folder",
            "merge_pair", "naive_merge_step", "recover_merges", "resolve_pattern",
            "save_tiktoken_ranks", "save_tokenizer", "to_tiktoken", "tokenizer_for_model",
-           "tokenizer_from_dict",
-           "train_bpe", "train_bpe_naive"]
+           "tokenizer_from_dict", "train_bpe", "train_bpe_naive"]
