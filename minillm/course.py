@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ChapterResult", "chapters_dir", "find_chapters", "interact", "run_chapters",
-           "parse_parameter", "significant"]
+__all__ = ["ChapterResult", "chapter_parameters", "chapters_dir", "check_parameters",
+           "find_chapters", "interact", "run_chapters", "parse_parameter", "significant"]
 
 
 CONTROLS_NOTE = ("(interactive controls: run this cell in Jupyter to turn them; "
@@ -150,6 +150,43 @@ def parse_parameter(text: str) -> tuple[str, object]:
     return name.strip(), value
 
 
+def chapter_parameters(path: str | Path) -> list[str]:
+    """The names a chapter's `parameters`-tagged cell assigns (its knobs), in order.
+
+    Read with `ast`, so a comment holding "=" does not hide a line (papermill's own inspection
+    skips such lines with "Unable to parse line ..."). A notebook without such a cell has none.
+    """
+    import json
+
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    names: list[str] = []
+    for cell in cells:
+        if "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        for node in ast.parse(source).body:
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AnnAssign) else [])
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters(paths: list[Path], parameters: dict) -> None:
+    """Refuse a parameter that none of the chapters declares (a typo would otherwise be
+    injected, ignored, and the run would pass with the default).
+
+    Raises:
+        ValueError: naming the unknown parameters and each chapter's knobs.
+    """
+    known = {path.stem: chapter_parameters(path) for path in paths}
+    unknown = sorted(set(parameters) - {name for names in known.values() for name in names})
+    if unknown:
+        knobs = "; ".join(f"{stem}: {', '.join(names) or '(none)'}"
+                          for stem, names in known.items())
+        raise ValueError(f"unknown chapter parameter(s) {', '.join(unknown)}; the parameters "
+                         f"are {knobs}")
+
+
 def run_chapters(
     names: list[str] | None = None, parameters: dict | None = None,
     output_dir: str | Path = "build/course", in_place: bool = False,
@@ -159,6 +196,8 @@ def run_chapters(
     """Execute chapters with papermill; a failure is recorded, and the next chapter still runs.
 
     Args:
+        parameters: injected into every chapter; each must be declared by at least one of the
+            chapters run (`check_parameters`, before anything runs).
         progress: called with one line when a chapter starts (its number of code cells) and one
             when it ends (status and seconds), e.g. `print`; None is silent.
     """
@@ -169,14 +208,14 @@ def run_chapters(
 
     if output_dir is None and not in_place:
         raise ValueError("give output_dir (where executed notebooks go) or in_place=True")
-
     # Figures must reach the notebook: a kernel that inherits MPLBACKEND=Agg would draw nothing.
     # Kernels inherit this process's environment: set the inline backend for them, then restore.
+    paths = find_chapters(names)
+    check_parameters(paths, parameters or {})
     saved_backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     results = []
     try:
-        paths = find_chapters(names)
         for number, path in enumerate(paths, 1):
             if progress is not None:
                 cells = sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)

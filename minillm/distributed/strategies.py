@@ -80,9 +80,9 @@ class ZeroStrategy(Strategy):
     def model_state_dict(self, model):
         return _without_aliases(model, self.runner.full_state_dict())
 
-    def load_model_state_dict(self, model, tensors):
+    def load_model_state_dict(self, model, tensors, source=None, fix=None):
         with self.runner.summon_full_params(writeback=True):
-            model.load_weights(tensors)
+            model.load_weights(tensors, source=source, fix=fix)
 
     # optimizer state in the one-process layout: index i = i-th tensor of param_groups(model)
     def _layout(self) -> list[tuple[object, int, nn.Parameter]]:
@@ -181,8 +181,15 @@ class FSDPStrategy(Strategy):
 
         return _without_aliases(model, fsdp_full_state_dict(self.runner))
 
-    def load_model_state_dict(self, model, tensors):
+    def load_model_state_dict(self, model, tensors, source=None, fix=None):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        where = f"{source}: " if source is not None else ""
+        bad = next((k for k, t in tensors.items()
+                    if t.is_floating_point() and not torch.isfinite(t).all()), None)
+        if bad is not None:
+            raise ValueError(f"{where}tensor {bad} holds NaN or infinity (the run that saved it "
+                             "diverged); load an earlier checkpoint")
 
         tensors = dict(tensors)
         if getattr(model.config, "tie_embeddings", False):

@@ -102,15 +102,17 @@ class Strategy:
             return model.weights_state_dict()
         return model.state_dict()
 
-    def load_model_state_dict(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    def load_model_state_dict(self, model: nn.Module, tensors: dict[str, torch.Tensor],
+                              source: Any = None, fix: str | None = None) -> None:
         """Load full weights (a checkpoint's) into the model; sharded strategies override it,
         because their parameters live in shards the raw module does not hold.
 
         Args:
             model: the unwrapped model.
             tensors: what `model_state_dict` saved.
+            source, fix: named in the model's errors (`LanguageModel.load_weights`).
         """
-        model.load_weights(tensors)
+        model.load_weights(tensors, source=source, fix=fix)
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict:
         """The optimizer state to save."""

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from minillm.kernels import attention_backends
 from minillm.models.mlp import swiglu_hidden_size
 from minillm.models.moe import check_moe_args
-from minillm.utils import config_from_dict
+from minillm.utils import check_finite_fields, config_from_dict
 
 __all__ = ["GPTConfig"]
 
@@ -92,6 +92,7 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{name}={value!r} must be a number")
+        check_finite_fields(self)  # every float field (infinity passes the check above)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.norm_eps <= 0:

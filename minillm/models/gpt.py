@@ -34,6 +34,7 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -237,11 +238,12 @@ class GPT(LanguageModel):
             sd.pop("lm_head.weight", None)
         return sd
 
-    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+    def load_weights(self, tensors: dict[str, torch.Tensor], source: str | Path | None = None,
+                     fix: str | None = None) -> None:
         tensors = dict(tensors)
-        if self.config.tie_embeddings:
-            tensors.setdefault("lm_head.weight", tensors.get("tok_emb.weight"))
-        super().load_weights(tensors)
+        if self.config.tie_embeddings and "tok_emb.weight" in tensors:
+            tensors.setdefault("lm_head.weight", tensors["tok_emb.weight"])
+        super().load_weights(tensors, source, fix)
 
     # ---- GPT-2 interop -------------------------------------------------------------------
     @classmethod

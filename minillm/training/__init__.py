@@ -10,8 +10,8 @@ from minillm.training.evaluate import (
     lm_nll_bits,
     text_bits_per_byte,
 )
-from minillm.training.trainer import LossFn, TrainConfig, Trainer, lm_loss_fn
+from minillm.training.trainer import LossFn, TrainConfig, Trainer, TrainingDiverged, lm_loss_fn
 
-__all__ = ["LossFn", "TrainConfig", "Trainer", "bits_per_byte", "configure_optimizer",
+__all__ = ["LossFn", "TrainConfig", "Trainer", "TrainingDiverged", "bits_per_byte", "configure_optimizer",
            "estimate_loss", "evaluate_loss", "latest_checkpoint", "lm_loss_fn", "lm_nll_bits",
            "load_trainer_state", "lr_at", "param_groups", "text_bits_per_byte"]
