@@ -20,7 +20,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all venv test test-package test-chapters course lab lint lock clean
+.PHONY: all venv test test-package test-chapters course book browser lab lint lock clean
 
 all: test
 
@@ -29,7 +29,22 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet $(TORCH) -c $(LOCK)
 	$(BIN)/python -m pip install --quiet -e ".[dev]" -c $(LOCK)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# The browser tests (tests/test_browser.py, tests/test_book.py) drive the distribution's
+# Chromium through Playwright; nothing is downloaded at test time. Installed here when missing
+# (Debian/Ubuntu as root); elsewhere install it by hand or set MINILLM_CHROMIUM to a binary.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || [ -n "$$MINILLM_CHROMIUM" ]; then \
+	  true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; \
+	else \
+	  echo "no Chromium: the browser tests will be skipped (install chromium or set MINILLM_CHROMIUM)"; \
+	fi
 
 venv: $(STAMP)
 
@@ -47,6 +62,10 @@ test-chapters: $(STAMP)
 
 course: $(STAMP)
 	$(BIN)/minillm course run --output-dir build/course
+
+# The executed chapters as a static web book (build/book/index.html); nothing is re-run.
+book: $(STAMP)
+	$(BIN)/python -m minillm.book --output-dir build/book
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/

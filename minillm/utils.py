@@ -7,6 +7,7 @@ config dataclass follows when read back from JSON: unknown fields are an error t
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import fields, is_dataclass
@@ -15,8 +16,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-__all__ = ["choose_device", "config_from_dict", "configure_threads", "default_dtype_for",
-           "seed_everything"]
+__all__ = ["check_finite_fields", "choose_device", "config_from_dict", "configure_threads",
+           "default_dtype_for", "seed_everything"]
 
 T = TypeVar("T")
 
@@ -142,3 +143,18 @@ def configure_threads(requested: int | None = None) -> int:
     if requested:
         torch.set_num_threads(int(requested))
     return torch.get_num_threads()
+
+
+def check_finite_fields(config: Any) -> None:
+    """Refuse a dataclass whose float fields hold NaN or infinity.
+
+    Every comparison with NaN is false, so `lr <= 0` lets `lr=nan` through; each config calls
+    this first in `__post_init__`, before its own range checks.
+
+    Raises:
+        ValueError: naming the first such field and its value.
+    """
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name}={value} must be a finite number")

@@ -3,10 +3,14 @@
 `init_from_env` reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE and starts the process group;
 a `Strategy` wraps the model for the Trainer (compile, DistributedDataParallel), builds its
 optimizer, and says how to clip gradients and gather the weights for a checkpoint. Built in:
-"single" and "ddp"; later strategies (ZeRO, FSDP) register themselves with
-`register_strategy`.
+"single" and "ddp"; `strategies` adds the written-out bucketed DDP ("own_ddp", `ddp`), ZeRO
+stages 1-3 over flat shards ("zero1/2/3", `zero`) and torch's FSDP2 ("fsdp", `fsdp`). `memory`
+measures per-rank bytes and communication beside the ZeRO paper's formulas, `launch` starts
+worker processes and ends them all when one fails, `workbench` is what the tests, the chapter
+and the benchmark run under it, `expert_parallel` spreads a mixture of experts over ranks.
 """
 
+from minillm.distributed import strategies  # noqa: F401  (registers the sharded strategies)
 from minillm.distributed.env import DistInfo, all_reduce_mean, init_from_env, shutdown
 from minillm.distributed.strategy import (
     DDPStrategy,

@@ -15,8 +15,11 @@ Built in:
   a full replica and the gradients are averaged by an all-reduce during backward, so N ranks
   with batch B follow one process with batch N*B.
 
+`minillm.distributed.strategies` registers the sharded ones (the package imports it): "own_ddp"
+(the written-out bucketed DDP), "zero1", "zero2", "zero3" and "fsdp" (torch's FSDP2).
+
 `TrainConfig.strategy="auto"` picks "ddp" when WORLD_SIZE > 1, else "single". New strategies
-(ZeRO stages, FSDP) subclass `Strategy` and `register_strategy` themselves.
+subclass `Strategy` and `register_strategy` themselves.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Strategy:
     """
 
     name = "single"
+    needs_process_group = False  # True: refuses to run in one process (the sharded ones)
 
     def __init__(self, dist: DistInfo):
         self.dist = dist
@@ -97,6 +101,18 @@ class Strategy:
         if hasattr(model, "weights_state_dict"):
             return model.weights_state_dict()
         return model.state_dict()
+
+    def load_model_state_dict(self, model: nn.Module, tensors: dict[str, torch.Tensor],
+                              source: Any = None, fix: str | None = None) -> None:
+        """Load full weights (a checkpoint's) into the model; sharded strategies override it,
+        because their parameters live in shards the raw module does not hold.
+
+        Args:
+            model: the unwrapped model.
+            tensors: what `model_state_dict` saved.
+            source, fix: named in the model's errors (`LanguageModel.load_weights`).
+        """
+        model.load_weights(tensors, source=source, fix=fix)
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict:
         """The optimizer state to save."""
@@ -160,9 +176,14 @@ def get_strategy(name: str, dist: DistInfo) -> Strategy:
     Raises:
         ValueError: no strategy has that name (the registered ones are listed).
     """
+    names = strategy_names()
     if name == "auto":
         name = "ddp" if dist.enabled else "single"
     if name not in _STRATEGIES:
         raise ValueError(f"strategy={name!r} is not registered; choose 'auto' or one of "
-                         f"{strategy_names()}")
-    return _STRATEGIES[name](dist)
+                         f"{names}")
+    cls = _STRATEGIES[name]
+    if getattr(cls, "needs_process_group", False) and not dist.enabled:
+        raise ValueError(f"strategy={name!r} shards the model over processes: launch with "
+                         "torchrun --nproc_per_node=N (or use strategy='single')")
+    return cls(dist)

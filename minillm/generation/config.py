@@ -34,7 +34,7 @@ from minillm.generation.processors import (
     Typical,
     build_processors,
 )
-from minillm.utils import config_from_dict
+from minillm.utils import check_finite_fields, config_from_dict
 
 __all__ = ["GenerationConfig", "eos_ids", "pad_id"]
 
@@ -84,6 +84,7 @@ class GenerationConfig:
     use_cache: bool = True                    # KV cache (same tokens either way, faster)
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
                 or self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens={self.max_new_tokens!r} must be a non-negative "

@@ -31,24 +31,51 @@ class LanguageModel(nn.Module):
 
     config_class: type
 
-    def weights_state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors to save (subclasses drop aliases such as tied weights)."""
-        return self.state_dict()
+    def weights_state_dict(self, state: dict[str, torch.Tensor] | None = None
+                           ) -> dict[str, torch.Tensor]:
+        """The tensors to save, from `state` or this model's state dict (subclasses drop
+        aliases such as tied weights)."""
+        return dict(state) if state is not None else self.state_dict()
 
-    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Load tensors whose names must match this model's exactly."""
+    def load_weights(self, tensors: dict[str, torch.Tensor], source: str | Path | None = None,
+                     fix: str | None = None) -> None:
+        """Load tensors whose names, shapes and dtypes fit this model, all of them finite.
+
+        Args:
+            tensors: name -> tensor (e.g. `load_tensors(folder / "model.safetensors")`).
+            source: the file they came from, named in every error.
+            fix: what to do when names or shapes do not fit (the caller knows: a folder whose
+                config.json and weights disagree needs re-saving, a resume needs the sizes of
+                the run that wrote it).
+
+        Raises:
+            ValueError: a missing, unexpected or misshapen tensor; a floating-point weight
+                saved as integers; a weight holding NaN or infinity. One line, naming the file
+                and the tensor.
+        """
+        where = f"{source}: " if source is not None else ""
+        fix = fix or ("build the model from the config the weights were saved with (their "
+                      "folder's config.json)")
         expected = set(self.state_dict())
         missing, unexpected = expected - set(tensors), set(tensors) - expected
         if missing or unexpected:
-            raise ValueError(f"weights do not fit this config: missing {sorted(missing)[:5]}, "
-                             f"unexpected {sorted(unexpected)[:5]}")
+            raise ValueError(f"{where}weights do not fit this config: missing "
+                             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}; {fix}")
         own = self.state_dict()
         wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
                  if tensors[k].shape != v.shape]
         if wrong:
-            raise ValueError(f"weights do not fit this config: shapes (saved vs model) differ "
-                             f"for {wrong[:3]}; build the model from the checkpoint's "
-                             "config.json (e.g. GPT.from_checkpoint) or resume with the same sizes")
+            raise ValueError(f"{where}weights do not fit this config: shapes (saved vs model) "
+                             f"differ for {wrong[:3]}; {fix}")
+        for k, v in own.items():
+            t = tensors[k]
+            if v.is_floating_point() and not t.is_floating_point():
+                raise ValueError(f"{where}tensor {k} is {t.dtype}, but this weight is floating "
+                                 f"point ({v.dtype}); the file holds no usable weights: "
+                                 "re-save it from a trained model")
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise ValueError(f"{where}tensor {k} holds NaN or infinity (the run that saved "
+                                 "it diverged); load an earlier checkpoint")
         self.load_state_dict(tensors)
 
     def write_files(self, folder: Path, extra_files: dict[str, dict] | None = None,
@@ -58,19 +85,20 @@ class LanguageModel(nn.Module):
         Args:
             folder: an existing (temporary) folder.
             extra_files: file name -> JSON-able object.
-            weights: the tensors to save (default `weights_state_dict()`).
+            weights: the full tensors to save (e.g. gathered from a sharded run; default this
+                model's own); aliases such as a tied head are left out either way.
         """
         folder = Path(folder)
         atomic_write_json(folder / "config.json", self.config.to_dict())
-        save_tensors(folder / "model.safetensors",
-                     self.weights_state_dict() if weights is None else weights)
+        save_tensors(folder / "model.safetensors", self.weights_state_dict(weights))
         for name, obj in (extra_files or {}).items():
             atomic_write_json(folder / name, obj)
 
-    def save(self, path: str | Path, extra_files: dict[str, dict] | None = None) -> None:
+    def save(self, path: str | Path, extra_files: dict[str, dict] | None = None,
+             weights: dict[str, torch.Tensor] | None = None) -> None:
         """Write the model folder atomically: a failed save leaves an existing folder untouched."""
         with atomic_folder(path) as tmp:
-            self.write_files(tmp, extra_files)
+            self.write_files(tmp, extra_files, weights)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu"):
@@ -79,5 +107,7 @@ class LanguageModel(nn.Module):
         path = Path(path)
         config = cls.config_class.from_dict(read_json(path / "config.json", "config.json"))
         model = cls(config)
-        model.load_weights(load_tensors(path / "model.safetensors", "model.safetensors"))
+        weights = path / "model.safetensors"
+        model.load_weights(load_tensors(weights, "model.safetensors"), source=weights, fix=(
+            f"the folder's config.json and model.safetensors disagree: re-save {path}"))
         return model.to(map_location)

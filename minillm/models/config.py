@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from minillm.kernels import attention_backends
 from minillm.models.mlp import swiglu_hidden_size
 from minillm.models.moe import check_moe_args
-from minillm.utils import config_from_dict
+from minillm.utils import check_finite_fields, config_from_dict
 
 __all__ = ["GPTConfig"]
 
@@ -64,6 +64,8 @@ class GPTConfig:
     moe_z_coef: float = 1e-3       # beta of the router z-loss (ST-MoE: 1e-3)
     router_jitter: float = 0.0     # multiplicative router-input noise while training (Switch)
     n_shared_expert: int = 0       # always-on experts of width expert_d_ff (DeepSeekMoE)
+    activation_checkpointing: bool = False  # training: keep only each block's input and
+                                   # recompute the block in backward (less memory, ~1 more fwd)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layer", "n_head"):
@@ -90,12 +92,16 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{name}={value!r} must be a number")
+        check_finite_fields(self)  # every float field (infinity passes the check above)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps={self.norm_eps} must be positive")
         if self.init_std <= 0:
             raise ValueError(f"init_std={self.init_std} must be positive")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ValueError(f"activation_checkpointing={self.activation_checkpointing!r} "
+                             "must be True or False")
         _check_choice("positions", self.positions, POSITIONS)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)

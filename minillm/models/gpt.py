@@ -18,6 +18,8 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
   with a cache, taking the prompt as its prefix) or an encoder (which does not decode);
 - `n_expert > 0` replaces every `moe_every`-th MLP by a Mixture of Experts (minillm.models.moe);
   `forward(..., return_aux=True)` returns its balance and z-losses (`from_hf_mixtral`);
+- `activation_checkpointing=True` recomputes each block in backward instead of storing its
+  activations (Chen et al. 2016, arXiv:1604.06174);
 - `attn_impl="naive"` keeps the written-out attention beside the fused one;
 - for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
   `attention_mask` (Hugging Face's names and conventions), and hands back the final hidden
@@ -32,9 +34,11 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from minillm.models.attention import build_attention_mask
 from minillm.models.base import LanguageModel, lm_loss
@@ -151,8 +155,13 @@ class GPT(LanguageModel):
             x = x + (c.init_std * math.sqrt(2)) * sinusoidal_at(position_ids, c.d_model).to(x.dtype)
         rope = self.rotary.tables(position_ids) if self.rotary is not None else None
         x = self.drop(x)
+        recompute = c.activation_checkpointing and self.training and torch.is_grad_enabled() \
+            and cache is None
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, cache, i, position_ids, rope)
+            if recompute:  # Chen et al. 2016 (arXiv:1604.06174): store the input, recompute
+                x = checkpoint(block, x, mask, None, i, position_ids, rope, use_reentrant=False)
+            else:
+                x = block(x, mask, cache, i, position_ids, rope)
         if cache is not None:
             cache.advance(T)
         hidden = self.norm_f(x)
@@ -220,18 +229,21 @@ class GPT(LanguageModel):
         return 3 * forward if training else forward
 
     # ---- checkpoints ---------------------------------------------------------------------
-    def weights_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict with a tied `lm_head.weight` left out (safetensors refuses aliases)."""
-        sd = self.state_dict()
+    def weights_state_dict(self, state: dict[str, torch.Tensor] | None = None
+                           ) -> dict[str, torch.Tensor]:
+        """The state dict (or `state`) with a tied `lm_head.weight` left out (safetensors
+        refuses aliases)."""
+        sd = dict(state) if state is not None else self.state_dict()
         if self.config.tie_embeddings:
             sd.pop("lm_head.weight", None)
         return sd
 
-    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+    def load_weights(self, tensors: dict[str, torch.Tensor], source: str | Path | None = None,
+                     fix: str | None = None) -> None:
         tensors = dict(tensors)
-        if self.config.tie_embeddings:
-            tensors.setdefault("lm_head.weight", tensors.get("tok_emb.weight"))
-        super().load_weights(tensors)
+        if self.config.tie_embeddings and "tok_emb.weight" in tensors:
+            tensors.setdefault("lm_head.weight", tensors["tok_emb.weight"])
+        super().load_weights(tensors, source, fix)
 
     # ---- GPT-2 interop -------------------------------------------------------------------
     @classmethod

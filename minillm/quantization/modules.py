@@ -213,5 +213,7 @@ def load_quantized(path: str | Path, model_class: type = GPT,
     config = model_class.config_class.from_dict(read_json(path / "config.json", "config.json"))
     scheme = QuantScheme.from_dict(read_json(path / "quantization.json", "quantization.json"))
     model = quantize_model(model_class(config), scheme, empty=True)
-    model.load_weights(load_tensors(path / "model.safetensors", "model.safetensors"))
+    weights = path / "model.safetensors"
+    model.load_weights(load_tensors(weights, "model.safetensors"), source=weights, fix=(
+        f"the folder's config.json, quantization.json and weights disagree: re-save {path}"))
     return model.to(map_location).eval()

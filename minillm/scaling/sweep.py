@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from minillm.data import ByteTokenizer, load_corpus
-from minillm.io import atomic_write_json
+from minillm.io import atomic_write_json, json_safe
 from minillm.models import GPT, GPTConfig
 from minillm.training import TrainConfig, Trainer, evaluate_loss
 from minillm.utils import seed_everything
@@ -192,7 +192,7 @@ def run_sweep(config: SweepConfig, out_path: str | Path, device: str = "cpu",
         done[spec.name] = record
         torn = out_path.exists() and out_path.read_bytes()[-1:] not in (b"", b"\n")
         with out_path.open("a") as f:  # after a torn line (a killed write), start a new one
-            f.write(("\n" if torn else "") + json.dumps(record) + "\n")
+            f.write(("\n" if torn else "") + json.dumps(json_safe(record), allow_nan=False) + "\n")
         if log:
             print(f"[{i + 1}/{len(plan)}] {spec.name}: N={record['n_params']} "
                   f"D={record['tokens']:.3g} loss={record['val_loss']:.4f} "

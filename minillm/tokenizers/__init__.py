@@ -83,9 +83,40 @@ def load_tokenizer_folder(folder: str | Path) -> ByteTokenizer | BPETokenizer:
                               f"({e}); save the tokenizer again") from e
 
 
+def tokenizer_for_model(folder: str | Path, vocab_size: int) -> ByteTokenizer | BPETokenizer:
+    """The tokenizer of a model folder, checked against the model's `vocab_size`.
+
+    A folder without tokenizer.json gets a `ByteTokenizer` (the course's checkpoints were
+    byte-level before they carried one), but only if the model's vocabulary is a byte
+    tokenizer's: a BPE model whose tokenizer.json went missing would otherwise generate ids
+    no byte tokenizer can decode.
+
+    Raises:
+        CheckpointError: the tokenizer found (or the byte fallback) has another vocabulary size
+            than the model, or tokenizer.json is corrupt.
+    """
+    folder = Path(folder)
+    path = folder / "tokenizer.json"
+    if path.exists():
+        tokenizer = load_tokenizer_folder(folder)
+        if tokenizer.vocab_size != vocab_size:
+            raise CheckpointError(
+                f"{path} has {tokenizer.vocab_size} tokens but the model in {folder} has "
+                f"vocab_size={vocab_size}: it is not this model's tokenizer; put the one the "
+                "model was trained with there")
+        return tokenizer
+    tokenizer = ByteTokenizer()
+    if tokenizer.vocab_size != vocab_size:
+        raise CheckpointError(
+            f"{folder} has no tokenizer.json and its model's vocab_size={vocab_size} is not a "
+            f"byte tokenizer's ({tokenizer.vocab_size}); save the model's tokenizer there "
+            "(tokenizer.save(folder))")
+    return tokenizer
+
+
 __all__ = ["BPETokenizer", "ByteTokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "PATTERNS",
            "apply_merges", "bpe_chunk", "check_special_tokens", "count_chunks", "from_tiktoken",
            "get_pair_counts", "load_tiktoken_ranks", "load_tokenizer", "load_tokenizer_folder",
            "merge_pair", "naive_merge_step", "recover_merges", "resolve_pattern",
-           "save_tiktoken_ranks", "save_tokenizer", "to_tiktoken", "tokenizer_from_dict",
-           "train_bpe", "train_bpe_naive"]
+           "save_tiktoken_ranks", "save_tokenizer", "to_tiktoken", "tokenizer_for_model",
+           "tokenizer_from_dict", "train_bpe", "train_bpe_naive"]

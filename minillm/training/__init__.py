@@ -11,9 +11,9 @@ from minillm.training.evaluate import (
     text_bits_per_byte,
 )
 from minillm.training.tracked import moe_stats, tracked_fit
-from minillm.training.trainer import LossFn, TrainConfig, Trainer, lm_loss_fn
+from minillm.training.trainer import LossFn, TrainConfig, Trainer, TrainingDiverged, lm_loss_fn
 
-__all__ = ["LossFn", "TrainConfig", "Trainer", "bits_per_byte", "configure_optimizer",
-           "estimate_loss", "evaluate_loss", "latest_checkpoint", "lm_loss_fn", "lm_nll_bits",
-           "load_trainer_state", "lr_at", "moe_stats", "param_groups", "text_bits_per_byte",
-           "tracked_fit"]
+__all__ = ["LossFn", "TrainConfig", "Trainer", "TrainingDiverged", "bits_per_byte",
+           "configure_optimizer", "estimate_loss", "evaluate_loss", "latest_checkpoint",
+           "lm_loss_fn", "lm_nll_bits", "load_trainer_state", "lr_at", "moe_stats",
+           "param_groups", "text_bits_per_byte", "tracked_fit"]

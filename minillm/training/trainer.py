@@ -27,6 +27,7 @@ Extension points (what SFT, DPO and the distributed strategies plug into):
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -45,11 +46,18 @@ from minillm.optim import lr_at
 from minillm.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
+    prepare_out_dir,
     save_training_checkpoint,
 )
-from minillm.utils import choose_device, config_from_dict, default_dtype_for, seed_everything
+from minillm.utils import (
+    check_finite_fields,
+    choose_device,
+    config_from_dict,
+    default_dtype_for,
+    seed_everything,
+)
 
-__all__ = ["LossFn", "TrainConfig", "Trainer", "lm_loss_fn"]
+__all__ = ["LossFn", "TrainConfig", "Trainer", "TrainingDiverged", "lm_loss_fn"]
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -71,6 +79,18 @@ def lm_loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor]
         metrics.update({name: value.item() for name, value in aux.items()})
         loss = loss + sum(aux.values())
     return loss, metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite; the run stops without saving them."""
+
+
+def _diverged(step: int, what: str, out_dir: str | None) -> TrainingDiverged:
+    kept = (f"the last good checkpoint in {out_dir} is kept" if out_dir is not None
+            else "nothing was saved")
+    return TrainingDiverged(f"step {step}: {what}, the run diverged; {kept}. Lower lr, set "
+                            "grad_clip or warmup_steps, and resume or restart")
+
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -100,9 +120,12 @@ class TrainConfig:
                                    # "float16" adds dynamic loss scaling (GradScaler)
     compile: bool = False          # torch.compile the model (the saved weights stay uncompiled)
     progress: bool | None = None   # tqdm bar; None = only when stderr is a terminal
-    strategy: str = "auto"         # model wrapping: "auto" (ddp if WORLD_SIZE > 1), "single", ...
+    strategy: str = "auto"         # how the model is wrapped: "auto" (ddp under torchrun, else
+                                   # single), "single", "ddp", "own_ddp", "zero1", "zero2",
+                                   # "zero3", "fsdp" (minillm.distributed.strategy)
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
@@ -167,6 +190,10 @@ class Trainer:
             check_tokens(val_tokens, self.seq_len, "validation tokens", vocab)
         self.device = choose_device(c.device)
         self.dist = dist or init_from_env(self.device.type)
+        if c.out_dir is not None and self.dist.is_main:
+            prepare_out_dir(c.out_dir)  # a bad out_dir fails now, not after the run
+        if c.out_dir is not None and self.dist.enabled:
+            torch.distributed.barrier()  # no rank looks for checkpoints while rank 0 cleans up
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = default_dtype_for(self.device) if c.dtype == "auto" else DTYPES[c.dtype]
@@ -174,6 +201,8 @@ class Trainer:
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.tokenizer = tokenizer
         self.strategy = get_strategy(c.strategy, self.dist)
+        # the runner is what the loop calls: the model itself, or a DDP / ZeRO / FSDP wrapper
+        self.runner = self.strategy.wrap(self.model, self.device, c.compile)
         self.optimizer = self.strategy.build_optimizer(self.model, c, self.device.type)
         # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
         # backward, unscale before clipping, skip steps whose gradients overflowed and adapt the
@@ -189,7 +218,6 @@ class Trainer:
         self.tokens = 0  # training tokens consumed so far (all ranks)
         self.history: list[dict] = []
         self.eval_history: list[dict] = []
-        self.runner = self.strategy.wrap(self.model, self.device, c.compile)
 
     @property
     def generator(self) -> torch.Generator | None:
@@ -215,14 +243,26 @@ class Trainer:
         if self.config.out_dir is None:
             return None
         folder = None
+        # sharded strategies gather full weights and optimizer state: every rank takes part
+        weights = self.strategy.model_state_dict(self.model)
+        state = self.state()
+        bad = next((k for k, t in weights.items()
+                    if t.is_floating_point() and not torch.isfinite(t).all()), None)
+        if self.dist.enabled:  # every rank stops, or none (a lone raise would hang the others)
+            flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() and bad is None:
+                bad = "on another rank"
+        if bad is not None:
+            raise _diverged(self.step, f"weight {bad} holds NaN or infinity",
+                            self.config.out_dir)
         if self.dist.is_main:
             meta = {"step": self.step, "tokens": self.tokens, "train_config": self.config.to_dict(),
                     "world_size": self.dist.world_size,
                     "history": self.history, "eval_history": self.eval_history}
             folder = save_training_checkpoint(
-                self.config.out_dir, self.step, self.model, self.state(), meta,
-                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints,
-                weights=self.strategy.model_state_dict(self.model))
+                self.config.out_dir, self.step, self.model, state, meta,
+                tokenizer=self.tokenizer, keep=self.config.keep_checkpoints, weights=weights)
         if self.dist.enabled:
             torch.distributed.barrier()
         return folder
@@ -239,7 +279,16 @@ class Trainer:
             raise ValueError(
                 f"checkpoint {folder} was written by {meta['world_size']} processes but this run "
                 f"has {self.dist.world_size}; resume with the same world size")
-        self.model.load_weights(load_tensors(folder / "model.safetensors"))
+        if meta.get("train_config", {}).get("strategy", "auto") != self.config.strategy:
+            raise ValueError(
+                f"checkpoint {folder} was written with strategy="
+                f"{meta['train_config'].get('strategy', 'auto')!r} but this run uses "
+                f"{self.config.strategy!r}; optimizer states are stored per strategy: resume "
+                "with the same --strategy")
+        self.strategy.load_model_state_dict(
+            self.model, load_tensors(folder / "model.safetensors"),
+            source=folder / "model.safetensors",
+            fix="resume with the model options of the run that wrote it")
         # the checkpoint brings the Adam moments; decay, betas, eps and the kernel choice are
         # this run's config (a changed weight_decay on resume is applied, not silently dropped)
         settings = [{k: v for k, v in g.items() if k != "params"}
@@ -350,6 +399,8 @@ class Trainer:
         window_metrics: dict[str, float] = {}
         while self.step < c.max_steps:
             loss, grad_norm = self.train_step()
+            if not math.isfinite(loss):
+                raise _diverged(self.step, f"the training loss is {loss}", c.out_dir)
             window_steps += 1
             for name, value in self.last_metrics.items():
                 window_metrics[name] = window_metrics.get(name, 0.0) + value
