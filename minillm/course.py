@@ -77,7 +77,11 @@ def interact(fn: Callable[..., object], /, **controls) -> dict:
                           widgets.FloatLogSlider, widgets.Textarea, widgets.Text)):
             if w.layout.width is None:
                 w.layout.width = "70%"
-        if hasattr(w, "continuous_update"):
+        # update on release; a SelectionSlider keeps continuous updates (with them off, its
+        # keyboard steps after the first never reach the kernel: the browser test saw the
+        # readout at "none" beside a figure drawn for 1.5)
+        if isinstance(w, (widgets.IntSlider, widgets.FloatSlider, widgets.FloatLogSlider,
+                          widgets.Textarea, widgets.Text)):
             w.continuous_update = False
 
     def values() -> dict:

@@ -102,8 +102,9 @@ def test_chapter_runs_in_jupyterlab_and_its_widgets_drive_their_figures(lab, bro
         cells = nb.widget_cells()
         for w in range(cells.count()):
             cell = cells.nth(w)
-            cell.scroll_into_view_if_needed()
-            cell.screenshot(path=str(SHOTS / f"{Path(notebook).stem}_widget{w}_before.png"))
+            shown = cell.locator(".jp-Cell-outputWrapper").first  # controls and their figure
+            shown.scroll_into_view_if_needed()
+            shown.screenshot(path=str(SHOTS / f"{Path(notebook).stem}_widget{w}_before.png"))
             controls = cell.locator(".widget-box .widget-inline-hbox")
             assert controls.count() > 0, f"{notebook}: widget {w} shows no controls"
             for k in range(controls.count()):
@@ -113,7 +114,8 @@ def test_chapter_runs_in_jupyterlab_and_its_widgets_drive_their_figures(lab, bro
                 after = _settled(cell)
                 assert after != before, (f"{notebook}: widget {w}, control {k} ({what}) "
                                          "changed nothing")
-            cell.screenshot(path=str(SHOTS / f"{Path(notebook).stem}_widget{w}_after.png"))
+            shown.scroll_into_view_if_needed()
+            shown.screenshot(path=str(SHOTS / f"{Path(notebook).stem}_widget{w}_after.png"))
     finally:
         if nb is not None:
             nb.shutdown()
