@@ -318,3 +318,11 @@ def test_mixed_batches_resume_exactly_and_refuse_padding(tok):
     padded = SFTBatches(seqs(tok), None, batch_size=2, seq_len=128, packing=False)
     with pytest.raises(ValueError, match="packed"):
         MixedBatches(padded, text, 2)
+
+
+def test_sft_command_refuses_text_rows_without_packing(tmp_path, capsys):
+    from minillm.cli import main
+
+    rc = main(["sft", "--base", str(tmp_path), "--out-dir", str(tmp_path / "out"),
+               "--packing", "false", "--text-rows", "2"])
+    assert rc == 2 and "needs --packing true" in capsys.readouterr().err
