@@ -2,6 +2,7 @@
 
     minillm course run [CHAPTER ...] [-p NAME=VALUE ...] [--output-dir DIR | --in-place]
     minillm train --out-dir DIR [--resume] [--d-model 128 --n-layer 4 ...] [--max-steps ...]
+    minillm sft --base DIR --out-dir DIR [--export-dir DIR] [--text-rows 4] [--max-steps ...]
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
                      --do-sample B --top-k K --top-p P --num-beams N --seed S ...]
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -142,6 +144,77 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    import torch
+
+    from minillm.alignment import exact_match_by_task, sft_loss_fn
+    from minillm.alignment.mixing import MixedBatches, mixed_loss_fn
+    from minillm.alignment.recipe import (
+        load_model_and_tokenizer,
+        prepare_chat_model,
+        score_chat,
+        sft_batches,
+    )
+    from minillm.data import load_corpus
+    from minillm.data.sft import VERIFIABLE_TASKS, load_sft
+    from minillm.distributed import shutdown
+    from minillm.io import atomic_write_json
+    from minillm.training import TrainConfig, Trainer, evaluate_loss
+
+    train_cfg = TrainConfig(**_picked(args, TrainConfig))
+    if train_cfg.out_dir is None:
+        raise SystemExit("minillm sft: --out-dir is required (checkpoints go there)")
+    if args.text_rows and not args.packing:
+        raise ValueError(f"--text-rows {args.text_rows} needs --packing true (text rows join "
+                         "the packed rows); pass --text-rows 0 to pad")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(train_cfg.seed)
+    model, base_tok = load_model_and_tokenizer(args.base)
+    model, tok = prepare_chat_model(model, base_tok)
+    seq_len = train_cfg.seq_len or model.config.context_length
+    batches = sft_batches(tok, load_sft("train", args.data), load_sft("validation", args.data),
+                          train_cfg.batch_size, seq_len, packing=args.packing,
+                          train_on_prompt=args.train_on_prompt, seed=train_cfg.seed,
+                          rank=int(os.environ.get("RANK", 0)),  # torchrun's; 0 / 1 alone
+                          world_size=int(os.environ.get("WORLD_SIZE", 1)))
+    loss_fn = sft_loss_fn
+    if args.text_rows:
+        text = tok.encode_tensor(load_corpus(args.corpus, "train"))
+        batches = MixedBatches(batches, text, args.text_rows, seed=train_cfg.seed + 2)
+        loss_fn = mixed_loss_fn(args.text_weight)
+    trainer = Trainer(model, config=train_cfg, tokenizer=tok.to_dict(), batches=batches,
+                      loss_fn=loss_fn)
+    if args.resume and trainer.resume() and trainer.dist.is_main:
+        print(f"resumed from step {trainer.step}", flush=True)
+    trainer.fit()
+    if trainer.dist.is_main:
+        summary = {"step": trainer.step, "final_train_loss": trainer.history[-1]["loss"]
+                   if trainer.history else None, "tokens": trainer.tokens}
+        if trainer.eval_history:
+            summary["final_val_loss"] = trainer.eval_history[-1]["val_loss"]
+        if args.final_eval:
+            model.eval()
+            for held in (False, True):
+                test = [e for e in load_sft("test", args.data, heldout=held)
+                        if e.task in VERIFIABLE_TASKS]
+                key = "test_exact_match_heldout_phrasings" if held else "test_exact_match"
+                summary[key] = exact_match_by_task(*score_chat(model, tok, test))
+            val = tok.encode_tensor(load_corpus(args.corpus, "validation"))
+            summary["val_nats_per_byte"] = evaluate_loss(model, val.to(trainer.device))
+        print(json.dumps(summary), flush=True)
+        atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
+        if args.export_dir:
+            record = {"command": "minillm " + " ".join(args.argv), "base": str(args.base),
+                      "text_rows": args.text_rows, "text_weight": args.text_weight,
+                      "summary": summary, "train_config": trainer.config.to_dict(),
+                      "history": trainer.history, "eval_history": trainer.eval_history}
+            model.save(args.export_dir, extra_files={"tokenizer.json": tok.to_dict(),
+                                                     "training.json": record})
+    shutdown()
+    return 0
+
+
 # `minillm generate`'s own defaults (the rest are GenerationConfig's); no assistant model can
 # be given on the command line, so its field is not an option
 GENERATE_DEFAULTS = {"max_new_tokens": 200, "temperature": 0.8}
@@ -200,6 +273,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_options(train, GPTConfig, skip=("vocab_size",), title="model (GPTConfig)")
     _add_dataclass_options(train, TrainConfig, title="training (TrainConfig)")
     train.set_defaults(func=cmd_train)
+
+    sft = sub.add_parser("sft", help="instruction-tune a checkpoint on data/sft (chat template, "
+                         "response-only loss, plain text mixed in)")
+    sft.add_argument("--base", required=True, help="the checkpoint to start from")
+    sft.add_argument("--data", default=None, help="instruction set folder (default data/sft)")
+    sft.add_argument("--corpus", default="shakespeare",
+                     help="plain text mixed in (--text-rows) and scored by --final-eval")
+    sft.add_argument("--packing", type=_parse_bool, default=True,
+                     help="pack examples with per-example attention (true) or pad (false)")
+    sft.add_argument("--train-on-prompt", action="store_true",
+                     help="loss on every token, prompt included (the ablation)")
+    sft.add_argument("--text-rows", type=int, default=4,
+                     help="plain-text windows of the corpus added to each batch (0 = none)")
+    sft.add_argument("--text-weight", type=float, default=1.0,
+                     help="weight of the plain-text loss beside the SFT loss")
+    sft.add_argument("--resume", action="store_true", help="continue from out_dir's latest checkpoint")
+    sft.add_argument("--final-eval", action="store_true",
+                     help="exact match per task on the test split and nats/byte on the "
+                          "validation plays at the end")
+    sft.add_argument("--export-dir", default=None, help="also save the final model here")
+    sft.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    _add_dataclass_options(sft, TrainConfig, title="training (TrainConfig)")
+    sft.set_defaults(func=cmd_sft)
 
     gen = sub.add_parser("generate", help="sample text from a checkpoint")
     gen.add_argument("--checkpoint", required=True, help="a checkpoint folder")

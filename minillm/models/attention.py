@@ -56,14 +56,22 @@ def build_attention_mask(
     may look — or, with ALiBi, a float bias with -inf where a query may not look.
 
     Args:
-        key_mask: (B, t_k) 1 for real tokens, 0 for (left) padding.
+        key_mask: (B, t_k) 1 for real tokens, 0 for (left) padding; or a boolean
+            (B, 1, t_q, t_k) mask used as given (True = may attend; it must already hold
+            causality), e.g. the block-diagonal mask of packed documents.
         prefix_length: for attn_mask="prefix", how many leading tokens every query sees (an int
             or one per row); after the prefix, attention is causal.
         q_positions, k_positions: token positions, for ALiBi's distances.
     """
     kind = config.attn_mask
     mask = None
-    if kind == "causal":
+    if key_mask is not None and key_mask.ndim == 4:  # a full mask, used as given
+        if key_mask.dtype != torch.bool or key_mask.shape[-2:] != (t_q, t_k):
+            raise ValueError(f"a 4-D attention_mask must be boolean (True = may attend) of shape "
+                             f"(B, 1, {t_q}, {t_k}); got {key_mask.dtype} "
+                             f"{tuple(key_mask.shape)}")
+        mask = key_mask
+    elif kind == "causal":
         if key_mask is not None:
             mask = padding_causal_mask(t_q, key_mask)                      # (B, 1, Tq, Tk)
         elif config.positions == "alibi":

@@ -101,7 +101,10 @@ class GPT(LanguageModel):
             position_ids: optional (B, T) or (T,) positions of `idx`'s tokens; default
                 `past + arange(T)` with `past` the tokens already in the cache, or with an
                 `attention_mask` the number of real tokens before each (as in Hugging Face).
-            attention_mask: optional (B, past + T) 1 for real tokens, 0 for (left) padding.
+            attention_mask: optional (B, past + T) 1 for real tokens, 0 for (left) padding;
+                or a boolean (B, 1, T, past + T) mask used as given (True = may attend; it
+                must hold causality itself), e.g. block-diagonal for packed documents (then
+                pass position_ids that restart at each document: the default is 0..T-1).
             prefix_length: with attn_mask="prefix", how many leading tokens every position sees.
             return_aux: also return the auxiliary losses of this forward, a dict summing each
                 key over the modules that set `aux_losses` (empty for a dense model). They are
@@ -126,7 +129,9 @@ class GPT(LanguageModel):
                              "'causal' or 'prefix'); this one is bidirectional")
         given_positions = position_ids is not None
         # with a padding mask, positions count real tokens (past and new alike): computed once
-        mask_positions = None if attention_mask is None else positions_from_mask(attention_mask)
+        full_mask = attention_mask is not None and attention_mask.ndim == 4
+        mask_positions = None if attention_mask is None or full_mask \
+            else positions_from_mask(attention_mask)
         if position_ids is None and mask_positions is not None:
             position_ids = mask_positions[:, past:]   # <= past + T - 1 < context_length
         if position_ids is None:
