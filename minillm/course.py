@@ -40,9 +40,7 @@ def _rendered(fn: Callable[..., object], values: dict) -> list[dict]:
             display(plt.figure(number))
         plt.close("all")
     bundles = [{"text/plain": captured.stdout}] if captured.stdout else []
-    for out in captured.outputs:
-        bundles.append({k: v for k, v in out.data.items()})
-    return bundles
+    return bundles + [dict(out.data) for out in captured.outputs]
 
 
 def interact(fn: Callable[..., object], /, **controls) -> dict:

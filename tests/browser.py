@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from minillm.distributed.launch import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = [os.environ.get("MINILLM_CHROMIUM", ""), "/usr/lib/chromium/chromium",
               "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
@@ -29,14 +31,6 @@ def chromium_path() -> str | None:
         if path and Path(path).is_file() and os.access(path, os.X_OK):
             return path
     return None
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class JupyterLab:
