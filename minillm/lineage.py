@@ -1,0 +1,244 @@
+"""The course's metric line: every model the course builds, in bits per byte on the same plays.
+
+Bits per UTF-8 byte of the validation plays (*Macbeth*, *Much Ado About Nothing*, all 225,707
+bytes) is the one axis on which a word 5-gram, a byte-level GPT, its SFT descendant and its
+4-bit copy can be compared: the numerator is the information of the same text whatever the
+tokens. The table ships as `data/lineage/lineage.json`; this module regenerates it
+(`python -m minillm.lineage --write`), re-scores a row from its source (the tests do this for
+every row whose source ships), and draws it (`plot_lineage`), the current chapter's models
+highlighted and a chapter's live runs added as open markers.
+
+A row's `source` says how to rebuild its number:
+- `checkpoint:<folder under data/>` — a shipped checkpoint, scored on the whole split;
+- `quantized:<folder>:<scheme>` — that checkpoint quantized with `minillm.quantization`
+  (RTN / NF4 need no calibration, so the number is deterministic);
+- `ngram:<words|bytes>:<order>` — a modified Kneser-Ney n-gram model fitted on the training
+  plays (counts: deterministic);
+- `sweep:<run>` — a run of chapter 07's shipped sweep (`data/scaling/sweep.csv`); its number
+  is the sweep's own validation estimate, not the whole split, and says so in `evaluation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from minillm.data import ByteTokenizer, data_dir, load_corpus
+from minillm.io import atomic_write_json, read_json
+from minillm.plotting import COLORS, figure, finish
+
+__all__ = ["LineageRow", "ROWS", "lineage_path", "load_lineage", "score_source", "build_lineage",
+           "write_lineage", "plot_lineage"]
+
+WHOLE_SPLIT = "whole validation split"
+
+
+@dataclass(frozen=True)
+class LineageRow:
+    model: str
+    chapter: str              # "06": the chapter that builds it
+    tokens: str               # what the model predicts: "bytes", "words", ...
+    params: int               # weights (neural) or distinct n-grams (count models)
+    train_flops: float | None  # 6·N·D for the neural models; None for counts
+    bits_per_byte: float
+    made: str                 # how it was made, in a phrase
+    source: str               # how to rebuild the number (see the module docstring)
+    evaluation: str = WHOLE_SPLIT
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> LineageRow:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# (model, chapter, tokens, made, source): the rows the recipe builds, in chapter order
+ROWS: list[tuple[str, str, str, str, str]] = [
+    ("KN 3-gram (words)", "01", "words", "modified Kneser-Ney counts on the training plays",
+     "ngram:words:3"),
+    ("KN 5-gram (bytes)", "01", "bytes", "modified Kneser-Ney counts on the training plays",
+     "ngram:bytes:5"),
+    ("GPT d128 x 6 (shakespeare_byte)", "06", "bytes",
+     "2,500 AdamW steps, cosine schedule (data/checkpoints/shakespeare_byte)",
+     "checkpoint:checkpoints/shakespeare_byte"),
+    ("best sweep run at 3e12 FLOPs", "07", "bytes",
+     "chapter 07's IsoFLOP sweep, lowest validation loss at the largest budget",
+     "sweep:best@3e+12"),
+    ("Switch MoE, 8 experts (switch_e8)", "08", "bytes",
+     "3,000 steps, top-1 routing with the balance loss (data/moe/switch_e8)",
+     "checkpoint:moe/switch_e8"),
+    ("SFT (shakespeare_sft)", "11", "bytes",
+     "shakespeare_byte tuned on the instruction set, plain text mixed in",
+     "checkpoint:checkpoints/shakespeare_sft"),
+    ("shakespeare_byte, NF4", "15", "bytes", "NF4 weights, block 64, no calibration",
+     "quantized:checkpoints/shakespeare_byte:nf4"),
+    ("shakespeare_byte, int4 RTN g64", "15", "bytes",
+     "round-to-nearest 4-bit, groups of 64, no calibration",
+     "quantized:checkpoints/shakespeare_byte:rtn4-g64"),
+]
+
+
+def lineage_path() -> Path:
+    return data_dir() / "lineage" / "lineage.json"
+
+
+def load_lineage(path: str | Path | None = None) -> list[LineageRow]:
+    """The shipped table, in chapter order."""
+    d = read_json(Path(path) if path else lineage_path(), "the lineage table")
+    return [LineageRow.from_dict(r) for r in d["rows"]]
+
+
+def _validation() -> str:
+    return load_corpus("shakespeare", "validation")
+
+
+def _checkpoint(folder: str):
+    # lazy: the alignment layer loads a checkpoint with its own tokenizer
+    from minillm.alignment.recipe import load_model_and_tokenizer
+    from minillm.models import GPT
+
+    path = data_dir() / folder
+    if (path / "tokenizer.json").is_file():
+        return load_model_and_tokenizer(path)
+    return GPT.from_checkpoint(path), ByteTokenizer()
+
+
+def _neural_compute(model, folder: str) -> tuple[int, float | None]:
+    n = sum(p.numel() for p in model.parameters())
+    path = data_dir() / folder
+    for name in ("training.json", "run.json"):
+        if (path / name).is_file():
+            record = read_json(path / name, name)
+            history = record.get("history") or []
+            tokens = history[-1].get("tokens") if history else None
+            if tokens:
+                return n, 6.0 * model.num_params() * tokens
+    return n, None
+
+
+def _sweep_row(spec: str) -> tuple[float, int, float]:
+    """`best@<budget>`: the sweep run with the lowest val_loss at that FLOP budget."""
+    kind, _, budget = spec.partition("@")
+    if kind != "best" or not budget:
+        raise ValueError(f"sweep source {spec!r}: write 'sweep:best@<budget>', e.g. best@3e+12")
+    with open(data_dir() / "scaling" / "sweep.csv") as f:
+        runs = [r for r in csv.DictReader(f) if float(r["budget"]) == float(budget)]
+    if not runs:
+        raise ValueError(f"no sweep run at budget {budget} in data/scaling/sweep.csv")
+    best = min(runs, key=lambda r: float(r["val_loss"]))
+    return float(best["val_loss"]) / math.log(2), int(best["n_params"]), float(best["flops"])
+
+
+def score_source(source: str, text: str | None = None) -> tuple[float, int, float | None]:
+    """(bits per byte, parameters, training FLOPs) of a row's source, rebuilt from scratch."""
+    # lazy imports: the n-gram, quantization and training layers load only when needed
+    from minillm.training import text_bits_per_byte
+
+    kind, _, rest = source.partition(":")
+    if kind == "sweep":
+        return _sweep_row(rest)
+    text = _validation() if text is None else text
+    if kind == "ngram":
+        from minillm.ngram import NGramLM
+
+        unit, _, order = rest.partition(":")
+        extra = {"min_count": 2} if unit == "words" else {}
+        lm = NGramLM(int(order), "modified_kneser_ney", tokenizer=unit, **extra)
+        lm.fit_text(load_corpus("shakespeare", "train"))
+        n = sum(lm.num_ngrams(k) for k in range(1, lm.order + 1))
+        return text_bits_per_byte(lm, text), n, None
+    if kind in ("checkpoint", "quantized"):
+        folder, _, scheme = rest.partition(":")
+        model, tok = _checkpoint(folder)
+        n, flops = _neural_compute(model, folder)
+        if kind == "quantized":
+            from minillm.quantization import quantize_model
+
+            quantize_model(model, scheme)
+        return text_bits_per_byte(model.eval(), text, tok), n, flops
+    raise ValueError(f"unknown lineage source {source!r}: use checkpoint:, quantized:, ngram: "
+                     "or sweep: (see minillm.lineage's docstring)")
+
+
+def build_lineage(rows: Iterable[tuple[str, str, str, str, str]] = ROWS, verbose: bool = False
+                  ) -> list[LineageRow]:
+    """Every row scored from its source (minutes on a CPU: the n-gram fits dominate)."""
+    text = _validation()
+    out = []
+    for model, chapter, tokens, made, source in rows:
+        bpb, n, flops = score_source(source, text)
+        evaluation = "sweep's validation estimate" if source.startswith("sweep:") else WHOLE_SPLIT
+        out.append(LineageRow(model, chapter, tokens, n, flops, round(bpb, 4), made, source,
+                              evaluation))
+        if verbose:
+            print(f"{chapter}  {model:36s} {bpb:.4f} bits/byte")
+    return out
+
+
+def write_lineage(rows: list[LineageRow], path: str | Path | None = None) -> Path:
+    path = Path(path) if path else lineage_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"metric": "bits per UTF-8 byte of the validation plays (Macbeth, Much Ado About "
+                      "Nothing)",
+            "recipe": "python -m minillm.lineage --write",
+            "rows": [asdict(r) for r in rows]}
+    atomic_write_json(path, body)
+    return path
+
+
+def plot_lineage(highlight: str | Iterable[str] = (), extra: Mapping[str, float] | None = None,
+                 rows: list[LineageRow] | None = None, ax=None, title: str | None = None):
+    """The lineage as one dot per model (bits per byte, lower is better), in chapter order.
+
+    highlight: chapter numbers ("11" or ["06", "11"]) whose rows are drawn in colour.
+    extra: {label: bits per byte} of the chapter's own live runs, drawn as open markers at the
+        bottom (their labels should say what text they were scored on if it is not the whole
+        split). Returns the axes."""
+    rows = load_lineage() if rows is None else rows
+    marked = {highlight} if isinstance(highlight, str) else set(highlight)
+    extra = dict(extra or {})
+    if ax is None:
+        _, ax = figure(width=7.5, height=0.32 * (len(rows) + len(extra)) + 1.4)
+    labels = [f"{r.chapter}  {r.model}" + (" *" if r.evaluation != WHOLE_SPLIT else "")
+              for r in rows]
+    for i, r in enumerate(rows):
+        on = r.chapter in marked
+        ax.plot(r.bits_per_byte, i, "o", ms=8 if on else 6,
+                color=COLORS["highlight"] if on else COLORS["baseline"], zorder=3)
+        ax.annotate(f"{r.bits_per_byte:.3f}", (r.bits_per_byte, i), xytext=(7, -3),
+                    textcoords="offset points", fontsize=8)
+    for j, (name, value) in enumerate(extra.items()):
+        i = len(rows) + j
+        labels.append(f"this run: {name}")
+        ax.plot(value, i, "o", ms=8, mfc="none", mew=1.8, color=COLORS["ours"], zorder=3)
+        ax.annotate(f"{value:.3f}", (value, i), xytext=(7, -3), textcoords="offset points",
+                    fontsize=8)
+    values = [r.bits_per_byte for r in rows] + list(extra.values())
+    lo, hi = min(values), max(values)
+    ax.set_xlim(max(0.0, lo - 0.15), hi + 0.35)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    note = "  (* sweep estimate)" if any(r.evaluation != WHOLE_SPLIT for r in rows) else ""
+    finish(ax, x="bits per byte on the validation plays (bits/byte, lower is better)", y=None,
+           title=title or "The course's metric line" + note, legend=False)
+    return ax
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--write", action="store_true", help="write data/lineage/lineage.json")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    rows = build_lineage(verbose=True)
+    if a.write:
+        print("wrote", write_lineage(rows))
+
+
+if __name__ == "__main__":
+    main()

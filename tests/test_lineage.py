@@ -1,0 +1,62 @@
+"""The course's metric line: the shipped table agrees with its sources, and the figure draws it.
+
+Every row is re-scored from what ships (checkpoints, a quantization of one, n-gram counts on the
+training plays, chapter 07's sweep file); a retrained checkpoint without a regenerated table, or
+a change in scoring, fails here."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+
+from minillm.lineage import ROWS, WHOLE_SPLIT, LineageRow, load_lineage, plot_lineage, score_source
+from minillm.plotting import COLORS
+
+TABLE = load_lineage()
+
+
+def test_the_table_holds_the_recipe_rows_in_chapter_order():
+    assert [(r.model, r.chapter, r.source) for r in TABLE] == [(m, c, s) for m, c, _, _, s in ROWS]
+    assert [r.chapter for r in TABLE] == sorted(r.chapter for r in TABLE)
+    assert all(r.evaluation == WHOLE_SPLIT for r in TABLE if not r.source.startswith("sweep:"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", TABLE, ids=lambda r: r.source)
+def test_every_row_rescored_from_its_source_agrees(row: LineageRow):
+    torch.set_num_threads(1)
+    bpb, params, flops = score_source(row.source)
+    assert bpb == pytest.approx(row.bits_per_byte, abs=2e-4)   # the table rounds to 4 places
+    assert params == row.params
+    assert flops == (None if row.train_flops is None else pytest.approx(row.train_flops))
+
+
+def test_the_lineage_tells_the_course_story():
+    bpb = {r.source: r.bits_per_byte for r in TABLE}
+    base = bpb["checkpoint:checkpoints/shakespeare_byte"]
+    assert base < bpb["ngram:words:3"] and base < bpb["sweep:best@3e+12"]
+    assert 0 < bpb["quantized:checkpoints/shakespeare_byte:nf4"] - base < 0.05
+    assert 0 < bpb["checkpoint:checkpoints/shakespeare_sft"] - base < 0.1  # the alignment tax
+
+
+def test_unknown_sources_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="checkpoint:, quantized:, ngram: or sweep:"):
+        score_source("hub:gpt2")
+    with pytest.raises(ValueError, match="best@"):
+        score_source("sweep:worst")
+
+
+def test_the_figure_highlights_the_chapter_and_adds_live_runs():
+    ax = plot_lineage(highlight="11", extra={"live SFT (50 steps)": 3.1})
+    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert len(dots) == len(TABLE) + 1
+    colours = [line.get_color() for line in dots[:len(TABLE)]]
+    assert colours == [COLORS["highlight"] if r.chapter == "11" else COLORS["baseline"]
+                       for r in TABLE]
+    assert dots[-1].get_markerfacecolor() == "none"                  # the live run: open marker
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1] == "this run: live SFT (50 steps)"
+    assert "(bits/byte" in ax.get_xlabel()
+    matplotlib.pyplot.close(ax.figure)
