@@ -230,6 +230,7 @@ def plot_lineage(highlight: str | Iterable[str] = (), extra: Mapping[str, float]
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--write", action="store_true", help="write data/lineage/lineage.json")
+    p.add_argument("--figure", help="also draw the table to this PNG (e.g. docs/lineage.png)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     import torch
@@ -238,6 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = build_lineage(verbose=True)
     if a.write:
         print("wrote", write_lineage(rows))
+    if a.figure:
+        ax = plot_lineage(rows=rows)
+        ax.figure.savefig(a.figure, dpi=100)
+        print("drew", a.figure)
 
 
 if __name__ == "__main__":
