@@ -38,7 +38,7 @@ def test_the_lineage_tells_the_course_story():
     base = bpb["checkpoint:checkpoints/shakespeare_byte"]
     assert base < bpb["ngram:words:3"] and base < bpb["sweep:best@3e+12"]
     assert 0 < bpb["quantized:checkpoints/shakespeare_byte:nf4"] - base < 0.05
-    assert 0 < bpb["checkpoint:checkpoints/shakespeare_sft"] - base < 0.1  # the alignment tax
+    assert abs(bpb["checkpoint:checkpoints/shakespeare_sft"] - base) < 0.1  # SFT (text mixed in)
 
 
 def test_unknown_sources_are_refused_with_the_fix():
