@@ -43,7 +43,8 @@ from minillm.models.base import lm_loss
 from minillm.models.gpt import GPT
 
 __all__ = ["Event", "GPTStage", "PipelineRunner", "bubble_fraction", "check_pipeline",
-           "gather_pipeline_state_dict", "plot_timeline", "schedule", "simulate_timeline",
+           "events_as_dicts", "gather_pipeline_state_dict", "plot_timeline", "schedule",
+           "simulate_timeline",
            "stage_layers", "sync_tied_grads", "timeline_bubble"]
 
 SCHEDULES = ("gpipe", "1f1b")
@@ -103,7 +104,8 @@ def schedule(kind: str, n_stage: int, stage: int, micro_batches: int) -> list[tu
 
 @dataclass
 class Event:
-    """One forward ("F") or backward ("B") of one micro-batch on one stage; seconds."""
+    """One forward ("F") or backward ("B") of one micro-batch on one stage: its compute from
+    start to end in seconds (waiting for a neighbour's tensor is not included)."""
 
     stage: int
     kind: str
@@ -219,7 +221,8 @@ class PipelineRunner:
     def step(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
         """Forward and backward of the batch (B, T) by the schedule; gradients accumulate in
         the stage's parameters. Returns the loss (mean over micro-batches) on the last stage,
-        None elsewhere; `events` holds this step's timings (seconds from the step's start)."""
+        None elsewhere; `events` holds this step's compute times (`time.perf_counter`, the
+        system-wide monotonic clock on Linux, so the stages' events share one time axis)."""
         stage, m = self.module, self.micro_batches
         check_pipeline(stage.config, stage.n_stage, idx.shape[0], m)
         inputs, goals = idx.chunk(m), targets.chunk(m)
@@ -227,7 +230,6 @@ class PipelineRunner:
         prev = self.ranks[stage.stage - 1] if not stage.first else None
         nxt = self.ranks[stage.stage + 1] if not stage.last else None
         saved, losses, pending, self.events = {}, [], [], []
-        t0 = time.perf_counter()
         for kind, i in self.actions:
             if kind == "F":
                 if stage.first:
@@ -241,9 +243,8 @@ class PipelineRunner:
                 if stage.last:
                     out = lm_loss(out, goals[i]) / m
                     losses.append(out.detach())
-                else:
-                    pending.append(dist.isend(out.detach(), nxt))
                 saved[i] = (x, out)
+                send = None if stage.last else (out.detach(), nxt)
             else:
                 x, out = saved.pop(i)
                 grad = None
@@ -252,9 +253,10 @@ class PipelineRunner:
                     dist.recv(grad, nxt)
                 start = time.perf_counter()
                 out.backward(grad)
-                if not stage.first:
-                    pending.append(dist.isend(x.grad, prev))
-            self.events.append(Event(stage.stage, kind, i, start - t0, time.perf_counter() - t0))
+                send = None if stage.first else (x.grad, prev)
+            self.events.append(Event(stage.stage, kind, i, start, time.perf_counter()))
+            if send is not None:  # after the timestamp: the neighbour may start at once
+                pending.append(dist.isend(*send))
         for work in pending:
             work.wait()
         return torch.stack(losses).sum() if stage.last else None
@@ -313,16 +315,18 @@ def plot_timeline(events: list[Event] | list[dict], ax=None, title: str | None =
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.6 * (1 + max(e.stage for e in events))))
     colors = {"F": "tab:blue", "B": "tab:orange"}
+    t0 = min(e.start for e in events)
     for e in events:
-        ax.broken_barh([(1e3 * e.start, 1e3 * (e.end - e.start))], (e.stage - 0.4, 0.8),
-                       color=colors[e.kind], edgecolor="white")
-        ax.text(1e3 * (e.start + e.end) / 2, e.stage, str(e.micro), ha="center", va="center",
-                fontsize=8, color="white")
+        start, end = 1e3 * (e.start - t0), 1e3 * (e.end - t0)
+        ax.broken_barh([(start, end - start)], (e.stage - 0.4, 0.8), color=colors[e.kind],
+                       edgecolor="white")
+        ax.text((start + end) / 2, e.stage, str(e.micro), ha="center", va="center", fontsize=8,
+                color="white")
     p = 1 + max(e.stage for e in events)
     m = 1 + max(e.micro for e in events)
     ax.set_title(title or f"pipeline timeline, p={p}, m={m}: bubble {timeline_bubble(events):.2f}"
                           f" (formula {bubble_fraction(p, m):.2f})")
-    ax.set_xlabel("time (ms)")
+    ax.set_xlabel("time from the first forward (ms)")
     ax.set_ylabel("stage")
     ax.set_yticks(range(p))
     ax.invert_yaxis()
