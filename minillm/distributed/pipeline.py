@@ -41,11 +41,11 @@ from torch import nn
 from minillm.models.attention import build_attention_mask
 from minillm.models.base import lm_loss
 from minillm.models.gpt import GPT
+from minillm.models.positions import sinusoidal_at
 
 __all__ = ["Event", "GPTStage", "PipelineRunner", "bubble_fraction", "check_pipeline",
            "events_as_dicts", "gather_pipeline_state_dict", "plot_timeline", "schedule",
-           "simulate_timeline",
-           "stage_layers", "sync_tied_grads", "timeline_bubble"]
+           "simulate_timeline", "stage_layers", "sync_tied_grads", "timeline_bubble"]
 
 SCHEDULES = ("gpipe", "1f1b")
 
@@ -192,7 +192,6 @@ class GPTStage(nn.Module):
             if c.positions == "learned":
                 x = x + self.pos_emb(positions)
             elif c.positions == "sinusoidal":
-                from minillm.models.positions import sinusoidal_at
                 x = x + (c.init_std * 2 ** 0.5) * sinusoidal_at(positions, c.d_model).to(x.dtype)
         mask = build_attention_mask(c, T, T, x.device, None, None, positions, positions)
         rope = self.rotary.tables(positions) if self.rotary is not None else None
@@ -214,6 +213,8 @@ class PipelineRunner:
     def __init__(self, module: GPTStage, kind: str, micro_batches: int,
                  ranks: list[int] | None = None):
         self.module, self.kind, self.micro_batches = module, kind, micro_batches
+        if ranks is None:  # one stage per rank of the whole world
+            check_pipeline(module.config, module.n_stage, world_size=dist.get_world_size())
         self.ranks = ranks or list(range(module.n_stage))
         self.actions = schedule(kind, module.n_stage, module.stage, micro_batches)
         self.events: list[Event] = []
