@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         results["torch_tp"] = every
     if rank == 0:
         (out / "results.json").write_text(json.dumps(results, indent=1))
+    dist.barrier()
     dist.destroy_process_group()
 
 

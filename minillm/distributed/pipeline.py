@@ -213,7 +213,7 @@ class PipelineRunner:
     def __init__(self, module: GPTStage, kind: str, micro_batches: int,
                  ranks: list[int] | None = None):
         self.module, self.kind, self.micro_batches = module, kind, micro_batches
-        if ranks is None:  # one stage per rank of the whole world
+        if ranks is None and dist.is_initialized():  # one stage per rank of the whole world
             check_pipeline(module.config, module.n_stage, world_size=dist.get_world_size())
         self.ranks = ranks or list(range(module.n_stage))
         self.actions = schedule(kind, module.n_stage, module.stage, micro_batches)
