@@ -90,7 +90,7 @@ def _train(module, a, step_fn, gather_fn, alone: bool = False, count: bool = Tru
         with counting:
             optimizer.step()
         times.append(time.perf_counter() - t0)
-        losses.append(None if loss is None else float(loss))
+        losses.append(None if loss is None else float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
     out.update({f"weight.{k}": v for k, v in gather_fn(False).items()})
     counted = {"comm_elements": counter.total, "comm_bytes": sum(counter.bytes.values()),
