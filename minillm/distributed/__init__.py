@@ -8,6 +8,9 @@ stages 1-3 over flat shards ("zero1/2/3", `zero`) and torch's FSDP2 ("fsdp", `fs
 measures per-rank bytes and communication beside the ZeRO paper's formulas, `launch` starts
 worker processes and ends them all when one fails, `workbench` is what the tests, the chapter
 and the benchmark run under it, `expert_parallel` spreads a mixture of experts over ranks.
+`tensor_parallel` splits each block's matrices over ranks (Megatron-LM), `pipeline` splits the
+blocks into stages fed by micro-batches (GPipe, 1F1B), and `parallel_bench` runs both beside one
+process for the tests, the chapter and the benchmark.
 """
 
 from minillm.distributed import strategies  # noqa: F401  (registers the sharded strategies)

@@ -17,7 +17,11 @@ Communication per step, in elements per rank, the paper's convention (§7): an a
 is a reduce-scatter (Ψ) plus an all-gather (Ψ), so DP and stages 1-2 move 2Ψ and stage 3, which
 gathers the parameters for forward and again for backward, 3Ψ. `CommCounter` counts what the
 collectives are handed while it is active, by wrapping the `torch.distributed` functions;
-`ring_bytes_sent` is what a ring algorithm actually sends: (N-1)/N of that.
+`ring_bytes_sent` is what a ring algorithm actually sends: (N-1)/N of that. Point-to-point
+sends (`send`, `isend`: pipeline activations and their gradients) count their size.
+
+`parallel_comm_elements` gives the same count for data, tensor and pipeline parallelism of a
+GPT from its sizes (Megatron-LM, 1909.08053; Narayanan et al. 2021, 2104.04473).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["zero_memory_formula", "state_bytes", "CommCounter", "MIXED_PRECISION_ADAM",
-           "FP32_ADAM"]
+           "FP32_ADAM", "parallel_comm_elements"]
 
 MIXED_PRECISION_ADAM = {"param_bytes": 2, "grad_bytes": 2, "k": 12}  # the paper's setting
 FP32_ADAM = {"param_bytes": 4, "grad_bytes": 4, "k": 8}              # fp32 training (m and v)
@@ -60,6 +64,44 @@ def zero_memory_formula(psi: float, n_d: int, stage: int, param_bytes: float = 2
     optimizer = k * psi / (n_d if stage >= 1 else 1)
     return {"params": params, "grads": grads, "optimizer": optimizer,
             "total": params + grads + optimizer}
+
+
+def parallel_comm_elements(form: str, size: int, *, n_layer: int, d_model: int, tokens: int,
+                           psi: int = 0, mlp: str = "gelu", stage: int = 0,
+                           tied_vocab: int = 0) -> int:
+    """Elements one rank hands to communication in one training step (`CommCounter`'s count).
+
+    Args:
+        form: "dp" (an all-reduce of the gradients: 2Ψ), "tp" (per block an all-reduce of
+            the (tokens, d_model) activations after attention and after the MLP in forward, and
+            of their input gradients in backward: 2 x 4 L tokens C, one more per block in
+            backward for SwiGLU's second column-parallel matrix) or "pp" (stage `stage` sends
+            its output activations forward and its input gradients backward: tokens C each,
+            the first and last stages one of the two).
+        size: the degree of that parallelism (N ranks, or p stages).
+        n_layer, d_model: the GPT's L and C.
+        tokens: tokens a step processes on this rank (batch x sequence length).
+        psi: parameters a data-parallel rank all-reduces (its gradients).
+        mlp: "gelu" or "swiglu".
+        stage: for "pp", which stage.
+        tied_vocab: for "pp" with tied embeddings, the vocabulary size: the first and last
+            stages exchange the tied matrix's gradient (vocab x C).
+
+    Returns:
+        Elements (all-reduces counted twice, the ZeRO paper's convention).
+    """
+    if size <= 1:
+        return 0
+    if form == "dp":
+        return 2 * psi
+    if form == "tp":
+        per_block = 4 + (mlp == "swiglu")
+        return 2 * per_block * n_layer * tokens * d_model
+    if form == "pp":
+        edge = stage in (0, size - 1)
+        tied = tied_vocab * d_model if edge else 0
+        return (1 if edge else 2) * tokens * d_model + tied
+    raise ValueError(f"form={form!r}; choose 'dp', 'tp' or 'pp'")
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -129,7 +171,8 @@ class CommCounter:
         "all_reduce": (0, "tensor", 2), "reduce_scatter_tensor": (1, "input", 1),
         "all_gather_into_tensor": (0, "output_tensor", 1), "broadcast": (0, "tensor", 1),
         "reduce_scatter_single": (1, "input", 1), "all_gather_single": (0, "output_tensor", 1),
-    }  # (the *_single forms are what FSDP2 calls)
+        "send": (0, "tensor", 1), "isend": (0, "tensor", 1),
+    }  # (the *_single forms are what FSDP2 calls; sends are the pipeline's)
 
     @property
     def total(self) -> int:
