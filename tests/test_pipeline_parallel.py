@@ -151,6 +151,7 @@ def test_timeline_figure_draws_every_event():
     events = simulate_timeline("1f1b", 3, 4, t_forward=1e-3, t_backward=2e-3)
     ax = plot_timeline([e.__dict__ for e in events])
     assert len(ax.collections) == len(events) == 24
-    assert "bubble 0.33 (formula 0.33)" in ax.get_title()
+    assert "idle 0.33 (formula 0.33)" in ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["forward", "backward"]
     assert ax.get_xlabel().endswith("(ms)")
     plt.close(ax.figure)

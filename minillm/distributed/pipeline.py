@@ -299,40 +299,44 @@ def gather_pipeline_state_dict(module: GPTStage, grads: bool = False, group=None
     return dict(sorted(out.items()))
 
 
-def plot_timeline(events: list[Event] | list[dict], ax=None, title: str | None = None):
+def plot_timeline(events: list[Event] | list[dict], ax=None, title: str | None = None,
+                  unit: str = "ms"):
     """Draw a pipeline timeline: one row per stage, forwards and backwards as labelled bars.
 
     Args:
         events: `Event`s (or their dicts, as a results file holds them).
         ax: a matplotlib Axes to draw into (default: a new figure).
         title: the figure title (default: the measured bubble beside the formula's).
+        unit: "ms" for measured timelines (seconds in the events), "steps" for simulated ones.
 
     Returns:
         The Axes.
     """
     import matplotlib.pyplot as plt
 
+    from minillm.plotting import COLORS, figure, finish
+
     events = [e if isinstance(e, Event) else Event(**e) for e in events]
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 0.6 * (1 + max(e.stage for e in events))))
-    colors = {"F": "tab:blue", "B": "tab:orange"}
+        _, ax = figure(width=8, height=0.6 * (1 + max(e.stage for e in events)) + 1.2)
+    colors = {"F": COLORS["ours"], "B": COLORS["highlight"]}
+    scale = 1e3 if unit == "ms" else 1.0
     t0 = min(e.start for e in events)
     for e in events:
-        start, end = 1e3 * (e.start - t0), 1e3 * (e.end - t0)
+        start, end = scale * (e.start - t0), scale * (e.end - t0)
         ax.broken_barh([(start, end - start)], (e.stage - 0.4, 0.8), color=colors[e.kind],
                        edgecolor="white")
         ax.text((start + end) / 2, e.stage, str(e.micro), ha="center", va="center", fontsize=8,
                 color="white")
     p = 1 + max(e.stage for e in events)
     m = 1 + max(e.micro for e in events)
-    ax.set_title(title or f"pipeline timeline, p={p}, m={m}: bubble {timeline_bubble(events):.2f}"
-                          f" (formula {bubble_fraction(p, m):.2f})")
-    ax.set_xlabel("time from the first forward (ms)")
-    ax.set_ylabel("stage")
     ax.set_yticks(range(p))
     ax.invert_yaxis()
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()],
-              labels=["forward", "backward"], loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for kind, name in (("F", "forward"), ("B", "backward")):
+        ax.add_patch(plt.Rectangle((0, 0), 0, 0, color=colors[kind], label=name))
+    finish(ax, x=f"time from the first forward ({unit})", y="pipeline stage (index)",
+           title=title or f"pipeline timeline, p={p}, m={m}: idle {timeline_bubble(events):.2f}"
+                          f" (formula {bubble_fraction(p, m):.2f})")
     return ax
 
 
