@@ -48,7 +48,9 @@ __all__ = ["PowerLawFit", "fit_power_law", "pareto_frontier", "huber", "chinchil
            "IsoFLOPProfile", "IsoFLOPFit", "fit_isoflop_parabola", "fit_isoflops",
            "compute_optimal", "PUBLISHED"]
 
-# Published values, for comparison (../shared/PAPERS.md §1-2).
+# Published values, for comparison: Hoffmann et al. 2022 (Chinchilla, arXiv:2203.15556) §3.3
+# and App. D.2 (the Approach 3 fit), Table 2 (the exponents a, b of Approaches 2 and 3); Kaplan et
+# al. 2020 (arXiv:2001.08361) Table 5 / §1.2 (N_opt ∝ C^0.73).
 PUBLISHED = {
     "chinchilla": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28,
                    "a_approach2": 0.49, "b_approach2": 0.51, "a_approach3": 0.46,
