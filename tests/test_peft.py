@@ -330,3 +330,54 @@ def test_trainable_token_rows_train_alone_and_the_tied_head_follows(tmp_path):
     save_adapter(model, tmp_path / "t")
     assert ADAPTER_WEIGHTS in {p.name for p in (tmp_path / "t").iterdir()}
     assert torch.equal(_logits(load_adapter(_gpt(), tmp_path / "t"), X), _logits(model, X))
+
+
+# ---- through the Trainer and the command line ----------------------------------------------
+@pytest.mark.parametrize("qlora", [False, True])
+def test_sft_command_trains_and_saves_only_the_adapter(tmp_path, qlora):
+    from minillm.alignment.recipe import load_model_and_tokenizer, prepare_chat_model
+    from minillm.cli import main
+    from minillm.data.sft import load_sft
+    from minillm.io import load_tensors
+    from minillm.tokenizers import ByteTokenizer
+
+    data = tmp_path / "sft"
+    data.mkdir()
+    for split, n in (("train", 24), ("validation", 6), ("test", 6)):
+        rows = [e for e in load_sft(split) if len(e.prompt) + len(e.response) < 100][:n]
+        (data / f"{split}.jsonl").write_text("".join(
+            json.dumps(vars(e)) + "\n" for e in rows), encoding="utf-8")
+    tok = ByteTokenizer()
+    torch.manual_seed(0)
+    d = 128 if qlora else 32   # NF4's double quantization groups 64 x 256 weights
+    base = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=128, d_model=d, n_layer=1,
+                         n_head=2, tie_embeddings=True))
+    base.save(tmp_path / "base", extra_files={"tokenizer.json": tok.to_dict()})
+    out = tmp_path / "run"
+    args = ["sft", "--base", str(tmp_path / "base"), "--data", str(data), "--out-dir", str(out),
+            "--export-dir", str(out / "adapter"), "--text-rows", "0", "--max-steps", "3",
+            "--batch-size", "2", "--warmup-steps", "1", "--lr", "1e-2", "--eval-interval", "0",
+            "--device", "cpu", "--lora-r", "2", "--lora-targets", "attn.qkv,mlp.fc"]
+    assert main(args + (["--qlora"] if qlora else [])) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # r (in + out) per adapted layer, plus the 3 chat tokens' rows
+    assert summary["trainable_params"] == 2 * (d + 3 * d) + 2 * (d + 4 * d) + 3 * d
+    assert summary["optimizer_state_bytes"] == 2 * 4 * summary["trainable_params"]   # m and v
+    files = {p.name for p in (out / "adapter").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= files
+    assert "model.safetensors" not in files
+    saved = load_tensors(out / "adapter" / "adapter_model.safetensors")
+    assert sum(t.numel() for t in saved.values()) == summary["trainable_params"]
+    # reload: the chat-prepared base plus the adapter is the trained model of the last checkpoint
+    model, base_tok = load_model_and_tokenizer(tmp_path / "base")
+    model, _ = prepare_chat_model(model, base_tok)
+    load_adapter(model, out / "adapter")
+    assert any(torch.count_nonzero(t) for k, t in saved.items() if "lora_B" in k)   # it trained
+    x = torch.randint(0, model.config.vocab_size, (2, 16))
+    expected = _logits(model.eval(), x)
+    # the trainer's last checkpoint holds base + adapter: the same weights, the same logits
+    ckpt = load_tensors(next((out / "checkpoints").iterdir()) / "model.safetensors")
+    model.load_weights(ckpt)
+    assert torch.equal(_logits(model, x), expected)
+    if qlora:
+        assert 4.1 <= summary["frozen_base"]["bits_per_weight"] <= 4.5

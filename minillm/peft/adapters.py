@@ -30,6 +30,8 @@ from minillm.peft.lora import (
     adapter_modules,
     apply_lora,
 )
+from minillm.peft.qlora import quantize_base
+from minillm.quantization.nf4 import NF4Linear
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "adapter_state_dict", "load_adapter",
            "save_adapter"]
@@ -104,12 +106,13 @@ def _from_peft(tensors: dict[str, torch.Tensor], peft_config: dict
 
 
 def save_adapter(model: nn.Module, folder: str | Path, adapter_name: str | None = None,
-                 peft_gpt2: bool = False) -> Path:
+                 peft_gpt2: bool = False, extra_files: dict[str, dict] | None = None) -> Path:
     """Write the adapter (not the base) into `folder`, atomically.
 
     Args:
         adapter_name: which adapter (default: the active one).
         peft_gpt2: write PEFT's names and config for the model exported to GPT-2.
+        extra_files: more JSON files for the folder (e.g. tokenizer.json, training.json).
     Returns:
         The safetensors file's path.
     """
@@ -119,17 +122,21 @@ def save_adapter(model: nn.Module, folder: str | Path, adapter_name: str | None 
     if peft_gpt2:
         tensors, meta = _to_peft(tensors, config)
     else:
-        meta = {"format": "minillm-lora", "adapter_name": name, "config": config.to_dict()}
+        meta = {"format": "minillm-lora", "adapter_name": name, "config": config.to_dict(),
+                "quantized_base": getattr(model, "quantized_base", None)}
     with atomic_folder(folder) as tmp:
         save_tensors(Path(tmp) / ADAPTER_WEIGHTS, tensors)
         atomic_write_json(Path(tmp) / ADAPTER_CONFIG, meta)
+        for file, content in (extra_files or {}).items():
+            atomic_write_json(Path(tmp) / file, content)
     return Path(folder) / ADAPTER_WEIGHTS
 
 
 def load_adapter(model: nn.Module, folder: str | Path, adapter_name: str = DEFAULT
                  ) -> nn.Module:
     """Add the adapter saved in `folder` (minillm's or PEFT's GPT-2 layout) to `model` as
-    `adapter_name` and activate it. Returns the model.
+    `adapter_name` and activate it; a QLoRA adapter quantizes a float base first (NF4 of the
+    same weights is deterministic, so the base is the one it was trained on). Returns the model.
 
     Raises:
         ValueError: the tensors do not fit the model (names or shapes, listed).
@@ -141,6 +148,9 @@ def load_adapter(model: nn.Module, folder: str | Path, adapter_name: str = DEFAU
         tensors, config = _from_peft(tensors, meta)
     else:
         config = LoraConfig.from_dict(meta["config"])
+        quantized = meta.get("quantized_base")
+        if quantized and not any(isinstance(m, NF4Linear) for m in model.modules()):
+            quantize_base(model, **quantized)
     apply_lora(model, config, adapter_name)
     own = adapter_state_dict(model, adapter_name)
     if set(own) != set(tensors):

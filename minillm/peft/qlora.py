@@ -63,6 +63,8 @@ def apply_qlora(model: nn.Module, config: LoraConfig, adapter_name: str = DEFAUL
     """QLoRA in one call: the block linears to NF4 (`quantize_base`), then LoRA on the
     `config.target_modules` (`apply_lora`). Returns the model, changed in place."""
     quantize_base(model, quantize_modules, blocksize, absmax_blocksize)
+    model.quantized_base = {"modules": quantize_modules, "blocksize": blocksize,
+                            "absmax_blocksize": absmax_blocksize}  # saved with the adapter
     return apply_lora(model, config, adapter_name)
 
 
