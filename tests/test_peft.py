@@ -171,11 +171,17 @@ def test_same_logits_as_peft_unmerged_and_merged(rslora):
     torch.testing.assert_close(_logits(model, X), ours, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dora", [False, True])
-def test_adapter_saved_by_minillm_loads_into_peft_and_back(tmp_path, dora):
-    config = LoraConfig(r=4, alpha=8, target_modules=["attn.qkv", "attn.proj"], use_dora=dora)
+@pytest.mark.parametrize("variant", ["lora", "dora", "new_tokens"])
+def test_adapter_saved_by_minillm_loads_into_peft_and_back(tmp_path, variant):
+    config = LoraConfig(r=4, alpha=8, target_modules=["attn.qkv", "attn.proj"],
+                        use_dora=variant == "dora",
+                        trainable_token_indices=[3, 95, 96] if variant == "new_tokens" else None)
     model = apply_lora(_gpt(), config)
     _randomise(model)
+    if variant == "new_tokens":   # the rows change the embedding and the tied head alike
+        with torch.no_grad():
+            model.tok_emb.trainable_tokens_delta["default"].normal_(std=0.5)
+        assert (_logits(model, X)[..., 95:] - _logits(_gpt(), X)[..., 95:]).abs().max() > 0.1
     ours = _logits(model, X)
     save_adapter(model, tmp_path / "peft", peft_gpt2=True)
     twin = peft.PeftModel.from_pretrained(_hf(_gpt()), str(tmp_path / "peft")).eval()

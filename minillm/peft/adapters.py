@@ -39,6 +39,8 @@ __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "adapter_state_dict", "load_adap
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 PEFT_PREFIX = "base_model.model."
+TOKENS_KEY = "tok_emb.trainable_tokens_delta"
+PEFT_TOKENS_KEY = "transformer.wte.token_adapter.trainable_tokens_delta"
 # minillm's tensor suffix -> PEFT's
 PEFT_SUFFIX = {"lora_A.weight": "lora_A.weight", "lora_B.weight": "lora_B.weight",
                "lora_magnitude": "lora_magnitude_vector"}
@@ -62,11 +64,11 @@ def adapter_state_dict(model: nn.Module, adapter_name: str | None = None
 
 def _to_peft(tensors: dict[str, torch.Tensor], config: LoraConfig
              ) -> tuple[dict[str, torch.Tensor], dict]:
-    if config.trainable_token_indices:
-        raise ValueError("trainable_token_indices cannot be exported in PEFT's GPT-2 layout "
-                         "here; save in minillm's layout (peft_gpt2=False)")
     out, modules = {}, set()
     for key, t in tensors.items():
+        if key == TOKENS_KEY:
+            out[PEFT_PREFIX + PEFT_TOKENS_KEY] = t
+            continue
         suffix = next(s for s in PEFT_SUFFIX if key.endswith("." + s))
         module = hf_gpt2_module_name(key[: -len(suffix) - 1], to_hf=True)
         modules.add(module)
@@ -77,8 +79,19 @@ def _to_peft(tensors: dict[str, torch.Tensor], config: LoraConfig
         "target_modules": sorted(modules), "fan_in_fan_out": True, "bias": "none",
         "use_rslora": config.use_rslora, "use_dora": config.use_dora,
         "init_lora_weights": True if config.init == "kaiming" else "gaussian",
-        "inference_mode": True}
+        "trainable_token_indices": config.trainable_token_indices, "inference_mode": True}
     return out, peft_config
+
+
+def _peft_token_indices(peft_config: dict) -> list[int] | None:
+    """PEFT's `trainable_token_indices`: a list (the input embedding) or {module: list}."""
+    indices = peft_config.get("trainable_token_indices")
+    if isinstance(indices, dict):
+        if set(indices) - {"wte", "transformer.wte"}:
+            raise ValueError(f"trainable_token_indices={indices}: only GPT-2's token embedding "
+                             "(wte) has trainable rows in minillm")
+        indices = next(iter(indices.values()), None)
+    return list(indices) if indices else None
 
 
 def _from_peft(tensors: dict[str, torch.Tensor], peft_config: dict
@@ -89,6 +102,9 @@ def _from_peft(tensors: dict[str, torch.Tensor], peft_config: dict
     out, modules = {}, []
     for key, t in tensors.items():
         name = key.removeprefix(PEFT_PREFIX)
+        if name == PEFT_TOKENS_KEY:
+            out[TOKENS_KEY] = t
+            continue
         suffix = next((s for s in back if name.endswith("." + s)), None)
         if suffix is None:
             raise ValueError(f"tensor {key!r} is not a LoRA factor or DoRA magnitude")
@@ -101,7 +117,8 @@ def _from_peft(tensors: dict[str, torch.Tensor], peft_config: dict
                         dropout=float(peft_config.get("lora_dropout", 0.0)),
                         init="gaussian" if init == "gaussian" else "kaiming",
                         use_rslora=bool(peft_config.get("use_rslora", False)),
-                        use_dora=bool(peft_config.get("use_dora", False)))
+                        use_dora=bool(peft_config.get("use_dora", False)),
+                        trainable_token_indices=_peft_token_indices(peft_config))
     return out, config
 
 
