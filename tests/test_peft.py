@@ -327,12 +327,13 @@ def test_trainable_token_rows_train_alone_and_the_tied_head_follows(tmp_path):
     emb = model.tok_emb
     with torch.no_grad():
         emb.trainable_tokens_delta["default"].add_(1.0)
-    w = emb.weight()
+    w = emb.weight
     base = _gpt().tok_emb.weight
     assert torch.equal(w[:95], base[:95]) and torch.equal(w[95:], base[95:] + 1.0)
     hidden = torch.randn(2, 64)
     torch.testing.assert_close(model.lm_head(hidden), hidden @ w.T)   # the head is tied to it
     assert trainable_parameters(model) == 2 * 2 * (64 + 192) + 2 * 64
+    assert model.num_params() == _gpt().num_params() + trainable_parameters(model)
     save_adapter(model, tmp_path / "t")
     assert ADAPTER_WEIGHTS in {p.name for p in (tmp_path / "t").iterdir()}
     assert torch.equal(_logits(load_adapter(_gpt(), tmp_path / "t"), X), _logits(model, X))
@@ -340,7 +341,7 @@ def test_trainable_token_rows_train_alone_and_the_tied_head_follows(tmp_path):
 
 # ---- through the Trainer and the command line ----------------------------------------------
 @pytest.mark.parametrize("qlora", [False, True])
-def test_sft_command_trains_and_saves_only_the_adapter(tmp_path, qlora):
+def test_sft_command_trains_and_saves_only_the_adapter(tmp_path, qlora, capsys):
     from minillm.alignment.recipe import load_model_and_tokenizer, prepare_chat_model
     from minillm.cli import main
     from minillm.data.sft import load_sft
@@ -387,3 +388,8 @@ def test_sft_command_trains_and_saves_only_the_adapter(tmp_path, qlora):
     assert torch.equal(_logits(model, x), expected)
     if qlora:
         assert 4.1 <= summary["frozen_base"]["bits_per_weight"] <= 4.5
+    else:  # a LoRA run resumes from its checkpoint (base + adapter + Adam moments)
+        assert main([*args[:args.index("--max-steps") + 1], "5",
+                     *args[args.index("--max-steps") + 2:], "--resume"]) == 0
+        assert json.loads((out / "summary.json").read_text())["step"] == 5
+        assert "resumed from step 3" in capsys.readouterr().out

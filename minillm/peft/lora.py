@@ -136,6 +136,15 @@ class LoRALinear(nn.Module):
             self.lora_magnitude[name] = nn.Parameter(row_norm(self.base_weight().detach()))
         self.active_adapter = name
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base layer's weight (as PEFT forwards it), without the adapter."""
+        return self.base_weight()
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
     def base_weight(self) -> torch.Tensor:
         """The frozen weight (out, in) in floating point (an NF4 base is dequantized)."""
         if isinstance(self.base_layer, NF4Linear):
@@ -239,7 +248,9 @@ class TrainableTokens(nn.Module):
             self.base_layer.weight.detach()[self.indices].clone())
         self.active_adapter = name
 
+    @property
     def weight(self) -> torch.Tensor:
+        """The embedding matrix in use: the base with the trained rows put in."""
         owner = self.tied_to or self
         w = owner.base_layer.weight
         if owner.active_adapter is None:
@@ -248,8 +259,8 @@ class TrainableTokens(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_head:
-            return F.linear(x, self.weight().to(x.dtype))
-        return F.embedding(x, self.weight())
+            return F.linear(x, self.weight.to(x.dtype))
+        return F.embedding(x, self.weight)
 
 
 def adapter_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -308,7 +319,7 @@ def apply_lora(model: nn.Module, config: LoraConfig, adapter_name: str = DEFAULT
         if isinstance(module, LoRALinear):
             candidates[name] = module
         elif isinstance(module, (nn.Linear, NF4Linear)) and not name.endswith(".base_layer") \
-                and not isinstance(module, TrainableTokens) and ".lora_" not in name:
+                and ".lora_" not in name:
             candidates[name] = module
     targets = [n for n in candidates if match_target(n, config.target_modules)]
     if not targets:
