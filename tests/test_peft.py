@@ -85,6 +85,28 @@ def _peft_twin(ours: GPT, config: LoraConfig, **base_kw):
     return hf.eval()
 
 
+def _grads_match(model: GPT, twin, config: LoraConfig) -> None:
+    """One backward of the same loss in both: the adapters' gradients agree."""
+    y = torch.roll(X, -1, dims=1)
+    _, loss = model(X, y)
+    loss.backward()
+    logits = twin(X).logits
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+    params = dict(twin.named_parameters())
+    for i in range(model.config.n_layer):
+        for t in config.target_modules:
+            layer = model.blocks[i].get_submodule(t)
+            hf_prefix = f"base_model.model.transformer.h.{i}.{HF_NAME[t]}"
+            pairs = [(layer.lora_A["default"].weight, "lora_A.default.weight"),
+                     (layer.lora_B["default"].weight, "lora_B.default.weight")]
+            if config.use_dora:
+                pairs.append((layer.lora_magnitude["default"],
+                              "lora_magnitude_vector.default.weight"))
+            for ours, name in pairs:
+                torch.testing.assert_close(ours.grad, params[f"{hf_prefix}.{name}"].grad,
+                                           rtol=1e-4, atol=1e-6)
+
+
 def _logits(model, x):
     with torch.no_grad():
         out = model(x)
@@ -158,6 +180,7 @@ def test_same_logits_as_peft_unmerged_and_merged(rslora):
     ours = _logits(model, X)
     assert (ours - _logits(_gpt(), X)).abs().max() > 1e-2         # the adapter does something
     torch.testing.assert_close(_logits(twin, X), ours, rtol=1e-5, atol=1e-5)
+    _grads_match(model, twin, config)
     base_weight = model.blocks[0].mlp.fc.base_layer.weight.clone()
     merge_adapter(model)
     merged = twin.merge_and_unload().eval()
@@ -248,6 +271,8 @@ def test_dora_matches_peft_use_dora_and_the_paper_formula():
     twin = _peft_twin(model, config)
     ours = _logits(model, X)
     torch.testing.assert_close(_logits(twin, X), ours, rtol=1e-5, atol=1e-5)
+    _grads_match(model, twin, config)   # the norm is a constant of the backward in both (§4.3)
+    model.zero_grad(set_to_none=True)
     base_weight = w.clone()
     merge_adapter(model)
     torch.testing.assert_close(_logits(model, X), ours, rtol=1e-5, atol=1e-5)
