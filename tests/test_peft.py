@@ -5,6 +5,7 @@ formulas on hand-computed values."""
 import json
 import math
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -418,3 +419,17 @@ def test_sft_command_trains_and_saves_only_the_adapter(tmp_path, qlora, capsys):
                      *args[args.index("--max-steps") + 2:], "--resume"]) == 0
         assert json.loads((out / "summary.json").read_text())["step"] == 5
         assert "resumed from step 3" in capsys.readouterr().out
+
+
+def test_sft_command_refuses_bad_lora_options(tmp_path, capsys):
+    from minillm.cli import main
+
+    ckpt = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "shakespeare_byte"
+    base = ["sft", "--base", str(ckpt), "--out-dir",
+            str(tmp_path / "out"), "--device", "cpu"]
+    assert main([*base, "--lora-r", "4", "--lora-targets", "attn.q_proj"]) == 2
+    assert "matches no linear layer" in capsys.readouterr().err
+    assert main([*base, "--qlora"]) == 2
+    assert "need --lora-r" in capsys.readouterr().err
+    assert main([*base, "--lora-r", "-1"]) == 2
+    assert "r=-1 must be a positive integer" in capsys.readouterr().err
