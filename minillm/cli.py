@@ -3,6 +3,7 @@
     minillm course run [CHAPTER ...] [-p NAME=VALUE ...] [--output-dir DIR | --in-place]
     minillm train --out-dir DIR [--resume] [--d-model 128 --n-layer 4 ...] [--max-steps ...]
     minillm sft --base DIR --out-dir DIR [--export-dir DIR] [--text-rows 4] [--max-steps ...]
+                [--lora-r 8 --lora-alpha 16 --lora-targets attn.qkv,attn.proj [--qlora]]
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
                      --do-sample B --top-k K --top-p P --num-beams N --seed S ...]
 
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -158,7 +160,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from minillm.data import load_corpus
     from minillm.data.sft import VERIFIABLE_TASKS, load_sft
     from minillm.distributed import shutdown
+    from minillm.distributed.memory import state_bytes
     from minillm.io import atomic_write_json
+    from minillm.peft import frozen_base_nbytes, save_adapter, trainable_parameters
     from minillm.training import TrainConfig, Trainer, evaluate_loss
 
     train_cfg = TrainConfig(**_picked(args, TrainConfig))
@@ -172,6 +176,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     torch.manual_seed(train_cfg.seed)
     model, base_tok = load_model_and_tokenizer(args.base)
     model, tok = prepare_chat_model(model, base_tok)
+    lora = _apply_lora_options(args, model, base_tok.vocab_size, tok.vocab_size)
     seq_len = train_cfg.seq_len or model.config.context_length
     batches = sft_batches(tok, load_sft("train", args.data), load_sft("validation", args.data),
                           train_cfg.batch_size, seq_len, packing=args.packing,
@@ -187,10 +192,20 @@ def cmd_sft(args: argparse.Namespace) -> int:
                       loss_fn=loss_fn)
     if args.resume and trainer.resume() and trainer.dist.is_main:
         print(f"resumed from step {trainer.step}", flush=True)
+    first_step, start = trainer.step, time.perf_counter()
     trainer.fit()
+    seconds = time.perf_counter() - start
     if trainer.dist.is_main:
         summary = {"step": trainer.step, "final_train_loss": trainer.history[-1]["loss"]
-                   if trainer.history else None, "tokens": trainer.tokens}
+                   if trainer.history else None, "tokens": trainer.tokens,
+                   "trainable_params": trainable_parameters(model),
+                   "optimizer_state_bytes": state_bytes(model, trainer.optimizer)["optimizer"],
+                   "train_seconds": seconds,
+                   "seconds_per_step": seconds / max(1, trainer.step - first_step)}
+        if lora is not None:
+            summary["lora"] = lora.to_dict() | {"qlora": bool(args.qlora)}
+            if args.qlora:
+                summary["frozen_base"] = frozen_base_nbytes(model)
         if trainer.eval_history:
             summary["final_val_loss"] = trainer.eval_history[-1]["val_loss"]
         if args.final_eval:
@@ -209,10 +224,33 @@ def cmd_sft(args: argparse.Namespace) -> int:
                       "text_rows": args.text_rows, "text_weight": args.text_weight,
                       "summary": summary, "train_config": trainer.config.to_dict(),
                       "history": trainer.history, "eval_history": trainer.eval_history}
-            model.save(args.export_dir, extra_files={"tokenizer.json": tok.to_dict(),
-                                                     "training.json": record})
+            extra = {"tokenizer.json": tok.to_dict(), "training.json": record}
+            if lora is not None:  # only the adapter: load it onto the chat-prepared base
+                save_adapter(model, args.export_dir, extra_files=extra)
+            else:
+                model.save(args.export_dir, extra_files=extra)
     shutdown()
     return 0
+
+
+def _apply_lora_options(args: argparse.Namespace, model, base_vocab: int, vocab: int):
+    """LoRA (or QLoRA) on `model` as the --lora-* options ask; the chat template's new tokens
+    (ids base_vocab..vocab-1) get trained embedding rows. Returns the LoraConfig or None."""
+    if not args.lora_r:
+        if args.qlora or args.lora_dora:
+            raise ValueError("--qlora and --lora-dora need --lora-r (the adapter's rank), e.g. "
+                             "--lora-r 8")
+        return None
+    from minillm.peft import LoraConfig, apply_lora, apply_qlora
+
+    config = LoraConfig(
+        r=args.lora_r, alpha=args.lora_alpha,
+        target_modules=[t.strip() for t in args.lora_targets.split(",") if t.strip()],
+        dropout=args.lora_dropout, use_rslora=args.lora_rslora, use_dora=args.lora_dora,
+        trainable_token_indices=list(range(base_vocab, vocab))
+        if args.lora_new_tokens and vocab > base_vocab else None)
+    (apply_qlora if args.qlora else apply_lora)(model, config)
+    return config
 
 
 # `minillm generate`'s own defaults (the rest are GenerationConfig's); no assistant model can
@@ -294,6 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "validation plays at the end")
     sft.add_argument("--export-dir", default=None, help="also save the final model here")
     sft.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    lora = sft.add_argument_group("LoRA (minillm.peft; off unless --lora-r is given)")
+    lora.add_argument("--lora-r", type=int, default=0,
+                      help="train a rank-r LoRA adapter instead of all weights (0 = full SFT)")
+    lora.add_argument("--lora-alpha", type=float, default=16.0, help="scaling s = alpha / r")
+    lora.add_argument("--lora-targets", default="attn.qkv",
+                      help="comma-separated module names (suffixes), e.g. attn.qkv,attn.proj,"
+                           "mlp.fc,mlp.proj")
+    lora.add_argument("--lora-dropout", type=float, default=0.0)
+    lora.add_argument("--lora-rslora", action="store_true", help="s = alpha / sqrt(r)")
+    lora.add_argument("--lora-dora", action="store_true", help="DoRA (magnitude + direction)")
+    lora.add_argument("--lora-new-tokens", type=_parse_bool, default=True,
+                      help="train the embedding rows of the chat template's new tokens")
+    lora.add_argument("--qlora", action="store_true",
+                      help="hold the frozen block linears in NF4 (QLoRA)")
     _add_dataclass_options(sft, TrainConfig, title="training (TrainConfig)")
     sft.set_defaults(func=cmd_sft)
 

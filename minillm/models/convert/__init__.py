@@ -7,12 +7,13 @@ transformers is never imported here: a state dict is a dict of tensors. `GPT.fro
 from minillm.models.convert.hf_gpt2 import (
     config_from_hf_gpt2,
     hf_gpt2_config,
+    hf_gpt2_module_name,
     state_dict_from_hf_gpt2,
     state_dict_to_hf_gpt2,
 )
 from minillm.models.convert.hf_llama import config_from_hf_llama, state_dict_from_hf_llama
 from minillm.models.convert.mixtral import config_from_hf_mixtral, state_dict_from_hf_mixtral
 
-__all__ = ["config_from_hf_gpt2", "config_from_hf_llama", "hf_gpt2_config",
+__all__ = ["config_from_hf_gpt2", "config_from_hf_llama", "hf_gpt2_config", "hf_gpt2_module_name",
            "state_dict_from_hf_gpt2", "state_dict_from_hf_llama", "state_dict_to_hf_gpt2",
            "config_from_hf_mixtral", "state_dict_from_hf_mixtral"]

@@ -20,8 +20,8 @@ import torch
 
 from minillm.models.config import GPTConfig
 
-__all__ = ["config_from_hf_gpt2", "hf_gpt2_config", "state_dict_from_hf_gpt2",
-           "state_dict_to_hf_gpt2"]
+__all__ = ["config_from_hf_gpt2", "hf_gpt2_config", "hf_gpt2_module_name",
+           "state_dict_from_hf_gpt2", "state_dict_to_hf_gpt2"]
 
 _BLOCK = {
     "ln_1": "norm1", "ln_2": "norm2", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj",
@@ -105,6 +105,24 @@ def _map_blocks(sd: dict[str, torch.Tensor], n_layer: int, to_hf: bool) -> dict[
 
 _TOP = {"transformer.wte.weight": "tok_emb.weight", "transformer.wpe.weight": "pos_emb.weight",
         "transformer.ln_f.weight": "norm_f.weight", "transformer.ln_f.bias": "norm_f.bias"}
+
+
+_TOP_MODULES = {"transformer.wte": "tok_emb", "transformer.wpe": "pos_emb",
+                "transformer.ln_f": "norm_f", "lm_head": "lm_head"}
+
+
+def hf_gpt2_module_name(name: str, to_hf: bool = True) -> str:
+    """A module's name in the other model: "blocks.0.attn.qkv" <-> "transformer.h.0.attn.c_attn"
+    (`to_hf=False` goes back). Raises ValueError for a name GPT-2 has no counterpart of."""
+    top = {v: k for k, v in _TOP_MODULES.items()} if to_hf else _TOP_MODULES
+    if name in top:
+        return top[name]
+    block = {v: k for k, v in _BLOCK.items()} if to_hf else _BLOCK
+    m = re.fullmatch(r"blocks\.(\d+)\.(.+)" if to_hf else r"transformer\.h\.(\d+)\.(.+)", name)
+    if m is None or m.group(2) not in block:
+        raise ValueError(f"module {name!r} has no GPT-2 counterpart; known: {sorted(top)} and "
+                         f"per-block {sorted(block)}")
+    return (f"transformer.h.{m.group(1)}." if to_hf else f"blocks.{m.group(1)}.") + block[m.group(2)]
 
 
 def state_dict_from_hf_gpt2(model_or_state_dict, config: GPTConfig) -> dict[str, torch.Tensor]:
