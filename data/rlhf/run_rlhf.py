@@ -118,7 +118,8 @@ def stage_grpo(args) -> None:
     def fits(e) -> bool:
         return len(tok.encode(e.prompt)) + 8 + cfg.max_new_tokens <= ctx
 
-    train = [e for e in load_sft("train") if e.task in VERIFIABLE_TASKS and fits(e)]
+    tasks = tuple(args.grpo_tasks.split(",")) if args.grpo_tasks else VERIFIABLE_TASKS
+    train = [e for e in load_sft("train") if e.task in tasks and fits(e)]
     test = [e for t in VERIFIABLE_TASKS for e in load_sft("test", task=t, heldout=False)[:50]]
     trainer = GRPOTrainer(policy, ref, tok, train, cfg)
     before = trainer.evaluate(test)
@@ -131,8 +132,8 @@ def stage_grpo(args) -> None:
     seconds = time.perf_counter() - start
     after = trainer.evaluate(test)
     print(json.dumps({"after": after}), flush=True)
-    (HERE / "grpo.json").write_text(json.dumps({
-        "config": cfg.__dict__, "train_prompts": len(train), "test_per_task": 50,
+    (HERE / args.grpo_out).write_text(json.dumps({
+        "config": cfg.__dict__, "train_tasks": list(tasks), "train_prompts": len(train), "test_per_task": 50,
         "before": before, "after": after, "seconds": seconds,
         "history": trainer.history}, indent=1) + "\n")
 
@@ -147,6 +148,8 @@ def main() -> int:
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--grpo-steps", type=int, default=40)
     parser.add_argument("--grpo-lr", type=float, default=2e-5)
+    parser.add_argument("--grpo-tasks", default="", help="comma-separated (default: all six)")
+    parser.add_argument("--grpo-out", default="grpo.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -194,9 +194,8 @@ class GRPOTrainer(OnPolicyTrainer):
         for _ in range(c.grpo_iterations):
             perm = torch.randperm(len(rows), generator=self.generator).to(self.device)
             for sub in perm.split(c.minibatch_size):
-                part = type(rollout)(rollout.sequences[sub], rollout.attention_mask[sub],
-                                     rollout.response_mask[sub], rollout.prompt_length)
-                logp = token_logprobs(response_forward(self.policy, part, c.temperature)[0],
+                logp = token_logprobs(response_forward(self.policy, rollout.select(sub),
+                                                       c.temperature)[0],
                                       tokens[sub])
                 loss, stats = grpo_loss(logp, old_logp[sub], ref_logp[sub], advantages[sub],
                                         mask[sub], c.clip_range, c.beta, c.loss_type,

@@ -138,11 +138,6 @@ def reward_model_scorer(reward_model: nn.Module) -> RewardFn:
     return score
 
 
-def _subset(rollout: Rollout, rows: torch.Tensor) -> Rollout:
-    return Rollout(rollout.sequences[rows], rollout.attention_mask[rows],
-                   rollout.response_mask[rows], rollout.prompt_length)
-
-
 class OnPolicyTrainer:
     """Shared by PPO and GRPO: prompts, generator, optimizer, checkpoint and resume.
 
@@ -302,7 +297,7 @@ class PPOTrainer(OnPolicyTrainer):
         self.kl_ctl.value = float(meta["kl_coef"])
 
     def evaluate_forward(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs of the response tokens (B, R) and values of their states (B, R)."""
+        """Logits of the response tokens (B, R, V) and the values of their states (B, R)."""
         logits, hidden = response_forward(self.policy, rollout, self.config.temperature,
                                           return_hidden=True)
         return logits, self.value_head(hidden)
@@ -335,7 +330,7 @@ class PPOTrainer(OnPolicyTrainer):
         for _ in range(c.ppo_epochs):
             perm = torch.randperm(c.batch_size, generator=self.generator).to(mask.device)
             for rows in perm.split(c.minibatch_size):
-                logits, values = self.evaluate_forward(_subset(rollout, rows))
+                logits, values = self.evaluate_forward(rollout.select(rows))
                 m = mask[rows]
                 logp = token_logprobs(logits, tokens[rows])
                 pg_loss, pg = ppo_policy_loss(logp, old_logp[rows], advantages[rows], m,

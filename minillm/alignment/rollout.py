@@ -39,7 +39,13 @@ class Rollout:
 
     @property
     def responses(self) -> torch.Tensor:
+        """(B, R) the sampled tokens."""
         return self.sequences[:, self.prompt_length:]
+
+    def select(self, rows: torch.Tensor) -> Rollout:
+        """The rollout of a subset of rows (a mini-batch)."""
+        return Rollout(self.sequences[rows], self.attention_mask[rows], self.response_mask[rows],
+                       self.prompt_length)
 
 
 def response_mask(responses: torch.Tensor, stop_id: int) -> torch.Tensor:
