@@ -175,3 +175,24 @@ def test_grpo_step_raises_the_rewarded_responses(monkeypatch):
     assert float((adv * change).sum()) > 0  # rewarded responses gained probability
     for key in ("reward", "kl", "clip_frac", "loss", "response_length", "solved_groups"):
         assert math.isfinite(log[key])
+
+
+def test_flat_groups_leave_the_policy_where_it_is():
+    # a random model answers no verifiable example exactly: every group is flat, every
+    # advantage 0, and with beta = 0 nothing moves (the std division does not blow 0/0 up)
+    tok = add_special_tokens(ByteTokenizer())
+    torch.manual_seed(0)
+    policy = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=64, d_model=32, n_layer=2,
+                           n_head=2)).eval()
+    examples = [SFTExample("arithmetic", "What is 2 + 3?", "5", "train", "arithmetic", 0, False),
+                SFTExample("upper", "Upper-case: hi", "HI", "train", "p", 0, False)]
+    trainer = GRPOTrainer(policy, copy.deepcopy(policy), tok, examples,
+                          GRPOConfig(prompts_per_step=2, group_size=3, minibatch_size=6,
+                                     max_new_tokens=4, lr=1e-2, beta=0.0))
+    before = copy.deepcopy(policy.state_dict())
+    log = trainer.step()
+    assert log["reward"] == 0.0 and log["flat_groups"] == 1.0 and log["loss"] == 0.0
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    scores = trainer.evaluate(examples)
+    assert set(scores) == {"arithmetic", "upper", "mean"} and scores["mean"] == 0.0
