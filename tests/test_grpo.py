@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from rl_checks import close, tiny_gpt
 
 from minillm.alignment import add_special_tokens
 from minillm.alignment.grpo import (
@@ -22,16 +23,9 @@ from minillm.alignment.ppo import token_logprobs
 from minillm.alignment.rollout import response_forward, sample_rollout
 from minillm.data import ByteTokenizer
 from minillm.data.sft import SFTExample
-from minillm.models import GPT, GPTConfig
 
 grpo_trainer = pytest.importorskip("trl.trainer.grpo_trainer")
 trl_utils = pytest.importorskip("trl.trainer.utils")
-
-
-def close(a, b, tol=1e-6):
-    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
-    assert a.numel() == b.numel(), (a.shape, b.shape)
-    torch.testing.assert_close(a.flatten(), b.flatten(), atol=tol, rtol=tol)
 
 
 # ---- advantages ------------------------------------------------------------------------------
@@ -140,9 +134,7 @@ def test_exact_match_rewards():
 # ---- end to end ------------------------------------------------------------------------------
 def test_grpo_step_raises_the_rewarded_responses(monkeypatch):
     tok = add_special_tokens(ByteTokenizer())
-    torch.manual_seed(0)
-    policy = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=64, d_model=32, n_layer=2,
-                           n_head=2)).eval()
+    policy = tiny_gpt(tok.vocab_size)
     examples = [SFTExample("upper", p, "x", "train", "p", 0, False) for p in ("Hi", "Lo")]
     cfg = GRPOConfig(prompts_per_step=2, group_size=4, minibatch_size=8, max_new_tokens=6,
                      lr=1e-2, beta=0.0, seed=0)
@@ -181,9 +173,7 @@ def test_flat_groups_leave_the_policy_where_it_is():
     # a random model answers no verifiable example exactly: every group is flat, every
     # advantage 0, and with beta = 0 nothing moves (the std division does not blow 0/0 up)
     tok = add_special_tokens(ByteTokenizer())
-    torch.manual_seed(0)
-    policy = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=64, d_model=32, n_layer=2,
-                           n_head=2)).eval()
+    policy = tiny_gpt(tok.vocab_size)
     examples = [SFTExample("arithmetic", "What is 2 + 3?", "5", "train", "arithmetic", 0, False),
                 SFTExample("upper", "Upper-case: hi", "HI", "train", "p", 0, False)]
     trainer = GRPOTrainer(policy, copy.deepcopy(policy), tok, examples,

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from rl_checks import close, tiny_gpt
 
 from minillm.alignment import add_special_tokens
 from minillm.alignment.ppo import (
@@ -27,15 +28,9 @@ from minillm.alignment.ppo_trainer import PPOConfig, PPOTrainer
 from minillm.alignment.rollout import response_forward, response_mask, sample_rollout
 from minillm.data import ByteTokenizer
 from minillm.data.preference import gold_reward
-from minillm.models import GPT, GPTConfig
+from minillm.models import GPT
 
 trl_utils = pytest.importorskip("trl.trainer.utils")
-
-
-def close(a, b, tol=1e-6):
-    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
-    assert a.numel() == b.numel(), (a.shape, b.shape)
-    torch.testing.assert_close(a.flatten(), b.flatten(), atol=tol, rtol=tol)
 
 
 # ---- masked statistics -----------------------------------------------------------------------
@@ -227,12 +222,6 @@ def test_bad_ppo_config_is_a_clear_error(field, value):
 @pytest.fixture(scope="module")
 def tok():
     return add_special_tokens(ByteTokenizer())
-
-
-def tiny_gpt(vocab, seed=0):
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab, context_length=64, d_model=32, n_layer=2,
-                         n_head=2)).eval()
 
 
 def test_response_mask_ends_at_the_first_stop():

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from rl_checks import close, tiny_gpt
 
 from minillm.alignment import add_special_tokens
 from minillm.alignment.reward import (
@@ -23,16 +24,9 @@ from minillm.alignment.reward import (
 )
 from minillm.data import ByteTokenizer
 from minillm.data.preference import PreferencePair, gold_reward
-from minillm.models import GPT, GPTConfig
 from minillm.training import TrainConfig, Trainer, latest_checkpoint
 
 reward_trainer = pytest.importorskip("trl.trainer.reward_trainer")
-
-
-def close(a, b, tol=1e-6):
-    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
-    assert a.numel() == b.numel(), (a.shape, b.shape)
-    torch.testing.assert_close(a.flatten(), b.flatten(), atol=tol, rtol=tol)
 
 
 def log_sigmoid(x):
@@ -102,11 +96,6 @@ def test_calibration_bins_by_hand():
 @pytest.fixture(scope="module")
 def tok():
     return add_special_tokens(ByteTokenizer())
-
-
-def tiny_gpt(vocab, seed=0):
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab, context_length=64, d_model=32, n_layer=2, n_head=2))
 
 
 def test_reward_is_read_at_the_last_real_token(tok):
