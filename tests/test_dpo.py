@@ -416,3 +416,10 @@ def test_sample_stats_kl_is_zero_for_the_reference_itself():
     stats = sample_stats(model, model, tok, ["Continue: a", "Continue: bb"], max_new_tokens=8)
     assert stats["kl"] == 0.0 and len(stats["responses"]) == 2
     assert 1 <= stats["length"] <= 8
+
+
+def test_run_specs_parse_and_bad_ones_say_how():
+    from minillm.alignment.dpo_run import parse_run
+    assert parse_run("simpo:2.5") == ("simpo", 2.5)
+    with pytest.raises(ValueError, match="METHOD:BETA"):
+        parse_run("dpo")
