@@ -423,3 +423,18 @@ def test_run_specs_parse_and_bad_ones_say_how():
     assert parse_run("simpo:2.5") == ("simpo", 2.5)
     with pytest.raises(ValueError, match="METHOD:BETA"):
         parse_run("dpo")
+
+
+def test_measure_reports_standard_errors():
+    from minillm.alignment.dpo_run import measure
+    tok = add_special_tokens(ByteTokenizer())
+    torch.manual_seed(2)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=96, d_model=16, n_layer=1,
+                          n_head=2))
+    out = measure(model, model, tok, ["Continue: love", "Continue: woe", "Continue: x"], 2)
+    golds = [g for s in (0, 1) for g in sample_stats(model, model, tok, ["Continue: love",
+             "Continue: woe", "Continue: x"], seed=1000 + s)["gold_rewards"]]
+    expected = torch.tensor(golds, dtype=torch.float64)
+    assert abs(out["gold_reward"] - expected.mean().item()) < 1e-12
+    assert abs(out["gold_reward_se"] - (expected.std() / 6 ** 0.5).item()) < 1e-12
+    assert out["kl"] == 0.0 and out["kl_se"] == 0.0

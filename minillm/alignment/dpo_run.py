@@ -63,9 +63,13 @@ def heldout_pair_metrics(model: nn.Module, batches: PairBatches, loss_fn) -> dic
 
 def measure(policy: nn.Module, reference: nn.Module, tok, prompts: Sequence[str], seeds: int,
             seed: int = 1000) -> dict:
-    """Gold reward, KL and length over `seeds` samples per prompt (means; responses dropped)."""
+    """Gold reward, KL and length over `seeds` samples per prompt: means and the standard errors
+    of gold reward and KL (`*_se`); five example responses."""
     runs = [sample_stats(policy, reference, tok, prompts, seed=seed + s) for s in range(seeds)]
     out = {k: sum(r[k] for r in runs) / seeds for k in ("gold_reward", "kl", "length")}
+    for key, per in (("gold_reward", "gold_rewards"), ("kl", "kls")):
+        values = torch.tensor([v for r in runs for v in r[per]], dtype=torch.float64)
+        out[f"{key}_se"] = (values.std() / len(values) ** 0.5).item()   # standard error
     out["example_responses"] = runs[0]["responses"][:5]
     return out
 

@@ -251,7 +251,8 @@ def sample_stats(policy: nn.Module, reference: nn.Module, tokenizer, prompts: Se
     Returns:
         {"gold_reward": mean gold reward of the responses, "kl": mean of
         log pi(y|x) - log pi_ref(y|x) (nats per response), "length": mean response tokens
-        (stop token included), "responses": the texts}.
+        (stop token included), "responses": the texts, and per response "gold_rewards" and
+        "kls"}.
     """
     template = template or ChatTemplate()
     stop = template.stop_id(tokenizer)
@@ -263,7 +264,7 @@ def sample_stats(policy: nn.Module, reference: nn.Module, tokenizer, prompts: Se
         seqs.append((full[:-1], [IGNORE] * (len(p) - 1) + full[len(p):]))
     kl = reference_logps(policy, seqs, batch_size) - reference_logps(reference, seqs, batch_size)
     texts = [tokenizer.decode([t for t in r if t != stop]).strip() for r in responses]
-    return {"gold_reward": sum(map(gold_reward, texts)) / len(texts),
-            "kl": kl.mean().item(),
-            "length": sum(map(len, responses)) / len(responses),
-            "responses": texts}
+    golds = [gold_reward(t) for t in texts]
+    return {"gold_reward": sum(golds) / len(golds), "kl": kl.mean().item(),
+            "length": sum(map(len, responses)) / len(responses), "responses": texts,
+            "gold_rewards": golds, "kls": kl.tolist()}
