@@ -358,6 +358,18 @@ def test_methods_needing_a_reference_say_so():
         preference_loss_fn("dpo")(model, batch)
     loss, _ = preference_loss_fn("simpo")(model, batch)   # reference-free: fine
     assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="mismatched=True"):
+        preference_loss_fn("kto")(model, batch)
+    # batches built with KTO's mismatched rows serve the paired losses unchanged
+    reference = GPT(GPTConfig(**vars(model.config)))
+    plain = pair_batches(tok, pairs * 2, None, 2, 64, reference=reference).next_batch()
+    extra = pair_batches(tok, pairs * 2, None, 2, 64, reference=reference,
+                         mismatched=True).next_batch()
+    assert extra["input_ids"].size(0) == 6 and int(extra["sequences_per_pair"]) == 3
+    with torch.no_grad():
+        a, _ = preference_loss_fn("dpo")(model, plain)
+        b, _ = preference_loss_fn("dpo")(model, extra)
+    torch.testing.assert_close(a, b)
 
 
 # ---- the Trainer plumbing --------------------------------------------------------------

@@ -133,7 +133,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     prompts = [p.prompt for p in test_pairs[:args.eval_prompts]]
     t0 = time.perf_counter()
     batches = pair_batches(tok, load_preferences("train"), test_pairs, args.batch_size,
-                           sft.config.context_length, reference=sft, seed=args.seed)
+                           sft.config.context_length, reference=sft,
+                           mismatched=any(m == "kto" for m, _ in runs), seed=args.seed)
     initial_state = batches.state_dict()
     ref_seconds = time.perf_counter() - t0
     val_text = load_corpus("shakespeare", "validation")

@@ -97,7 +97,7 @@ class PairBatches(ShuffledSource):
         ref_train, ref_val: (N, k) reference log-probs of each pair's k sequences (or None).
         seed: seeds the epoch shuffles.
     Batches: input_ids, labels, attention_mask of k*B rows (all chosen rows, then all
-    rejected, then any mismatched), and ref_logps (k*B,) when cached.
+    rejected, then any mismatched), sequences_per_pair (k), and ref_logps (k*B,) when cached.
     """
 
     def __init__(self, train: Sequence[Pair], val: Sequence[Pair] | None, batch_size: int,
@@ -121,6 +121,7 @@ class PairBatches(ShuffledSource):
     def _collate(self, pairs: list[Pair], ref: torch.Tensor | None) -> dict[str, torch.Tensor]:
         rows = [p[k] for k in range(len(pairs[0])) for p in pairs]   # chosen..., rejected...
         batch = pad_batch(rows, self.pad_id)
+        batch["sequences_per_pair"] = torch.tensor(len(pairs[0]))
         if ref is not None:
             batch["ref_logps"] = ref.T.reshape(-1).clone()
         return batch
@@ -209,7 +210,10 @@ def preference_loss_fn(method: str = "dpo", beta: float = 0.1, label_smoothing: 
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         logits, _ = runner(batch["input_ids"], attention_mask=batch.get("attention_mask"))
         summed, n = sequence_logps(logits, batch["labels"])
-        k = 3 if method == "kto" else 2
+        k = int(batch.get("sequences_per_pair", torch.tensor(2)))
+        if method == "kto" and k != 3:
+            raise ValueError("method='kto' needs each pair's mismatched row (its KL estimate): "
+                             "build the batches with pair_batches(..., mismatched=True)")
         b = summed.size(0) // k
         pc, pr = summed[:b], summed[b:2 * b]
         nc, nr = n[:b], n[b:2 * b]
