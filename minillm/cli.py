@@ -4,6 +4,7 @@
     minillm train --out-dir DIR [--resume] [--d-model 128 --n-layer 4 ...] [--max-steps ...]
     minillm sft --base DIR --out-dir DIR [--export-dir DIR] [--text-rows 4] [--max-steps ...]
                 [--lora-r 8 --lora-alpha 16 --lora-targets attn.qkv,attn.proj [--qlora]]
+    minillm dpo --out FILE [--runs dpo:0.1 ipo:0.1 simpo:2.0 ...] [--steps N --lr LR ...]
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
                      --do-sample B --top-k K --top-p P --num-beams N --seed S ...]
 
@@ -279,6 +280,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dpo(args: argparse.Namespace) -> int:
+    from minillm.alignment.dpo_run import run, summary
+
+    print(summary(run(args, "minillm " + " ".join(args.argv))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minillm.generation import GenerationConfig
     from minillm.models import GPTConfig
@@ -348,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hold the frozen block linears in NF4 (QLoRA)")
     _add_dataclass_options(sft, TrainConfig, title="training (TrainConfig)")
     sft.set_defaults(func=cmd_sft)
+
+    from minillm.alignment.dpo_run import add_arguments as add_dpo_arguments
+    dpo = sub.add_parser("dpo", help="DPO / IPO / KTO / SimPO / ORPO from the SFT checkpoint on "
+                         "data/preference, measured by the gold reward and KL on samples")
+    add_dpo_arguments(dpo)
+    dpo.set_defaults(func=cmd_dpo)
 
     gen = sub.add_parser("generate", help="sample text from a checkpoint")
     gen.add_argument("--checkpoint", required=True, help="a checkpoint folder")

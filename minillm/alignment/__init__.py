@@ -1,11 +1,21 @@
-"""Post-training: supervised fine-tuning (chat template, loss masking, packing), reward
-models, PPO and GRPO (rollouts, KL penalty, clipped losses), and, in later chapters, DPO."""
+"""Post-training: supervised fine-tuning (chat template, loss masking, packing), reward models,
+PPO and GRPO (rollouts, KL penalty, clipped losses), and DPO with its relatives (IPO, KTO, SimPO,
+ORPO)."""
 
 from minillm.alignment.chat import (
     CHAT_TOKENS,
     ChatTemplate,
     add_special_tokens,
     resize_token_embeddings,
+)
+from minillm.alignment.dpo import (
+    PreferenceLoss,
+    dpo_loss,
+    ipo_loss,
+    kto_loss,
+    orpo_loss,
+    sequence_logps,
+    simpo_loss,
 )
 from minillm.alignment.grpo import (
     GRPOConfig,
@@ -15,6 +25,14 @@ from minillm.alignment.grpo import (
     grpo_loss,
 )
 from minillm.alignment.mixing import MixedBatches, mixed_loss_fn
+from minillm.alignment.pairs import (
+    PairBatches,
+    pair_batches,
+    preference_loss_fn,
+    reference_logps,
+    sample_stats,
+    tokenize_pair,
+)
 from minillm.alignment.ppo import (
     AdaptiveKLController,
     FixedKLController,
@@ -63,14 +81,16 @@ from minillm.alignment.sft import (
 )
 
 __all__ = ["AdaptiveKLController", "CHAT_TOKENS", "ChatTemplate", "FixedKLController",
-           "GRPOConfig", "GRPOTrainer", "MixedBatches", "PPOConfig", "PPOTrainer",
-           "PreferenceBatches", "RewardModel", "Rollout", "SFTBatches", "ValueHead",
-           "add_special_tokens", "block_diagonal_mask", "bradley_terry_loss", "calibration_bins",
-           "decode_answers", "decode_responses", "encode_pairs", "entropy_from_logits",
-           "evaluate_reward_model", "exact_match_by_task", "exact_match_rewards",
-           "explained_variance", "gae_advantages", "gold_agreement", "group_advantages",
-           "grpo_loss", "kl_penalty", "masked_mean", "masked_var", "masked_whiten",
-           "mixed_loss_fn", "pack_batch", "pad_batch", "pair_accuracy", "plain_prompt",
-           "ppo_policy_loss", "ppo_value_loss", "resize_token_embeddings", "response_forward",
+           "GRPOConfig", "GRPOTrainer", "MixedBatches", "PPOConfig", "PPOTrainer", "PairBatches",
+           "PreferenceBatches", "PreferenceLoss", "RewardModel", "Rollout", "SFTBatches",
+           "ValueHead", "add_special_tokens", "block_diagonal_mask", "bradley_terry_loss",
+           "calibration_bins", "decode_answers", "decode_responses", "dpo_loss", "encode_pairs",
+           "entropy_from_logits", "evaluate_reward_model", "exact_match_by_task",
+           "exact_match_rewards", "explained_variance", "gae_advantages", "gold_agreement",
+           "group_advantages", "grpo_loss", "ipo_loss", "kl_penalty", "kto_loss", "masked_mean",
+           "masked_var", "masked_whiten", "mixed_loss_fn", "orpo_loss", "pack_batch", "pad_batch",
+           "pair_accuracy", "pair_batches", "plain_prompt", "ppo_policy_loss", "ppo_value_loss",
+           "preference_loss_fn", "reference_logps", "resize_token_embeddings", "response_forward",
            "response_mask", "reward_loss_fn", "reward_model_scorer", "rewards_with_kl",
-           "sample_rollout", "score_pairs", "sft_loss_fn", "token_logprobs", "tokenize_example"]
+           "sample_rollout", "sample_stats", "score_pairs", "sequence_logps", "sft_loss_fn",
+           "simpo_loss", "token_logprobs", "tokenize_example", "tokenize_pair"]

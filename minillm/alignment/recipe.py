@@ -30,8 +30,8 @@ from minillm.io import read_json
 from minillm.models import GPT
 from minillm.tokenizers import tokenizer_from_dict
 
-__all__ = ["load_model_and_tokenizer", "prepare_chat_model", "sample_chat", "score_chat", "score_plain",
-           "sft_batches"]
+__all__ = ["load_model_and_tokenizer", "prepare_chat_model", "sample_chat", "sample_chat_ids",
+           "score_chat", "score_plain", "sft_batches"]
 
 
 def load_model_and_tokenizer(folder: str | Path, device: str = "cpu"):
@@ -104,10 +104,12 @@ def score_plain(model: nn.Module, tokenizer, examples: Sequence[SFTExample],
     return [e.task for e in examples], answers, [e.response for e in examples]
 
 
-def sample_chat(model: nn.Module, tokenizer, prompts: Sequence[str], temperature: float = 1.0,
-                top_k: int | None = None, seed: int = 0, max_new_tokens: int = 64,
-                batch_size: int = 64, template: ChatTemplate | None = None) -> list[str]:
-    """Sampled (not greedy) responses of a chat model, one per prompt, reproducible by `seed`."""
+def sample_chat_ids(model: nn.Module, tokenizer, prompts: Sequence[str], temperature: float = 1.0,
+                    top_k: int | None = None, seed: int = 0, max_new_tokens: int = 64,
+                    batch_size: int = 64, template: ChatTemplate | None = None
+                    ) -> tuple[list[list[int]], list[list[int]]]:
+    """Sampled responses as token ids: (prompt ids, response ids) per prompt, the response
+    ending with the stop token when decoding reached it (cut after it), reproducible by `seed`."""
     import torch
 
     from minillm.generation import generate, left_pad
@@ -117,14 +119,24 @@ def sample_chat(model: nn.Module, tokenizer, prompts: Sequence[str], temperature
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     model.eval()
-    out: list[str] = []
+    prompt_ids = [template.encode(tokenizer, p)[0] for p in prompts]
+    responses: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
-        ids, mask = left_pad([template.encode(tokenizer, p)[0]
-                              for p in prompts[start:start + batch_size]])
+        ids, mask = left_pad(prompt_ids[start:start + batch_size])
         seqs = generate(model, ids.to(device), max_new_tokens, temperature=temperature,
                         top_k=top_k, generator=gen, eos_token_id=stop,
                         attention_mask=mask.to(device), pad_token_id=stop)
         for row in seqs[:, ids.size(1):].tolist():
-            cut = row.index(stop) if stop in row else len(row)
-            out.append(tokenizer.decode(row[:cut]).strip())
-    return out
+            responses.append(row[:row.index(stop) + 1] if stop in row else row)
+    return prompt_ids, responses
+
+
+def sample_chat(model: nn.Module, tokenizer, prompts: Sequence[str], temperature: float = 1.0,
+                top_k: int | None = None, seed: int = 0, max_new_tokens: int = 64,
+                batch_size: int = 64, template: ChatTemplate | None = None) -> list[str]:
+    """Sampled (not greedy) responses of a chat model, one per prompt, reproducible by `seed`."""
+    template = template or ChatTemplate()
+    stop = template.stop_id(tokenizer)
+    _, responses = sample_chat_ids(model, tokenizer, prompts, temperature, top_k, seed,
+                                   max_new_tokens, batch_size, template)
+    return [tokenizer.decode([t for t in r if t != stop]).strip() for r in responses]

@@ -145,7 +145,33 @@ def sft_loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor]
                   "response_tokens": float((batch["labels"] != IGNORE).sum())}
 
 
-class SFTBatches:
+class ShuffledSource:
+    """What batch sources that shuffle examples each epoch share: the shuffle's state (its
+    generator, the epoch's order and cursor) and the validation cursor, saved with checkpoints.
+    Subclasses set `generator`, `order`, `cursor`, `epoch` and `val_cursor`."""
+
+    generator: torch.Generator
+    order: list[int]
+    cursor: int
+    epoch: int
+    val_cursor: int
+
+    def start_eval(self) -> None:
+        """Start the validation stream over (the Trainer does, before each evaluation)."""
+        self.val_cursor = 0
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": torch.tensor(self.order),
+                "cursor": self.cursor, "epoch": self.epoch, "val_cursor": self.val_cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = [int(i) for i in state["order"]]
+        self.cursor, self.epoch = int(state["cursor"]), int(state["epoch"])
+        self.val_cursor = int(state["val_cursor"])
+
+
+class SFTBatches(ShuffledSource):
     """A `BatchSource` of SFT examples: shuffled each epoch, padded or packed.
 
     Args:
@@ -234,25 +260,11 @@ class SFTBatches:
         """Whether there are examples for `split` ("train" always; "val" if any were given)."""
         return split == "train" or (split == "val" and bool(self.val))
 
-    def start_eval(self) -> None:
-        """Start the validation stream over (the Trainer does, before each evaluation)."""
-        self.val_cursor = 0
-
     def tokens_in(self, batch: dict[str, torch.Tensor]) -> int:
         """Real (non-padding) tokens in this rank's batch."""
         if "document_ids" in batch:
             return int((batch["document_ids"] >= 0).sum())
         return int(batch["attention_mask"].sum())
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "order": torch.tensor(self.order),
-                "cursor": self.cursor, "epoch": self.epoch, "val_cursor": self.val_cursor}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.order = [int(i) for i in state["order"]]
-        self.cursor, self.epoch = int(state["cursor"]), int(state["epoch"])
-        self.val_cursor = int(state["val_cursor"])
 
 
 # ---- evaluation ----------------------------------------------------------------------------
