@@ -6,6 +6,12 @@ from hypothesis import settings
 
 from minillm.models import GPT, GPTConfig
 
+# Triton reads TRITON_INTERPRET when it is first imported, and the references (transformers,
+# peft, bitsandbytes) import it on their own: on a machine without CUDA, turn the interpreter
+# on before any test file can, so that the Triton kernels' tests run wherever they land.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # CI replays the same examples every run (a red build is reproducible and never a coin toss);
 # a developer can explore fresh ones with HYPOTHESIS_PROFILE=explore.
 settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -14,10 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
-__all__ = ["free_port", "launch", "WorkerFailed"]
+__all__ = ["free_port", "launch", "run_rank", "WorkerFailed"]
 
 
 class WorkerFailed(RuntimeError):
@@ -26,6 +27,33 @@ class WorkerFailed(RuntimeError):
     def __init__(self, rank: int, returncode: int | None, stderr: str, message: str):
         super().__init__(message)
         self.rank, self.returncode, self.stderr = rank, returncode, stderr
+
+
+def run_rank(main) -> None:
+    """Run a worker's `main()`; if it raises, print the traceback and exit with status 1 at once.
+
+    A plain `raise` would reach interpreter teardown while a process group's background threads
+    (gloo's work threads) are still alive, and C++ then aborts the process (SIGABRT, "terminate
+    called without an active exception"): the launcher would report a signal instead of the
+    exception. `os._exit` skips that teardown; stdout and stderr are flushed first.
+    """
+    try:
+        main()
+    except SystemExit as e:
+        if e.code in (None, 0):
+            raise
+        if not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code if isinstance(e.code, int) else 1)
+    except BaseException:  # noqa: BLE001 - every failure ends the rank the same way
+        import traceback
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def free_port() -> int:
@@ -68,21 +96,32 @@ def launch(args: Sequence[str], nproc: int, timeout: float = 300.0, grace: float
              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
         procs.append(subprocess.Popen([sys.executable, *args], env=e, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
+    # each rank's exit time, taken by a thread blocked in wait(): when one rank fails, the others
+    # fail a few milliseconds later (their collectives lose a peer), and the first to end is the
+    # one to name
+    ended: dict[int, float] = {}
+
+    def watch(rank: int, proc: subprocess.Popen) -> None:
+        proc.wait()
+        ended[rank] = time.monotonic()
+
+    for rank, proc in enumerate(procs):
+        threading.Thread(target=watch, args=(rank, proc), daemon=True).start()
     start = time.monotonic()
     failed: tuple[int, int | None, str] | None = None
     while True:
-        codes = [p.poll() for p in procs]
-        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        done = dict(ended)
+        bad = sorted((t, r) for r, t in done.items() if procs[r].returncode != 0)
         if bad and failed is None:
-            r = bad[0]
-            failed = (r, codes[r], f"rank {r} {_describe(codes[r])}")
+            r = bad[0][1]
+            failed = (r, procs[r].returncode, f"rank {r} {_describe(procs[r].returncode)}")
             deadline = time.monotonic() + grace
-        if all(c is not None for c in codes):
+        if len(done) == nproc:
             break
         if failed is not None and time.monotonic() > deadline:
             break
         if time.monotonic() - start > timeout:
-            alive = [r for r, c in enumerate(codes) if c is None]
+            alive = [r for r in range(nproc) if r not in done]
             failed = failed or (alive[0], None, f"timed out after {timeout:.0f} s with ranks "
                                                  f"{alive} still running")
             break

@@ -329,4 +329,6 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
         raise SystemExit("launch with 2 or more processes (torchrun or minillm.distributed.launch)")
-    main()
+    from minillm.distributed.launch import run_rank
+
+    run_rank(main)

@@ -200,4 +200,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from minillm.distributed.launch import run_rank
+
+    run_rank(main)
