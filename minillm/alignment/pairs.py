@@ -114,9 +114,7 @@ class PairBatches(ShuffledSource):
         self.train, self.val = list(train), list(val or [])
         self.ref_train, self.ref_val = ref_train, ref_val
         self.batch_size, self.pad_id = batch_size, pad_id
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order: list[int] = []
-        self.cursor = self.epoch = self.val_cursor = 0
+        self._init_shuffle(seed)
 
     def _collate(self, pairs: list[Pair], ref: torch.Tensor | None) -> dict[str, torch.Tensor]:
         rows = [p[k] for k in range(len(pairs[0])) for p in pairs]   # chosen..., rejected...
@@ -129,19 +127,12 @@ class PairBatches(ShuffledSource):
     def next_batch(self, split: str = "train") -> dict[str, torch.Tensor]:
         """The next batch of `split` ("train": shuffled; "val": in order, cycling)."""
         if split == "train":
-            idx = []
-            while len(idx) < self.batch_size:
-                if self.cursor >= len(self.order):
-                    self.order = torch.randperm(len(self.train), generator=self.generator).tolist()
-                    self.cursor, self.epoch = 0, self.epoch + 1
-                idx.append(self.order[self.cursor])
-                self.cursor += 1
+            idx = self._take(self.batch_size, len(self.train))
             pairs, ref = self.train, self.ref_train
         elif split == "val":
             if not self.val:
                 raise ValueError("PairBatches has no validation pairs")
-            idx = [(self.val_cursor + k) % len(self.val) for k in range(self.batch_size)]
-            self.val_cursor = (self.val_cursor + self.batch_size) % len(self.val)
+            idx = self._val_indices(self.batch_size, len(self.val))
             pairs, ref = self.val, self.ref_val
         else:
             raise ValueError(f"split={split!r}; use 'train' or 'val'")

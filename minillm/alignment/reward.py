@@ -33,7 +33,7 @@ from torch import nn
 
 from minillm.alignment.chat import ChatTemplate
 from minillm.alignment.ppo import last_index
-from minillm.alignment.sft import pad_batch
+from minillm.alignment.sft import ShuffledSource, pad_batch
 from minillm.data.preference import PreferencePair
 from minillm.models import GPT, GPTConfig
 from minillm.models.base import LanguageModel
@@ -179,7 +179,7 @@ def reward_loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor], margin: fl
                   "margin": float((chosen - rejected).detach().mean())}
 
 
-class PreferenceBatches:
+class PreferenceBatches(ShuffledSource):
     """A `BatchSource` of preference pairs: `batch_size` pairs per batch (2 * batch_size rows),
     shuffled each epoch by a seeded generator; "val" cycles through its pairs in order."""
 
@@ -192,33 +192,19 @@ class PreferenceBatches:
             raise ValueError(f"batch_size={batch_size} must be positive")
         self.train, self.val = list(train), list(val or [])
         self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order: list[int] = []
-        self.cursor = self.val_cursor = 0
+        self._init_shuffle(seed)
 
     def next_batch(self, split: str = "train") -> dict[str, torch.Tensor]:
         if split == "train":
-            idx = []
-            while len(idx) < self.batch_size:
-                if self.cursor >= len(self.order):
-                    self.order = torch.randperm(len(self.train), generator=self.generator).tolist()
-                    self.cursor = 0
-                idx.append(self.order[self.cursor])
-                self.cursor += 1
-            return _pair_batch([self.train[i] for i in idx])
+            return _pair_batch([self.train[i] for i in self._take(self.batch_size, len(self.train))])
         if split != "val":
             raise ValueError(f"split={split!r}; use 'train' or 'val'")
         if not self.val:
             raise ValueError("PreferenceBatches has no validation pairs")
-        idx = [(self.val_cursor + k) % len(self.val) for k in range(self.batch_size)]
-        self.val_cursor = (self.val_cursor + self.batch_size) % len(self.val)
-        return _pair_batch([self.val[i] for i in idx])
+        return _pair_batch([self.val[i] for i in self._val_indices(self.batch_size, len(self.val))])
 
     def has_split(self, split: str) -> bool:
         return split == "train" or (split == "val" and bool(self.val))
-
-    def start_eval(self) -> None:
-        self.val_cursor = 0
 
     def tokens_in(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["attention_mask"].sum())

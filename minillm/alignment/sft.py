@@ -156,6 +156,34 @@ class ShuffledSource:
     epoch: int
     val_cursor: int
 
+    def _init_shuffle(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+        self.cursor = self.epoch = self.val_cursor = 0
+
+    def _peek(self, n_train: int) -> int:
+        """The next training index (not consumed: advance `cursor` to take it), starting a fresh
+        shuffle of the `n_train` examples when the epoch's order is used up."""
+        if self.cursor >= len(self.order):
+            self.order = torch.randperm(n_train, generator=self.generator).tolist()
+            self.cursor = 0
+            self.epoch += 1
+        return self.order[self.cursor]
+
+    def _take(self, n: int, n_train: int) -> list[int]:
+        """The next `n` training indices, crossing into fresh shuffles as needed."""
+        taken = []
+        for _ in range(n):
+            taken.append(self._peek(n_train))
+            self.cursor += 1
+        return taken
+
+    def _val_indices(self, n: int, n_val: int) -> list[int]:
+        """The next `n` validation indices, in order, cycling through `n_val` examples."""
+        idx = [(self.val_cursor + k) % n_val for k in range(n)]
+        self.val_cursor = (self.val_cursor + n) % n_val
+        return idx
+
     def start_eval(self) -> None:
         """Start the validation stream over (the Trainer does, before each evaluation)."""
         self.val_cursor = 0
@@ -198,11 +226,7 @@ class SFTBatches(ShuffledSource):
         self.train, self.val = list(train), list(val or [])
         self.batch_size, self.seq_len, self.packing = batch_size, seq_len, packing
         self.rank, self.world_size, self.pad_id = rank, world_size, pad_id
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order: list[int] = []
-        self.cursor = 0
-        self.epoch = 0
-        self.val_cursor = 0
+        self._init_shuffle(seed)
 
     def _take_train(self) -> list[int]:
         """Indices of the next global batch, crossing into a fresh shuffle when needed."""
@@ -210,11 +234,7 @@ class SFTBatches(ShuffledSource):
         taken: list[int] = []
         used, n_rows = self.seq_len + 1, 0
         while True:
-            if self.cursor >= len(self.order):
-                self.order = torch.randperm(len(self.train), generator=self.generator).tolist()
-                self.cursor = 0
-                self.epoch += 1
-            i = self.order[self.cursor]
+            i = self._peek(len(self.train))
             if not self.packing:
                 if len(taken) == rows:
                     return taken
@@ -248,9 +268,7 @@ class SFTBatches(ShuffledSource):
         if not self.val:
             raise ValueError("SFTBatches has no validation examples")
         n = self.batch_size * self.world_size * (4 if self.packing else 1)  # ~ rows' worth
-        idx = [(self.val_cursor + k) % len(self.val) for k in range(n)]
-        self.val_cursor = (self.val_cursor + n) % len(self.val)
-        seqs = [self.val[i] for i in idx]
+        seqs = [self.val[i] for i in self._val_indices(n, len(self.val))]
         if self.packing:  # keep whole rows only
             rows = pack_rows([len(x) for x, _ in seqs], self.seq_len)[: self.batch_size * self.world_size]
             seqs = [seqs[i] for r in rows for i in r]
