@@ -18,6 +18,7 @@ from minillm.alignment.grpo import (
     exact_match_rewards,
     group_advantages,
     grpo_loss,
+    pass_at_k,
 )
 from minillm.alignment.ppo import token_logprobs
 from minillm.alignment.rollout import response_forward, sample_rollout
@@ -131,6 +132,20 @@ def test_exact_match_rewards():
         exact_match_rewards(["a", "b"], ["a"])
 
 
+def test_pass_at_k_equals_counting_the_draws():
+    # pass@k = the share of the C(n, k) ways to draw k of the n samples that hold a right one
+    import itertools
+    for n, c in [(5, 0), (5, 2), (8, 1), (8, 7), (6, 6)]:
+        samples = [1] * c + [0] * (n - c)
+        for k in range(1, n + 1):
+            draws = list(itertools.combinations(samples, k))
+            assert pass_at_k(n, c, k) == pytest.approx(sum(any(d) for d in draws) / len(draws))
+    assert pass_at_k(8, 2, 1) == pytest.approx(2 / 8)  # pass@1 is the share right
+    for bad in [(4, 5, 1), (4, -1, 1), (4, 2, 0), (4, 2, 5)]:
+        with pytest.raises(ValueError, match="pass_at_k needs"):
+            pass_at_k(*bad)
+
+
 # ---- end to end ------------------------------------------------------------------------------
 def test_grpo_step_raises_the_rewarded_responses(monkeypatch):
     tok = add_special_tokens(ByteTokenizer())
@@ -186,3 +201,22 @@ def test_flat_groups_leave_the_policy_where_it_is():
         assert torch.equal(v, before[k]), k
     scores = trainer.evaluate(examples)
     assert set(scores) == {"arithmetic", "upper", "mean"} and scores["mean"] == 0.0
+    sampled = trainer.evaluate_sampled(examples, n=3, max_new_tokens=4, batch_size=4)
+    assert sampled == {"arithmetic": {"pass@1": 0.0, "pass@3": 0.0},
+                       "upper": {"pass@1": 0.0, "pass@3": 0.0}}
+
+
+def test_sampled_evaluation_counts_right_samples(monkeypatch):
+    # a verifier that calls every other sample right: pass@1 is 1/2 and pass@2 is 1
+    tok = add_special_tokens(ByteTokenizer())
+    policy = tiny_gpt(tok.vocab_size)
+    examples = [SFTExample("upper", p, "X", "test", "p", 0, False) for p in ("a", "b", "c")]
+    trainer = GRPOTrainer(policy, copy.deepcopy(policy), tok, examples,
+                          GRPOConfig(prompts_per_step=1, group_size=2, max_new_tokens=3))
+    monkeypatch.setattr("minillm.alignment.grpo.exact_match_rewards",
+                        lambda answers, refs: torch.tensor([float(i % 2) for i in
+                                                            range(len(answers))]))
+    out = trainer.evaluate_sampled(examples, n=2, batch_size=2)
+    assert out == {"upper": {"pass@1": 0.5, "pass@2": 1.0}}
+    with pytest.raises(ValueError, match="n=0"):
+        trainer.evaluate_sampled(examples, n=0)

@@ -9,7 +9,8 @@
 2. ppo: PPO from the SFT checkpoint against that reward model, on the preference prompts (train
    split), once per KL coefficient; proxy reward, gold reward and KL per step. Writes ppo.json.
 3. grpo: GRPO from the SFT checkpoint on the verifiable tasks' training prompts (exact-match
-   reward); greedy exact match on the test split before and after. Writes grpo.json.
+   reward), one task per run; greedy exact match on every task and sampled exact match on the
+   trained one, before and after. Writes grpo_<task>.json.
 
 Everything runs on the CPU with one thread (torch.set_num_threads(1)), seeded.
 """
@@ -42,7 +43,7 @@ from minillm.training import TrainConfig, Trainer
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SFT = ROOT / "data/checkpoints/shakespeare_sft"
-KL_COEFS = (0.01, 0.1)
+KL_COEFS = (0.0, 0.01, 0.03, 0.1)
 
 
 def train_reward_model(pairs, test, tok, steps: int, seed: int = 0, out: Path | None = None):
@@ -89,8 +90,12 @@ def stage_reward(args) -> None:
 def stage_ppo(args) -> None:
     rm = RewardModel.from_checkpoint(HERE / "reward_model")
     prompts = sorted({p.prompt for p in load_preferences("train")})
-    runs = []
-    for kl_coef in KL_COEFS:
+    out = HERE / args.ppo_out
+    coefs = [float(b) for b in args.kl_coefs.split(",")]
+    # runs at other coefficients already in the file are kept (one file, several invocations)
+    runs = [r for r in json.loads(out.read_text())["runs"] if r["kl_coef"] not in coefs] \
+        if out.exists() else []
+    for kl_coef in coefs:
         policy, tok = load_model_and_tokenizer(SFT)
         ref = copy.deepcopy(policy)
         cfg = PPOConfig(batch_size=16, minibatch_size=8, ppo_epochs=2, max_new_tokens=48,
@@ -105,25 +110,31 @@ def stage_ppo(args) -> None:
                                   for k, v in log.items()}), flush=True)
         runs.append({"kl_coef": kl_coef, "config": cfg.__dict__,
                      "seconds": time.perf_counter() - start, "history": trainer.history})
-        (HERE / "ppo.json").write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+        runs.sort(key=lambda r: r["kl_coef"])
+        out.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
 
 
 def stage_grpo(args) -> None:
     policy, tok = load_model_and_tokenizer(SFT)
     ref = copy.deepcopy(policy)
-    cfg = GRPOConfig(prompts_per_step=8, group_size=8, minibatch_size=32, max_new_tokens=32,
-                     lr=args.grpo_lr, beta=0.04, seed=0)
+    cfg = GRPOConfig(prompts_per_step=args.grpo_prompts, group_size=8, minibatch_size=32,
+                     max_new_tokens=args.grpo_new_tokens, lr=args.grpo_lr, beta=args.grpo_beta,
+                     scale=args.grpo_scale, seed=0)
     ctx = policy.config.context_length
 
     def fits(e) -> bool:
         return len(tok.encode(e.prompt)) + 8 + cfg.max_new_tokens <= ctx
 
-    tasks = tuple(args.grpo_tasks.split(",")) if args.grpo_tasks else VERIFIABLE_TASKS
+    tasks = tuple(args.grpo_tasks.split(","))
     train = [e for e in load_sft("train") if e.task in tasks and fits(e)]
-    test = [e for t in VERIFIABLE_TASKS for e in load_sft("test", task=t, heldout=False)[:50]]
+    heldout = None if args.grpo_test_heldout else False
+    test = [e for t in VERIFIABLE_TASKS
+            for e in load_sft("test", task=t, heldout=heldout)[:args.grpo_test_per_task]]
     trainer = GRPOTrainer(policy, ref, tok, train, cfg)
+    trained_test = [e for e in test if e.task in tasks]
     before = trainer.evaluate(test)
-    print(json.dumps({"before": before}), flush=True)
+    before_sampled = trainer.evaluate_sampled(trained_test, n=8)
+    print(json.dumps({"before": before, "before_sampled": before_sampled}), flush=True)
     start = time.perf_counter()
     for _ in range(args.grpo_steps):
         log = trainer.step()
@@ -131,10 +142,14 @@ def stage_grpo(args) -> None:
             print(json.dumps({k: round(v, 3) for k, v in log.items()}), flush=True)
     seconds = time.perf_counter() - start
     after = trainer.evaluate(test)
-    print(json.dumps({"after": after}), flush=True)
-    (HERE / args.grpo_out).write_text(json.dumps({
-        "config": cfg.__dict__, "train_tasks": list(tasks), "train_prompts": len(train), "test_per_task": 50,
-        "before": before, "after": after, "seconds": seconds,
+    after_sampled = trainer.evaluate_sampled(trained_test, n=8)
+    print(json.dumps({"after": after, "after_sampled": after_sampled}), flush=True)
+    out = args.grpo_out or f"grpo_{'_'.join(tasks)}.json"
+    (HERE / out).write_text(json.dumps({
+        "config": cfg.__dict__, "train_tasks": list(tasks), "train_prompts": len(train),
+        "test_per_task": args.grpo_test_per_task, "test_heldout_included": args.grpo_test_heldout,
+        "before": before, "after": after, "sampled_n": 8, "before_sampled": before_sampled,
+        "after_sampled": after_sampled, "seconds": seconds,
         "history": trainer.history}, indent=1) + "\n")
 
 
@@ -144,12 +159,23 @@ STAGES = {"reward": stage_reward, "ppo": stage_ppo, "grpo": stage_grpo}
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stage", default="all", choices=("reward", "ppo", "grpo", "all"))
-    parser.add_argument("--ppo-steps", type=int, default=60)
+    parser.add_argument("--ppo-steps", type=int, default=300)
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
-    parser.add_argument("--grpo-steps", type=int, default=40)
-    parser.add_argument("--grpo-lr", type=float, default=2e-5)
-    parser.add_argument("--grpo-tasks", default="", help="comma-separated (default: all six)")
-    parser.add_argument("--grpo-out", default="grpo.json")
+    parser.add_argument("--kl-coefs", default=",".join(map(str, KL_COEFS)),
+                        help="comma-separated fixed KL coefficients, one PPO run each")
+    parser.add_argument("--ppo-out", default="ppo.json")
+    parser.add_argument("--grpo-steps", type=int, default=120)
+    parser.add_argument("--grpo-lr", type=float, default=1e-4)
+    parser.add_argument("--grpo-tasks", default="count_words",
+                        help="comma-separated tasks to train on (the shipped runs: one each)")
+    parser.add_argument("--grpo-new-tokens", type=int, default=16)
+    parser.add_argument("--grpo-prompts", type=int, default=16, help="prompts per GRPO step")
+    parser.add_argument("--grpo-beta", type=float, default=0.04)
+    parser.add_argument("--grpo-scale", default="group", choices=("group", "none"))
+    parser.add_argument("--grpo-test-per-task", type=int, default=100)
+    parser.add_argument("--grpo-test-heldout", action="store_true",
+                        help="score held-out phrasings too (default: seen phrasings only)")
+    parser.add_argument("--grpo-out", default="", help="default: grpo_<tasks>.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)

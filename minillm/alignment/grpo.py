@@ -24,6 +24,7 @@ rollout serves `grpo_iterations` passes of updates (mu in DeepSeekMath's Algorit
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ from minillm.alignment.sft import exact_match_by_task
 from minillm.data.sft import SFTExample
 from minillm.models import GPT
 
-__all__ = ["GRPOConfig", "GRPOTrainer", "exact_match_rewards", "grpo_loss", "group_advantages"]
+__all__ = ["GRPOConfig", "GRPOTrainer", "exact_match_rewards", "grpo_loss", "group_advantages",
+           "pass_at_k"]
 
 LOSS_TYPES = ("grpo", "dr_grpo", "bnpo")
 SCALES = ("group", "none")
@@ -118,6 +120,17 @@ def exact_match_rewards(answers: Sequence[str], references: Sequence[str]) -> to
                          for a, r in zip(answers, references, strict=True)])
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of pass@k from n samples of which c are right (Chen et al. 2021,
+    arXiv:2107.03374, Eq. 1): 1 - C(n - c, k) / C(n, k), the chance that k samples drawn
+    without replacement from the n include a right one."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
 @dataclass
 class GRPOConfig:
     prompts_per_step: int = 8      # N distinct prompts per rollout
@@ -179,6 +192,7 @@ class GRPOTrainer(OnPolicyTrainer):
         rows = [i for i in chosen for _ in range(c.group_size)]
         rollout = sample_rollout(self.policy, [self.prompts[i] for i in rows], c.max_new_tokens,
                                  self.stop_id, self.generator, c.temperature)
+        rollout_s = time.perf_counter() - start
         answers = decode_responses(self.tokenizer, rollout, self.stop_id)
         rewards = exact_match_rewards(answers, [self.examples[i].response for i in rows])
         advantages = group_advantages(rewards, c.group_size, c.scale).to(self.device)
@@ -213,7 +227,7 @@ class GRPOTrainer(OnPolicyTrainer):
                "flat_groups": float((groups.std(-1) == 0).float().mean()),
                "response_length": float(mask.sum(-1).mean()),
                **{k: v / n for k, v in sums.items()},
-               "step_s": time.perf_counter() - start}
+               "rollout_s": rollout_s, "step_s": time.perf_counter() - start}
         self.history.append(log)
         return log
 
@@ -221,3 +235,31 @@ class GRPOTrainer(OnPolicyTrainer):
         """Greedy exact match per task (and "mean") on `examples`, as chapter 11 scores."""
         return exact_match_by_task(*score_chat(self.policy, self.tokenizer, examples,
                                                self.template))
+
+    @torch.no_grad()
+    def evaluate_sampled(self, examples: Sequence[SFTExample], n: int = 8,
+                         max_new_tokens: int | None = None, seed: int = 0,
+                         batch_size: int = 64) -> dict[str, dict[str, float]]:
+        """Sampled exact match per task: n samples per prompt at the rollout temperature;
+        pass@1 (the mean share right) and pass@n, each averaged over the task's prompts."""
+        if n < 1:
+            raise ValueError(f"n={n} must be >= 1")
+        cap = max_new_tokens or self.config.max_new_tokens
+        gen = torch.Generator().manual_seed(seed)
+        prompts = [self.template.encode(self.tokenizer, e.prompt)[0] for e in examples]
+        rows = [i for i in range(len(examples)) for _ in range(n)]
+        right: list[float] = []
+        self.policy.eval()
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            roll = sample_rollout(self.policy, [prompts[i] for i in chunk], cap, self.stop_id,
+                                  gen, self.config.temperature)
+            right += exact_match_rewards(decode_responses(self.tokenizer, roll, self.stop_id),
+                                         [examples[i].response for i in chunk]).tolist()
+        per_prompt = torch.tensor(right).view(len(examples), n).sum(-1).long().tolist()
+        out: dict[str, dict[str, float]] = {}
+        for task in dict.fromkeys(e.task for e in examples):
+            cs = [c for e, c in zip(examples, per_prompt, strict=True) if e.task == task]
+            out[task] = {"pass@1": sum(pass_at_k(n, c, 1) for c in cs) / len(cs),
+                         f"pass@{n}": sum(pass_at_k(n, c, n) for c in cs) / len(cs)}
+        return out
