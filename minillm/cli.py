@@ -1,7 +1,8 @@
 """The `minillm` command line.
 
     minillm course run [CHAPTER ...] [-p NAME=VALUE ...] [--output-dir DIR | --in-place]
-    minillm train --out-dir DIR [--resume] [--d-model 128 --n-layer 4 ...] [--max-steps ...]
+    minillm train --out-dir DIR [--resume] [--tokenizer DIR] [--d-model 128 --n-layer 4 ...]
+                  [--max-steps ...]
     minillm sft --base DIR --out-dir DIR [--export-dir DIR] [--text-rows 4] [--max-steps ...]
                 [--lora-r 8 --lora-alpha 16 --lora-targets attn.qkv,attn.proj [--qlora]]
     minillm dpo --out FILE [--runs dpo:0.1 ipo:0.1 simpo:2.0 ...] [--steps N --lr LR ...]
@@ -94,10 +95,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from minillm.distributed import shutdown
     from minillm.io import atomic_write_json, check_writable, json_safe
     from minillm.models import GPT, GPTConfig
+    from minillm.tokenizers import load_tokenizer_folder
     from minillm.training import TrainConfig, Trainer, evaluate_loss
     from minillm.utils import seed_everything
 
-    tokenizer = ByteTokenizer()
+    # bytes by default; --tokenizer: a saved tokenizer folder (e.g. chapter 04's BPE)
+    tokenizer = load_tokenizer_folder(args.tokenizer) if args.tokenizer else ByteTokenizer()
     train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
     val = tokenizer.encode_tensor(load_corpus(args.corpus, "validation"))
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, **_picked(args, GPTConfig, ("vocab_size",)))
@@ -134,7 +137,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             if sharded:
                 eval_model = GPT(model_cfg).to(trainer.device)
                 eval_model.load_weights(weights)
-            summary["val_nats_per_byte"] = evaluate_loss(eval_model, val.to(trainer.device))
+            # evaluate_loss scores val[1:] per token; per byte divides by the bytes they cover
+            nats = evaluate_loss(eval_model, val.to(trainer.device))
+            scored_bytes = len(tokenizer.decode_bytes(val[1:].tolist()))
+            summary["val_nats_per_token"] = nats
+            summary["val_nats_per_byte"] = nats * (val.numel() - 1) / scored_bytes
         print(json.dumps(json_safe(summary), allow_nan=False))
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
@@ -316,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also save the final model (config, weights, tokenizer, training "
                             "record; no optimizer state) to this folder")
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    train.add_argument("--tokenizer", default=None,
+                       help="a saved tokenizer folder, e.g. data/tokenizers/shakespeare_bpe_2048 "
+                            "(default: bytes); vocab_size follows it")
     _add_dataclass_options(train, GPTConfig, skip=("vocab_size",), title="model (GPTConfig)")
     _add_dataclass_options(train, TrainConfig, title="training (TrainConfig)")
     train.set_defaults(func=cmd_train)

@@ -61,6 +61,10 @@ ROWS: list[tuple[str, str, str, str, str]] = [
      "ngram:words:3"),
     ("KN 5-gram (bytes)", "01", "bytes", "modified Kneser-Ney counts on the training plays",
      "ngram:bytes:5"),
+    ("GPT d128 x 6, BPE 2,048 (shakespeare_bpe)", "04", "BPE tokens (2,048)",
+     "shakespeare_byte's recipe (2,500 steps) on chapter 04's BPE tokens "
+     "(data/checkpoints/shakespeare_bpe)",
+     "checkpoint:checkpoints/shakespeare_bpe"),
     ("GPT d128 x 6 (shakespeare_byte)", "06", "bytes",
      "2,500 AdamW steps, cosine schedule (data/checkpoints/shakespeare_byte)",
      "checkpoint:checkpoints/shakespeare_byte"),

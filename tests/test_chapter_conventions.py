@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "chapters").glob("[0-9][0-9]_*.ipynb"))
-LINEAGE_CHAPTERS = {"01", "02", "05", "06", "07", "08", "11", "12", "13", "14", "15"}  # train or change a model
+LINEAGE_CHAPTERS = {"01", "02", "04", "05", "06", "07", "08", "11", "12", "13", "14", "15"}  # train or change a model
 
 # references that are not measured numbers
 ALLOWED = re.compile(
@@ -100,3 +100,48 @@ def test_chapters_that_train_a_model_place_it_on_the_metric_line(path):
     assert cells, f"{path.name}: trains or changes a model but never draws plot_lineage"
     assert any("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", [])), (
         f"{path.name}: the lineage figure is not stored (run the chapter)")
+
+
+# Figures go through minillm.plotting: `figure()` makes them in the course style and `finish()`
+# labels every axis with its unit (it raises on a label without one, so nbval catches it),
+# titles the axes and moves the legend off the data. Drawing the labels, titles or legends by
+# hand bypasses both checks.
+RAW_FIGURE_CALLS = re.compile(
+    r"plt\.(?:subplots|figure|xlabel|ylabel|title|legend)\(|"
+    r"\.set_(?:xlabel|ylabel|title)\(|\.legend\(|\.set\([^)]*(?:xlabel|ylabel|title)\s*=")
+FINISHERS = ("finish(", "beside_paper(")
+
+
+def raw_figure_calls(source: str) -> list[str]:
+    """Matplotlib calls in `source` that draw a figure's labels, titles or legends by hand."""
+    return RAW_FIGURE_CALLS.findall(source)
+
+
+def test_raw_figure_calls_are_seen():
+    assert raw_figure_calls("fig, ax = plt.subplots()\nax.set_xlabel('x')\nax.legend()") == [
+        "plt.subplots(", ".set_xlabel(", ".legend("]
+    assert raw_figure_calls("ax.set(xlabel='x (s)')") == [".set(xlabel="]
+    assert raw_figure_calls("fig, ax = figure()\nfinish(ax, 'x (s)', 'y (nats)', 'T')") == []
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem[:2])
+def test_one_figure_style(path):
+    bad = []
+    for i, c in enumerate(_cells(path)):
+        if c["cell_type"] != "code":
+            continue
+        src = _src(c)
+        bad += [f"cell {i}: {call}" for call in raw_figure_calls(src)]
+        if re.search(r"(?<![\w.])figure\(", src) and not any(f in src for f in FINISHERS):
+            bad.append(f"cell {i}: figure() without finish()")
+    assert not bad, (f"{path.name}: figures drawn outside minillm.plotting {bad}; make them with "
+                     "figure() and label them with finish(ax, x, y, title)")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem[:2])
+def test_title_cell_names_the_chapter_survey_section_and_prerequisites(path):
+    title = _src(_cells(path)[0])
+    assert title.startswith(f"# Chapter {path.stem[:2]} — "), (
+        f"{path.name}: the title cell should open '# Chapter {path.stem[:2]} — Title'")
+    assert "§" in title, f"{path.name}: the title cell should name the survey section (§)"
+    assert "Prerequisites" in title, f"{path.name}: the title cell should list its prerequisites"

@@ -100,6 +100,25 @@ def test_train_resume_with_other_sizes_is_a_clear_error(tmp_path, capsys):
     assert "shapes (saved vs model) differ" in capsys.readouterr().err
 
 
+def test_train_with_a_saved_tokenizer_exports_it_and_scores_per_byte(tmp_path):
+    from minillm.data import data_dir
+    from minillm.models import GPT
+    from minillm.tokenizers import BPETokenizer, tokenizer_for_model
+
+    bpe = data_dir() / "tokenizers" / "shakespeare_bpe_2048"
+    args = _train_args(tmp_path / "run", "--tokenizer", str(bpe), "--final-eval",
+                       "--export-dir", str(tmp_path / "export"))
+    assert main(args) == 0
+    model = GPT.from_checkpoint(tmp_path / "export")
+    assert model.config.vocab_size == 2048                       # the vocabulary follows it
+    tok = tokenizer_for_model(tmp_path / "export", model.config.vocab_size)  # ranks inline
+    assert tok.ranks == BPETokenizer.load(bpe).ranks
+    summary = json.loads((tmp_path / "export" / "training.json").read_text())["summary"]
+    # ~2.85 bytes per BPE token: nats per byte is the per-token loss spread over those bytes
+    assert 2.5 < summary["val_nats_per_token"] / summary["val_nats_per_byte"] < 3.2
+    assert main(_train_args(tmp_path / "other", "--tokenizer", str(tmp_path / "none"))) == 2
+
+
 def test_generate_reads_a_tokenizer_saved_with_its_rank_file(tmp_path):
     from minillm.models import GPT, GPTConfig
     from minillm.tokenizers import BPETokenizer

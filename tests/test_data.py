@@ -97,6 +97,10 @@ def test_byte_tokenizer_special_tokens():
         tok.decode([0xFF], errors="strict")
     with pytest.raises(ValueError, match="outside"):
         tok.decode([999])
+    # decode_bytes: the exact bytes, invalid UTF-8 kept (what bits-per-byte counts)
+    assert tok.decode_bytes([0xFF, 97, 257]) == b"\xffa<|pad|>"
+    with pytest.raises(ValueError, match="outside"):
+        tok.decode_bytes([999])
 
 
 def test_byte_tokenizer_prefers_the_longest_special_token():

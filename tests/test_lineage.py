@@ -39,6 +39,9 @@ def test_the_lineage_tells_the_course_story():
     assert base < bpb["ngram:words:3"] and base < bpb["sweep:best@3e+12"]
     assert 0 < bpb["quantized:checkpoints/shakespeare_byte:nf4"] - base < 0.05
     assert abs(bpb["checkpoint:checkpoints/shakespeare_sft"] - base) < 0.1  # SFT (text mixed in)
+    # the BPE model: same recipe and steps, each token ~2.85 bytes; on the same line, per byte
+    bpe = bpb["checkpoint:checkpoints/shakespeare_bpe"]
+    assert bpe < base                  # same steps, more text per step: lower per byte
 
 
 def test_unknown_sources_are_refused_with_the_fix():

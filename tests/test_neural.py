@@ -126,6 +126,30 @@ def test_text_bits_per_byte_is_one_function_for_ngram_and_neural_models():
         text_bits_per_byte(small_models()[0], text)
 
 
+def test_a_bpe_model_is_scored_per_byte_of_the_text_not_per_token():
+    from minillm.data import data_dir
+    from minillm.models import GPT, GPTConfig
+    from minillm.tokenizers import BPETokenizer
+
+    tok = BPETokenizer.load(data_dir() / "tokenizers" / "shakespeare_bpe_2048")
+    text = "To be, or not to be \u2014 that is the question: whether \u2019tis nobler"
+    ids = tok.encode(text)
+    n_bytes = len(text.encode("utf-8"))
+    assert len(ids) < n_bytes - 20 and len(text) < n_bytes       # tokens < chars < bytes
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=64, d_model=32, n_layer=1,
+                          n_head=2)).eval()
+    seq = torch.tensor([tok.eot_id, *ids])                      # one window, <|endoftext|> first
+    with torch.no_grad():
+        logits = model(seq[:-1][None])[0][0]
+    total_bits = F.cross_entropy(logits, seq[1:], reduction="sum").item() / math.log(2)
+    bpb = text_bits_per_byte(model, text, tok)
+    assert bpb == pytest.approx(total_bits / n_bytes, rel=1e-5)
+    assert bpb == pytest.approx(lm_nll_bits(model, ids, bos_id=tok.eot_id) / n_bytes, rel=1e-5)
+    # the per-token number (what a per-token scorer would report) is bytes/tokens times larger
+    assert total_bits / len(ids) > 2 * bpb
+
+
 def test_gradient_norm_by_distance():
     torch.manual_seed(0)
     model = RNNLM(RNNLMConfig(vocab_size=11, context_length=20, cell="rnn", d_embed=4,

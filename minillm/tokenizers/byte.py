@@ -76,6 +76,20 @@ class ByteTokenizer:
             return torch.empty(0, dtype=torch.long)
         return torch.frombuffer(data, dtype=torch.uint8).to(torch.long)
 
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes `ids` stand for (a special token as its UTF-8), as `BPETokenizer`'s."""
+        out = bytearray()
+        for i in ids:
+            i = int(i)
+            if i < 256:
+                out.append(i)
+            elif i in self.inverse_special:
+                out += self.inverse_special[i].encode("utf-8")
+            else:
+                raise ValueError(f"token id {i} is outside this tokenizer's vocabulary "
+                                 f"(size {self.vocab_size})")
+        return bytes(out)
+
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         """Bytes back to text; invalid UTF-8 becomes U+FFFD unless `errors="strict"`."""
         out: list[str] = []
