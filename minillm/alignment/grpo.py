@@ -41,7 +41,7 @@ from minillm.data.sft import SFTExample
 from minillm.models import GPT
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "exact_match_rewards", "grpo_loss", "group_advantages",
-           "pass_at_k"]
+           "pass_at_k", "sampled_exact_match"]
 
 LOSS_TYPES = ("grpo", "dr_grpo", "bnpo")
 SCALES = ("group", "none")
@@ -129,6 +129,36 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+@torch.no_grad()
+def sampled_exact_match(model: GPT, tokenizer, examples: Sequence[SFTExample], n: int,
+                        ks: Sequence[int], max_new_tokens: int,
+                        generator: torch.Generator | None = None, temperature: float = 1.0,
+                        template: ChatTemplate | None = None, batch_size: int = 64
+                        ) -> dict[str, dict[str, float]]:
+    """Sampled exact match per task: n samples per prompt (chat template, KV cache), scored
+    like the GRPO reward; for each k in ks, pass@k averaged over the task's prompts."""
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    template = template or ChatTemplate()
+    stop_id = template.stop_id(tokenizer)
+    prompts = [template.encode(tokenizer, e.prompt)[0] for e in examples]
+    rows = [i for i in range(len(examples)) for _ in range(n)]
+    right: list[float] = []
+    model.eval()
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        roll = sample_rollout(model, [prompts[i] for i in chunk], max_new_tokens, stop_id,
+                              generator, temperature)
+        right += exact_match_rewards(decode_responses(tokenizer, roll, stop_id),
+                                     [examples[i].response for i in chunk]).tolist()
+    per_prompt = torch.tensor(right).view(len(examples), n).sum(-1).long().tolist()
+    out: dict[str, dict[str, float]] = {}
+    for task in dict.fromkeys(e.task for e in examples):
+        cs = [c for e, c in zip(examples, per_prompt, strict=True) if e.task == task]
+        out[task] = {f"pass@{k}": sum(pass_at_k(n, c, k) for c in cs) / len(cs) for k in ks}
+    return out
 
 
 @dataclass
@@ -236,30 +266,12 @@ class GRPOTrainer(OnPolicyTrainer):
         return exact_match_by_task(*score_chat(self.policy, self.tokenizer, examples,
                                                self.template))
 
-    @torch.no_grad()
     def evaluate_sampled(self, examples: Sequence[SFTExample], n: int = 8,
                          max_new_tokens: int | None = None, seed: int = 0,
                          batch_size: int = 64) -> dict[str, dict[str, float]]:
-        """Sampled exact match per task: n samples per prompt at the rollout temperature;
-        pass@1 (the mean share right) and pass@n, each averaged over the task's prompts."""
-        if n < 1:
-            raise ValueError(f"n={n} must be >= 1")
-        cap = max_new_tokens or self.config.max_new_tokens
-        gen = torch.Generator().manual_seed(seed)
-        prompts = [self.template.encode(self.tokenizer, e.prompt)[0] for e in examples]
-        rows = [i for i in range(len(examples)) for _ in range(n)]
-        right: list[float] = []
-        self.policy.eval()
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            roll = sample_rollout(self.policy, [prompts[i] for i in chunk], cap, self.stop_id,
-                                  gen, self.config.temperature)
-            right += exact_match_rewards(decode_responses(self.tokenizer, roll, self.stop_id),
-                                         [examples[i].response for i in chunk]).tolist()
-        per_prompt = torch.tensor(right).view(len(examples), n).sum(-1).long().tolist()
-        out: dict[str, dict[str, float]] = {}
-        for task in dict.fromkeys(e.task for e in examples):
-            cs = [c for e, c in zip(examples, per_prompt, strict=True) if e.task == task]
-            out[task] = {"pass@1": sum(pass_at_k(n, c, 1) for c in cs) / len(cs),
-                         f"pass@{n}": sum(pass_at_k(n, c, n) for c in cs) / len(cs)}
-        return out
+        """`sampled_exact_match` of the policy at the rollout temperature: pass@1 and pass@n
+        per task."""
+        return sampled_exact_match(self.policy, self.tokenizer, examples, n, (1, n),
+                                   max_new_tokens or self.config.max_new_tokens,
+                                   torch.Generator().manual_seed(seed), self.config.temperature,
+                                   self.template, batch_size)
