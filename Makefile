@@ -65,7 +65,7 @@ course: $(STAMP)
 
 # The executed chapters as a static web book (build/book/index.html); nothing is re-run.
 book: $(STAMP)
-	$(BIN)/python -m minillm.book --output-dir build/book
+	$(BIN)/python -m minillm.course.book --output-dir build/book
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/

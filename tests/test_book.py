@@ -1,4 +1,4 @@
-"""The web book (`make book` = python -m minillm.book): it builds from the stored chapters, and in
+"""The web book (`make book` = python -m minillm.course.book): it builds from the stored chapters, and in
 a real browser the index links every chapter, each page shows its figures, and no link is
 broken."""
 
@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from browser import REPO, chromium_path
 
-from minillm.book import build_book, read_chapters
+from minillm.course.book import build_book, read_chapters
 
 CHAPTERS = REPO / "chapters"
 

@@ -102,7 +102,7 @@ def test_chapters_that_train_a_model_place_it_on_the_metric_line(path):
         f"{path.name}: the lineage figure is not stored (run the chapter)")
 
 
-# Figures go through minillm.plotting: `figure()` makes them in the course style and `finish()`
+# Figures go through minillm.course.plotting: `figure()` makes them in the course style and `finish()`
 # labels every axis with its unit (it raises on a label without one, so nbval catches it),
 # titles the axes and moves the legend off the data. Drawing the labels, titles or legends by
 # hand bypasses both checks.
@@ -134,7 +134,7 @@ def test_one_figure_style(path):
         bad += [f"cell {i}: {call}" for call in raw_figure_calls(src)]
         if re.search(r"(?<![\w.])figure\(", src) and not any(f in src for f in FINISHERS):
             bad.append(f"cell {i}: figure() without finish()")
-    assert not bad, (f"{path.name}: figures drawn outside minillm.plotting {bad}; make them with "
+    assert not bad, (f"{path.name}: figures drawn outside minillm.course.plotting {bad}; make them with "
                      "figure() and label them with finish(ax, x, y, title)")
 
 

@@ -11,8 +11,15 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from minillm.lineage import ROWS, WHOLE_SPLIT, LineageRow, load_lineage, plot_lineage, score_source
-from minillm.plotting import COLORS
+from minillm.course.lineage import (
+    ROWS,
+    WHOLE_SPLIT,
+    LineageRow,
+    load_lineage,
+    plot_lineage,
+    score_source,
+)
+from minillm.course.plotting import COLORS
 
 TABLE = load_lineage()
 

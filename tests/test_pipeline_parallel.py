@@ -20,12 +20,12 @@ import pytest
 from parallel_reference import assert_tensors_close, run_parallel_bench
 from safetensors.torch import load_file
 
+from minillm.course.plotting import plot_timeline
 from minillm.distributed.memory import parallel_comm_elements
 from minillm.distributed.pipeline import (
     Event,
     bubble_fraction,
     check_pipeline,
-    plot_timeline,
     schedule,
     simulate_timeline,
     timeline_bubble,

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from minillm.plotting import COLORS, STYLE, beside_paper, figure, finish
+from minillm.course.plotting import COLORS, STYLE, beside_paper, figure, finish
 
 
 def test_figure_applies_the_style():

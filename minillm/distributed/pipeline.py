@@ -17,7 +17,7 @@ Both leave every stage idle for p - 1 micro-batch slots of the m + p - 1 a stage
 
 The loss is the mean over micro-batches (each micro-batch's mean loss / m), so the gradients
 are those of one process accumulating the same micro-batches. Every forward and backward is
-timed (`Event`), so a timeline can be drawn (`plot_timeline`) and its idle share measured
+timed (`Event`), so a timeline can be drawn (`minillm.course.plotting.plot_timeline`) and its idle share measured
 (`timeline_bubble`); `simulate_timeline` gives the ideal timeline of a schedule.
 
 Notes: tied embeddings with p > 1 keep one copy on the first and one on the last stage; after
@@ -44,7 +44,7 @@ from minillm.models.gpt import GPT
 from minillm.models.positions import sinusoidal_at
 
 __all__ = ["Event", "GPTStage", "PipelineRunner", "bubble_fraction", "check_pipeline",
-           "events_as_dicts", "gather_pipeline_state_dict", "plot_timeline", "schedule",
+           "events_as_dicts", "gather_pipeline_state_dict", "schedule",
            "simulate_timeline", "stage_layers", "sync_tied_grads", "timeline_bubble"]
 
 SCHEDULES = ("gpipe", "1f1b")
@@ -297,47 +297,6 @@ def gather_pipeline_state_dict(module: GPTStage, grads: bool = False, group=None
     for part in everyone:
         out.update({k: v for k, v in part.items() if k not in out})
     return dict(sorted(out.items()))
-
-
-def plot_timeline(events: list[Event] | list[dict], ax=None, title: str | None = None,
-                  unit: str = "ms"):
-    """Draw a pipeline timeline: one row per stage, forwards and backwards as labelled bars.
-
-    Args:
-        events: `Event`s (or their dicts, as a results file holds them).
-        ax: a matplotlib Axes to draw into (default: a new figure).
-        title: the figure title (default: the measured bubble beside the formula's).
-        unit: "ms" for measured timelines (seconds in the events), "steps" for simulated ones.
-
-    Returns:
-        The Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    from minillm.plotting import COLORS, figure, finish
-
-    events = [e if isinstance(e, Event) else Event(**e) for e in events]
-    if ax is None:
-        _, ax = figure(width=8, height=0.6 * (1 + max(e.stage for e in events)) + 1.2)
-    colors = {"F": COLORS["ours"], "B": COLORS["highlight"]}
-    scale = 1e3 if unit == "ms" else 1.0
-    t0 = min(e.start for e in events)
-    for e in events:
-        start, end = scale * (e.start - t0), scale * (e.end - t0)
-        ax.broken_barh([(start, end - start)], (e.stage - 0.4, 0.8), color=colors[e.kind],
-                       edgecolor="white")
-        ax.text((start + end) / 2, e.stage, str(e.micro), ha="center", va="center", fontsize=8,
-                color="white")
-    p = 1 + max(e.stage for e in events)
-    m = 1 + max(e.micro for e in events)
-    ax.set_yticks(range(p))
-    ax.invert_yaxis()
-    for kind, name in (("F", "forward"), ("B", "backward")):
-        ax.add_patch(plt.Rectangle((0, 0), 0, 0, color=colors[kind], label=name))
-    finish(ax, x=f"time from the first forward ({unit})", y="pipeline stage (index)",
-           title=title or f"pipeline timeline, p={p}, m={m}: idle {timeline_bubble(events):.2f}"
-                          f" (formula {bubble_fraction(p, m):.2f})")
-    return ax
 
 
 def events_as_dicts(events: list[Event]) -> list[dict]:

@@ -1,6 +1,6 @@
 """The course as a web book: the executed chapters rendered to static HTML with an index.
 
-    python -m minillm.book [--output-dir build/book]       (make book)
+    python -m minillm.course.book [--output-dir build/book]       (make book)
 
 Why nbconvert and not Jupyter Book or MyST: the chapters are already executed and their stored
 outputs are what the tests check, so the book must show exactly those outputs without running
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from minillm.course import chapters_dir
 
-    p = argparse.ArgumentParser(prog="python -m minillm.book", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m minillm.course.book", description=__doc__.splitlines()[0])
     p.add_argument("--chapters", default=None, help="folder of chapter notebooks (default: the "
                    "repository's chapters/)")
     p.add_argument("--output-dir", default="build/book")

@@ -4,7 +4,7 @@ Bits per UTF-8 byte of the validation plays (*Macbeth*, *Much Ado About Nothing*
 bytes) is the one axis on which a word 5-gram, a byte-level GPT, its SFT descendant and its
 4-bit copy can be compared: the numerator is the information of the same text whatever the
 tokens. The table ships as `data/lineage/lineage.json`; this module regenerates it
-(`python -m minillm.lineage --write`), re-scores a row from its source (the tests do this for
+(`python -m minillm.course.lineage --write`), re-scores a row from its source (the tests do this for
 every row whose source ships), and draws it (`plot_lineage`), the current chapter's models
 highlighted and a chapter's live runs added as open markers.
 
@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from minillm.course.plotting import COLORS, figure, finish
 from minillm.data import ByteTokenizer, data_dir, load_corpus
 from minillm.io import atomic_write_json, read_json
-from minillm.plotting import COLORS, figure, finish
 
 __all__ = ["LineageRow", "ROWS", "lineage_path", "load_lineage", "score_source", "build_lineage",
            "write_lineage", "plot_lineage"]
@@ -164,7 +164,7 @@ def score_source(source: str, text: str | None = None) -> tuple[float, int, floa
             quantize_model(model, scheme)
         return text_bits_per_byte(model.eval(), text, tok), n, flops
     raise ValueError(f"unknown lineage source {source!r}: use checkpoint:, quantized:, ngram: "
-                     "or sweep: (see minillm.lineage's docstring)")
+                     "or sweep: (see minillm.course.lineage's docstring)")
 
 
 def build_lineage(rows: Iterable[tuple[str, str, str, str, str]] = ROWS, verbose: bool = False
@@ -187,7 +187,7 @@ def write_lineage(rows: list[LineageRow], path: str | Path | None = None) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"metric": "bits per UTF-8 byte of the validation plays (Macbeth, Much Ado About "
                       "Nothing)",
-            "recipe": "python -m minillm.lineage --write",
+            "recipe": "python -m minillm.course.lineage --write",
             "rows": [asdict(r) for r in rows]}
     atomic_write_json(path, body)
     return path

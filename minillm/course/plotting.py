@@ -2,7 +2,7 @@
 
 Every chapter draws with these helpers so that the sixteen chapters read as one book:
 
-    from minillm.plotting import figure, finish, COLORS
+    from minillm.course.plotting import figure, finish, COLORS
     fig, ax = figure()                          # the style applied, the course's default size
     ax.plot(steps, loss, color=COLORS["ours"], label="minillm")
     finish(ax, x="optimizer step", y="loss (nats/token)", title="Training loss")
@@ -21,7 +21,7 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 
 __all__ = ["COLORS", "STYLE", "apply_style", "figure", "finish", "beside_paper",
-           "legend_outside"]
+           "legend_outside", "plot_timeline"]
 
 COLORS = {
     "ours": "#1f77b4",       # what this chapter measured
@@ -113,3 +113,42 @@ def beside_paper(ax, labels: Sequence[str], ours: Sequence[float],
     top = max([*ours, *[p for _, p in known]])
     ax.set_xlim(0, 1.18 * top if top > 0 else 1)
     finish(ax, x=unit, y=None, title=title)
+
+
+def plot_timeline(events: list, ax=None, title: str | None = None,
+                  unit: str = "ms"):
+    """Draw a pipeline timeline: one row per stage, forwards and backwards as labelled bars.
+
+    Args:
+        events: `Event`s (or their dicts, as a results file holds them).
+        ax: a matplotlib Axes to draw into (default: a new figure).
+        title: the figure title (default: the measured bubble beside the formula's).
+        unit: "ms" for measured timelines (seconds in the events), "steps" for simulated ones.
+
+    Returns:
+        The Axes.
+    """
+    from minillm.distributed.pipeline import Event, bubble_fraction, timeline_bubble
+
+    events = [e if isinstance(e, Event) else Event(**e) for e in events]
+    if ax is None:
+        _, ax = figure(width=8, height=0.6 * (1 + max(e.stage for e in events)) + 1.2)
+    colors = {"F": COLORS["ours"], "B": COLORS["highlight"]}
+    scale = 1e3 if unit == "ms" else 1.0
+    t0 = min(e.start for e in events)
+    for e in events:
+        start, end = scale * (e.start - t0), scale * (e.end - t0)
+        ax.broken_barh([(start, end - start)], (e.stage - 0.4, 0.8), color=colors[e.kind],
+                       edgecolor="white")
+        ax.text((start + end) / 2, e.stage, str(e.micro), ha="center", va="center", fontsize=8,
+                color="white")
+    p = 1 + max(e.stage for e in events)
+    m = 1 + max(e.micro for e in events)
+    ax.set_yticks(range(p))
+    ax.invert_yaxis()
+    for kind, name in (("F", "forward"), ("B", "backward")):
+        ax.add_patch(plt.Rectangle((0, 0), 0, 0, color=colors[kind], label=name))
+    finish(ax, x=f"time from the first forward ({unit})", y="pipeline stage (index)",
+           title=title or f"pipeline timeline, p={p}, m={m}: idle {timeline_bubble(events):.2f}"
+                          f" (formula {bubble_fraction(p, m):.2f})")
+    return ax
