@@ -47,7 +47,7 @@ def main() -> None:
         for name, m in models.items():
             m.train()
             start = time.perf_counter()
-            _, loss = m(x[:, :-1], x[:, 1:])
+            loss = m(x[:, :-1], x[:, 1:]).loss
             loss.backward()
             m.zero_grad(set_to_none=True)
             train_times[name].append(time.perf_counter() - start)

@@ -48,7 +48,7 @@ def step_fn(model, is_hf: bool, device: torch.device, dtype: torch.dtype | None)
     def step(x, y):
         ctx = torch.autocast(device.type, dtype=dtype) if dtype else torch.autocast(device.type, enabled=False)
         with ctx:
-            loss = model(input_ids=x, labels=x).loss if is_hf else model(x, y)[1]
+            loss = model(input_ids=x, labels=x).loss if is_hf else model(x, y).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -35,7 +35,7 @@ def test_llama_configuration_matches_llama_for_causal_lm(n_kv_head):
     assert (c.positions, c.norm, c.mlp, c.bias, c.n_kv_head) == ("rope", "rmsnorm", "swiglu", False, n_kv_head)
     x = torch.randint(0, 97, (3, 40))
     with torch.no_grad():
-        diff = (hf(x).logits - ours(x)[0]).abs().max().item()
+        diff = (hf(x).logits - ours(x).logits).abs().max().item()
     assert diff <= 1e-5
 
 
@@ -45,7 +45,7 @@ def test_llama_with_linear_rope_scaling_and_tied_embeddings():
     assert ours.config.rope_scaling == "linear" and ours.config.tie_embeddings
     x = torch.randint(0, 97, (2, 50))
     with torch.no_grad():
-        assert (hf(x).logits - ours(x)[0]).abs().max().item() <= 1e-5
+        assert (hf(x).logits - ours(x).logits).abs().max().item() <= 1e-5
 
 
 def test_llama_kv_cache_matches_hf_generate_greedy():
@@ -71,7 +71,7 @@ def test_every_option_builds_trains_and_round_trips(tmp_path, positions, norm, p
     model = GPT(cfg)
     x = torch.randint(0, 31, (2, 16))
     kw = {"prefix_length": 5} if mask == "prefix" else {}
-    _, loss = model(x[:, :-1], x[:, 1:], **kw)
+    loss = model(x[:, :-1], x[:, 1:], **kw).loss
     loss.backward()
     torch.optim.AdamW(model.parameters(), lr=1e-2).step()
     assert torch.isfinite(loss)
@@ -79,7 +79,7 @@ def test_every_option_builds_trains_and_round_trips(tmp_path, positions, norm, p
     again = GPT.from_checkpoint(tmp_path / "m")
     assert again.config == cfg
     with torch.no_grad():
-        torch.testing.assert_close(again.eval()(x, **kw)[0], model.eval()(x, **kw)[0])
+        torch.testing.assert_close(again.eval()(x, **kw).logits, model.eval()(x, **kw).logits)
 
 
 def _changed_positions(mask, edit_at, **kw):
@@ -90,7 +90,7 @@ def _changed_positions(mask, edit_at, **kw):
     b = a.clone()
     b[0, edit_at] = (b[0, edit_at] + 1) % 31
     with torch.no_grad():
-        return ((m(a, **kw)[0] - m(b, **kw)[0]).abs().amax(-1) > 1e-6)[0].tolist()
+        return ((m(a, **kw).logits - m(b, **kw).logits).abs().amax(-1) > 1e-6)[0].tolist()
 
 
 def test_masks_decide_who_sees_whom():
@@ -116,7 +116,7 @@ def test_naive_and_sdpa_agree_for_every_position_scheme_and_mask():
         x = torch.randint(0, 31, (2, 16))
         extra = {"prefix_length": torch.tensor([3, 7])} if mask == "prefix" else {}
         with torch.no_grad():
-            torch.testing.assert_close(naive(x, **extra)[0], fused(x, **extra)[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(naive(x, **extra).logits, fused(x, **extra).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_learned_positions_cannot_extrapolate_but_the_others_can():
@@ -127,7 +127,7 @@ def test_learned_positions_cannot_extrapolate_but_the_others_can():
         m = GPT(GPTConfig(vocab_size=31, context_length=64, d_model=32, n_layer=1, n_head=4,
                           positions=positions))
         assert not hasattr(m, "pos_emb")
-        assert m(torch.zeros(1, 64, dtype=torch.long))[0].shape == (1, 64, 31)
+        assert m(torch.zeros(1, 64, dtype=torch.long)).logits.shape == (1, 64, 31)
 
 
 def test_gpt2_defaults_are_unchanged_and_exportable():
@@ -181,13 +181,13 @@ def test_relative_schemes_ignore_a_shift_and_left_padding(positions, mask):
     x = torch.randint(0, 50, (1, 8), generator=torch.Generator().manual_seed(1))
     kw = {"prefix_length": 3} if mask == "prefix" else {}
     with torch.no_grad():
-        plain = model(x, **kw)[0]
-        shifted = model(x, position_ids=torch.arange(5, 13), **kw)[0]
+        plain = model(x, **kw).logits
+        shifted = model(x, position_ids=torch.arange(5, 13), **kw).logits
         torch.testing.assert_close(shifted, plain, atol=1e-5, rtol=1e-5)
         if mask != "prefix":  # prefix_length counts columns, pads included
             padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), x], 1)
             am = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(x)], 1)
-            torch.testing.assert_close(model(padded, attention_mask=am)[0][:, 3:], plain,
+            torch.testing.assert_close(model(padded, attention_mask=am).logits[:, 3:], plain,
                                        atol=1e-5, rtol=1e-5)
 
 
@@ -200,7 +200,7 @@ def test_naive_alibi_runs_in_half_precision_like_sdpa(dtype):
     fused.load_state_dict(naive.state_dict())
     x = torch.randint(0, 50, (2, 10))
     with torch.no_grad():
-        torch.testing.assert_close(naive(x)[0].float(), fused(x)[0].float(), atol=2e-2, rtol=0)
+        torch.testing.assert_close(naive(x).logits.float(), fused(x).logits.float(), atol=2e-2, rtol=0)
 
 
 def test_hf_variants_minillm_cannot_express_are_refused():

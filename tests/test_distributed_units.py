@@ -54,7 +54,7 @@ def test_state_bytes_counts_each_storage_once():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, context_length=16, d_model=16, n_layer=1, n_head=2))
     opt = torch.optim.AdamW(model.parameters())
-    _, loss = model(torch.randint(0, 50, (2, 16)), torch.randint(0, 50, (2, 16)))
+    loss = model(torch.randint(0, 50, (2, 16)), torch.randint(0, 50, (2, 16))).loss
     loss.backward()
     opt.step()
     psi = sum(p.numel() for p in model.parameters())  # the tied head counted once

@@ -36,6 +36,7 @@ from minillm.alignment.recipe import load_model_and_tokenizer
 from minillm.data import ByteTokenizer
 from minillm.data.preference import PreferencePair, load_preferences
 from minillm.models import GPT, GPTConfig
+from minillm.models.base import LMOutput
 from minillm.training import TrainConfig, Trainer
 
 trl = pytest.importorskip("trl")
@@ -231,12 +232,12 @@ def test_first_step_loss_is_ln2_on_the_sft_checkpoint(sft):
             assert metrics["reward_margin"] == pytest.approx(0.0, abs=1e-5)
         # the loss function sums the response log-probs (not a per-token mean): equal to
         # dpo_loss on independently computed sums under a perturbed "policy"
-        logits, _ = model(batch["input_ids"])
+        logits = model(batch["input_ids"]).logits
         summed = sequence_logps(logits * 1.1, batch["labels"])[0]
         mean = sequence_logps(logits * 1.1, batch["labels"], "mean")[0]
 
         def policy(ids, attention_mask=None):
-            return model(ids, attention_mask=attention_mask)[0] * 1.1, None
+            return LMOutput(model(ids, attention_mask=attention_mask).logits * 1.1)
         loss, _ = preference_loss_fn("dpo", beta=0.1)(policy, batch)
         ref = batch["ref_logps"]
         expected = dpo_loss(summed[:8], summed[8:], ref[:8], ref[8:], 0.1).loss

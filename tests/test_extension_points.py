@@ -1,10 +1,14 @@
-"""The model's extension points: build_mlp, auxiliary losses, final hidden states."""
+"""The model's extension points: build_mlp, auxiliary losses, final hidden states, and the one
+typed output (`LMOutput`) that carries them."""
+
+import dataclasses
 
 import pytest
 import torch
 from torch import nn
 
 from minillm.models import GPT, GPTConfig
+from minillm.models.base import LMOutput, MLPOutput
 from minillm.models.mlp import GeluMLP, SwiGLU, build_mlp
 from minillm.training import TrainConfig, Trainer, lm_loss_fn
 
@@ -20,38 +24,57 @@ class MLPWithAux(nn.Module):
 
     def forward(self, x):
         out = self.mlp(x)
-        self.aux_losses = {"balance": self.coef * out.pow(2).mean(), "z": 0.5 * self.coef * x.mean()}
-        return out
+        aux = {"balance": self.coef * out.pow(2).mean(), "z": 0.5 * self.coef * x.mean()}
+        return MLPOutput(out, aux)
 
 
 def test_build_mlp_picks_the_configured_mlp_per_layer():
     assert isinstance(build_mlp(GPTConfig(**CFG), 0), GeluMLP)
     assert isinstance(build_mlp(GPTConfig(**CFG, mlp="swiglu"), 1), SwiGLU)
     model = GPT(GPTConfig(**CFG))
-    assert [b.layer_idx for b in model.blocks] == [0, 1]
+    assert [b.attn.layer_idx for b in model.blocks] == [0, 1]
+
+
+def test_forward_returns_one_typed_output_and_stores_nothing():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**CFG, n_expert=4, top_k=2))
+    x = torch.randint(0, 29, (2, 16))
+    before = {name: dict(vars(m)) for name, m in model.named_modules()}
+    out = model(x, x)
+    assert isinstance(out, LMOutput) and out.logits.shape == (2, 16, 29)
+    assert set(out.aux_losses) == {"moe_balance", "moe_z"} and len(out.routing) == 2
+    with pytest.raises(TypeError):  # not a tuple: no positional unpacking or indexing
+        out[0]
+    after = {name: dict(vars(m)) for name, m in model.named_modules()}
+    changed = [(name, key) for name in before for key in set(before[name]) | set(after[name])
+               if key not in ("_parameters", "_buffers", "_modules")
+               and before[name].get(key, "missing") is not after[name].get(key, "missing")]
+    assert changed == [], f"forward set module state: {changed}"
+    assert [f.name for f in dataclasses.fields(LMOutput)] == [
+        "logits", "loss", "aux_losses", "hidden_states", "routing"]
 
 
 def test_aux_losses_are_summed_over_modules_and_not_in_the_lm_loss():
     torch.manual_seed(0)
     model = GPT(GPTConfig(**CFG))
     x = torch.randint(0, 29, (2, 16))
-    logits, loss = model(x, x)
-    _, loss3, aux = model(x, x, return_aux=True)
-    assert aux == {} and torch.equal(loss, loss3)                     # dense: nothing extra
+    out = model(x, x)
+    assert out.aux_losses == {} and out.aux_loss is None and out.routing == ()  # dense
+    torch.testing.assert_close(out.total_loss(), out.loss)
     for block in model.blocks:
         block.mlp = MLPWithAux(block.mlp, 0.1)
-    seen = []  # what each MLP saw and returned, recorded independently of aux_losses
-    hooks = [b.mlp.register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
+    seen = []  # what each MLP saw and returned, recorded independently of the output
+    hooks = [b.mlp.register_forward_hook(lambda m, i, o: seen.append((i[0], o.hidden)))
              for b in model.blocks]
-    _, loss_aux, aux = model(x, x, return_aux=True)
+    with_aux = model(x, x)
     for h in hooks:
         h.remove()
+    aux = with_aux.aux_losses
     assert set(aux) == {"balance", "z"} and len(seen) == 2
-    assert torch.equal(loss_aux, loss)                                # LM loss unchanged
+    assert torch.equal(with_aux.loss, out.loss)                       # LM loss unchanged
     torch.testing.assert_close(aux["balance"], sum(0.1 * o.pow(2).mean() for _, o in seen))
     torch.testing.assert_close(aux["z"], sum(0.05 * i.mean() for i, _ in seen))
-    assert all(b.mlp.aux_losses == {} for b in model.blocks)         # collected, then cleared
-    assert model(x, return_aux=True)[2].keys() == {"balance", "z"}   # a new forward sets them
+    torch.testing.assert_close(with_aux.total_loss(), out.loss + aux["balance"] + aux["z"])
 
 
 def test_default_loss_adds_the_aux_losses_to_the_gradient():
@@ -61,24 +84,23 @@ def test_default_loss_adds_the_aux_losses_to_the_gradient():
         block.mlp = MLPWithAux(block.mlp, 0.3)
     x = torch.randint(0, 29, (2, 16))
     loss, metrics = lm_loss_fn(model, {"input_ids": x, "labels": x})
-    _, lm, aux = model(x, x, return_aux=True)
-    torch.testing.assert_close(loss, lm + aux["balance"] + aux["z"])
+    out = model(x, x)
+    torch.testing.assert_close(loss, out.loss + out.aux_losses["balance"] + out.aux_losses["z"])
     assert set(metrics) == {"lm_loss", "balance", "z"}
-    assert metrics["lm_loss"] == pytest.approx(lm.item())
+    assert metrics["lm_loss"] == pytest.approx(out.loss.item())
 
 
-def test_return_hidden_is_the_final_norm_output_in_both_orders():
+def test_hidden_states_are_the_final_norm_output():
     torch.manual_seed(0)
     model = GPT(GPTConfig(**CFG)).eval()
     x = torch.randint(0, 29, (1, 9))
     captured = []
     hook = model.norm_f.register_forward_hook(lambda m, i, o: captured.append(o))
-    logits, loss, hidden = model(x, return_hidden=True)
+    out = model(x)
     hook.remove()
-    assert loss is None and torch.equal(hidden, captured[0]) and hidden.shape == (1, 9, 16)
-    torch.testing.assert_close(logits, model.lm_head(hidden))
-    out = model(x, return_aux=True, return_hidden=True)
-    assert len(out) == 4 and out[2] == {} and torch.equal(out[3], hidden)
+    assert out.loss is None and torch.equal(out.hidden_states, captured[0])
+    assert out.hidden_states.shape == (1, 9, 16)
+    torch.testing.assert_close(out.logits, model.lm_head(out.hidden_states))
 
 
 def test_trainer_trains_a_model_whose_mlp_has_aux_losses_and_logs_them():

@@ -346,7 +346,7 @@ def test_gpt_trains_to_the_same_weights(attn_impl):
         init = torch.cat([p.detach().flatten() for p in model.parameters()])
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         for _ in range(4):
-            _, loss = model(x[:, :-1], x[:, 1:])
+            loss = model(x[:, :-1], x[:, 1:]).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -365,10 +365,10 @@ def test_kv_cache_decoding_with_bottom_right_causal_mask(attn_impl, positions):
     reference_model = _gpt("naive", positions).eval()
     x = torch.randint(0, 61, (2, 14), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        full, _ = reference_model(x)
+        full = reference_model(x).logits
         cache = KVCache.for_model(model, batch_size=2)
-        parts = [model(x[:, :6], cache=cache)[0], model(x[:, 6:9], cache=cache)[0]]
-        parts += [model(x[:, t:t + 1], cache=cache)[0] for t in range(9, 14)]
+        parts = [model(x[:, :6], cache=cache).logits, model(x[:, 6:9], cache=cache).logits]
+        parts += [model(x[:, t:t + 1], cache=cache).logits for t in range(9, 14)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
 
 

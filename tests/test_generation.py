@@ -14,7 +14,7 @@ def test_greedy_is_argmax_and_deterministic(tiny_model):
     out = generate(tiny_model, x, 8, temperature=0)
     assert out.shape == (2, 13) and torch.equal(out[:, :5], x)
     # each new token is the argmax of the model's prediction given what precedes it
-    logits, _ = tiny_model.eval()(out[:, :-1])
+    logits = tiny_model.eval()(out[:, :-1]).logits
     assert torch.equal(logits[:, 4:].argmax(-1), out[:, 5:])
 
 
@@ -39,7 +39,7 @@ def test_generation_beyond_the_context_crops(tiny_model):
     with torch.no_grad():
         for t in range(16, 21):
             window = out[:, t - 16:t]
-            assert out[0, t] == tiny_model(window)[0][0, -1].argmax(), t
+            assert out[0, t] == tiny_model(window).logits[0, -1].argmax(), t
 
 
 def test_bad_arguments_raise(tiny_model):
@@ -145,14 +145,14 @@ def _hidden(model, ids):
     """Final (post-norm) hidden states, computed block by block (no hooks, no cache)."""
     x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.size(1)))
     for block in model.blocks:
-        x = block(x)
+        x = block(x).hidden
     return model.norm_f(x)[0]  # (T, C)
 
 
 def _reference_contrastive(model, ids, steps, alpha, k):
     """Su et al. 2022, eq. (5), written out: score every top-k candidate by a full forward."""
     for _ in range(steps):
-        probs = model(ids)[0][0, -1].softmax(-1)
+        probs = model(ids).logits[0, -1].softmax(-1)
         context = _hidden(model, ids)
         top_p, top_i = probs.topk(k)
         scores = []
@@ -219,7 +219,7 @@ def test_sampling_warpers_change_the_draws(tiny_model):
         assert torch.equal(a, b) and a.shape == (4, 12)
         assert not torch.equal(a, plain), f"{kwargs} did not change the draws"  # not ignored
         with torch.no_grad():  # every drawn token survives the warper at its step
-            logits = tiny_model(a[:, :-1])[0].float()[:, 1:]                    # (4, 10, V)
+            logits = tiny_model(a[:, :-1]).logits.float()[:, 1:]                    # (4, 10, V)
         kept = torch.isfinite(warper(None, logits.flatten(0, 1))).view_as(logits)
         assert kept.gather(-1, a[:, 2:, None]).all(), kwargs
 
@@ -295,7 +295,7 @@ def test_speculative_sampling_has_the_target_distribution():
         for a in range(4):
             for b in range(4):
                 seq = torch.tensor([[1, 2, a, b]])
-                logp = target(seq)[0][0].log_softmax(-1)
+                logp = target(seq).logits[0].log_softmax(-1)
                 exact[a, b] = (logp[1, a] + logp[2, b] + logp[3]).exp()
     g = torch.Generator().manual_seed(0)
     n = 3000
@@ -466,7 +466,7 @@ def test_a_prefix_lm_decodes_with_the_prompt_as_its_prefix(positions):
     seq = x
     with torch.no_grad():
         for _ in range(10):  # the definition, written out
-            logits, _ = model(seq, prefix_length=5)
+            logits = model(seq, prefix_length=5).logits
             seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(generate(model, x, 10, do_sample=False), seq)
     assert torch.equal(generate(model, x, 10, do_sample=False, use_cache=False), seq)

@@ -95,7 +95,7 @@ def test_registry_lists_validates_and_plugs_into_the_model(monkeypatch):
     ref = GPT(GPTConfig(**cfg, attn_impl="sdpa")).eval()
     ref.load_state_dict(ours.state_dict())
     x = torch.randint(0, 31, (2, 8))
-    torch.testing.assert_close(ours(x)[0], ref(x)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours(x).logits, ref(x).logits, rtol=1e-5, atol=1e-5)
     assert calls == [((2, 4, 8, 4), True, True)] * 2                 # one call per layer
     assert torch.equal(attention(*qkv(), causal=True, backend="naive"),
                        get_attention("naive")(*qkv(), causal=True))

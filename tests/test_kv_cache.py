@@ -30,10 +30,10 @@ def test_prefill_then_steps_equals_full_forward(n_kv_head, attn_impl, positions)
     model = _model(n_kv_head, attn_impl, positions)
     x = torch.randint(0, 61, (2, 20))
     with torch.no_grad():
-        full, _ = model(x)
+        full = model(x).logits
         cache = KVCache.for_model(model, batch_size=2)
-        parts = [model(x[:, :8], cache=cache)[0], model(x[:, 8:11], cache=cache)[0]]
-        parts += [model(x[:, t:t + 1], cache=cache)[0] for t in range(11, 20)]
+        parts = [model(x[:, :8], cache=cache).logits, model(x[:, 8:11], cache=cache).logits]
+        parts += [model(x[:, t:t + 1], cache=cache).logits for t in range(11, 20)]
     assert cache.length == 20
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
 
@@ -101,8 +101,8 @@ def test_any_chunking_of_the_sequence_gives_the_same_logits(chunks, n_kv_head):
     x = torch.randint(0, 61, (1, total), generator=torch.Generator().manual_seed(total))
     cache, parts, start = KVCache.for_model(model, batch_size=1), [], 0
     with torch.no_grad():
-        full, _ = model(x)
+        full = model(x).logits
         for n in chunks:
-            parts.append(model(x[:, start:start + n], cache=cache)[0])
+            parts.append(model(x[:, start:start + n], cache=cache).logits)
             start += n
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)

@@ -2,8 +2,8 @@
 
 Every top-level module and subpackage of `minillm/` must be in `LAYERS` (a new one fails until
 it is placed); a module may import only from its own layer or below. Imports inside functions
-count (a lazy import is still a dependency); imports under `if TYPE_CHECKING:` do not (they
-never run). The cycle check works on modules (files): `from minillm.a import b` depends on
+count (a lazy import is still a dependency), and so do imports under `if TYPE_CHECKING:`: a
+type-only import still ties the modules together for a reader and a type checker. The cycle check works on modules (files): `from minillm.a import b` depends on
 `minillm/a/b.py` when that is a module, else on `minillm/a/__init__.py`.
 """
 
@@ -46,25 +46,12 @@ def _is_module(name: str, root: Path) -> bool:
     return (root / rel).with_suffix(".py").is_file() or (root / rel / "__init__.py").is_file()
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node, skipping the bodies of `if TYPE_CHECKING:` blocks."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                stack.extend(child.orelse)
-                continue
-            stack.append(child)
-
-
 def imports_of(path: Path, root: Path = PKG) -> set[str]:
     """The minillm modules the file at `path` imports (resolved as the module docstring says)."""
     found: set[str] = set()
     package = module_name(path, root) if path.name == "__init__.py" else \
         module_name(path, root).rpartition(".")[0]
-    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "minillm"}
         elif isinstance(node, ast.ImportFrom):
@@ -169,8 +156,42 @@ def test_the_guard_catches_a_planted_cycle_and_an_upward_import(tmp_path):
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import minillm.utils\n"
         "def f():\n    from minillm.models.kv_cache import KVCache\n")
     graph = module_graph(root)
-    assert graph["minillm.generation.state"] == {"minillm.models.kv_cache"}  # TYPE_CHECKING skipped
+    assert graph["minillm.generation.state"] == {"minillm.models.kv_cache", "minillm.utils"}
     assert layer_violations(graph) == [
         "minillm.models.kv_cache (layer 2: models) imports minillm.generation.state "
         "(layer 5: generation)"]
     assert find_cycles(graph) == [["minillm.generation.state", "minillm.models.kv_cache"]]
+
+
+# ---- the library below `course` needs only the base install -------------------------------
+COURSE_ONLY = {"matplotlib", "ipywidgets", "IPython", "papermill", "nbformat", "jupyterlab"}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the non-minillm packages the file imports (lazy imports included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names - {"minillm"}
+
+
+def test_the_library_does_not_import_the_course_extra():
+    """Everything outside minillm/course/ runs on `pip install minillm` without extras."""
+    offenders = {str(f.relative_to(PKG)): sorted(third_party_imports(f) & COURSE_ONLY)
+                 for f in sorted(PKG.rglob("*.py")) if "course" not in f.relative_to(PKG).parts}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"library modules import the [course] extra: {offenders}"
+
+
+def test_import_minillm_loads_no_plotting_or_notebook_package():
+    import subprocess
+    import sys
+
+    code = ("import sys, minillm, minillm.training, minillm.generation, minillm.alignment, "
+            "minillm.peft, minillm.quantization, minillm.scaling, minillm.distributed; "
+            f"print(sorted(set({sorted(COURSE_ONLY)!r}) & set(m.split('.')[0] for m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -32,7 +32,7 @@ def test_naive_and_sdpa_attention_agree(tiny_config):
     fused = GPT(GPTConfig(**{**tiny_config.to_dict(), "attn_impl": "sdpa"})).eval()
     fused.load_state_dict(naive.state_dict())
     x = torch.randint(0, tiny_config.vocab_size, (3, 16))
-    torch.testing.assert_close(naive(x)[0], fused(x)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(naive(x).logits, fused(x).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_naive_attention_matches_torch_sdpa():
@@ -49,8 +49,8 @@ def test_the_model_is_causal(tiny_model):
     x = torch.randint(0, 61, (1, 16))
     y = x.clone()
     y[0, 10:] = (y[0, 10:] + 1) % 61  # change only the future of position 9
-    torch.testing.assert_close(tiny_model(x)[0][:, :10], tiny_model(y)[0][:, :10])
-    assert not torch.allclose(tiny_model(x)[0][:, 10:], tiny_model(y)[0][:, 10:])
+    torch.testing.assert_close(tiny_model(x).logits[:, :10], tiny_model(y).logits[:, :10])
+    assert not torch.allclose(tiny_model(x).logits[:, 10:], tiny_model(y).logits[:, 10:])
 
 
 def test_grouped_query_attention_builds_and_trains_a_step():
@@ -58,7 +58,7 @@ def test_grouped_query_attention_builds_and_trains_a_step():
     m = GPT(GPTConfig(vocab_size=50, context_length=8, d_model=32, n_layer=1, n_head=4, n_kv_head=2))
     assert m.blocks[0].attn.qkv.out_features == (4 + 2 * 2) * 8
     x = torch.randint(0, 50, (2, 8))
-    _, loss = m(x, x)
+    loss = m(x, x).loss
     loss.backward()
     assert all(p.grad is not None for p in m.parameters())
 
@@ -89,5 +89,5 @@ def test_initialisation_scales_residual_projections(tiny_config):
 
 def test_loss_at_init_is_near_uniform(tiny_model):
     x, y = torch.randint(0, 61, (2, 8, 16))
-    _, loss = tiny_model(x, y)
+    loss = tiny_model(x, y).loss
     assert abs(loss.item() - torch.log(torch.tensor(61.0)).item()) < 0.1

@@ -14,6 +14,7 @@ from minillm.models.moe import (
     moe_reference,
     route,
     router_z_loss,
+    routing_stats,
 )
 
 transformers = pytest.importorskip("transformers")
@@ -44,7 +45,7 @@ def test_mixtral_sparse_moe_block_outputs_and_gradients(E, k):
     hf, ours = _mixtral_block(E, k)
     x = torch.randn(3, 11, 32, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
-    a, b = hf(x), ours(x2)
+    a, b = hf(x), ours(x2).hidden
     torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(a)
     (a * g).sum().backward()
@@ -120,9 +121,10 @@ def test_switch_top1_router_and_sparse_mlp_with_capacity(capacity_factor):
     theirs_expert = torch.where(onehot.sum(-1) > 0, onehot.argmax(-1), -1)
     assert torch.equal(kept_expert, theirs_expert)
     torch.testing.assert_close(r.weights, top_p)
-    torch.testing.assert_close(ours(x), hf(x), atol=1e-5, rtol=1e-5)
+    out = ours(x)
+    torch.testing.assert_close(out.hidden, hf(x), atol=1e-5, rtol=1e-5)
     if capacity_factor < 1:
-        assert ours.stats["dropped"] > 0
+        assert routing_stats(out.routing, E)["dropped"] > 0
 
 
 def test_balance_and_z_loss_match_switch_transformers():
@@ -167,11 +169,12 @@ def test_aux_losses_carry_their_coefficients_and_stats_add_up():
     torch.manual_seed(5)
     moe = MoE(16, 4, 32, top_k=2, capacity_factor=1.0, balance_coef=0.5, z_coef=0.25)
     x = torch.randn(2, 12, 16)
-    moe(x)
+    out = moe(x)
     r = moe.route(x)
-    torch.testing.assert_close(moe.aux_losses["moe_balance"], 0.5 * balance_loss(r.probs, r.expert_index))
-    torch.testing.assert_close(moe.aux_losses["moe_z"], 0.25 * router_z_loss(r.logits))
-    s = moe.stats
+    torch.testing.assert_close(out.aux_losses["moe_balance"], 0.5 * balance_loss(r.probs, r.expert_index))
+    torch.testing.assert_close(out.aux_losses["moe_z"], 0.25 * router_z_loss(r.logits))
+    assert torch.equal(out.routing.expert_index, r.expert_index)
+    s = routing_stats(out.routing, 4)
     torch.testing.assert_close(s["load"].sum(), torch.tensor(1.0))
     torch.testing.assert_close(s["dropped"], 1 - r.keep.float().mean())
     p = r.probs
@@ -195,15 +198,16 @@ def test_capacity_keeps_earlier_tokens_and_drops_later_ones_to_zero():
     x[0, :, 0] = 1.0                                  # all six tokens want expert 0
     cap = expert_capacity(6, E, 1, 1.0)
     assert cap == 3
-    out = moe(x)
-    keep = moe.routing.keep[0, :, 0]
+    out, _, routing = moe(x)
+    keep = routing.keep[0, :, 0]
     assert keep.tolist() == [True, True, True, False, False, False]
     assert torch.all(out[0, 3:] == 0)                 # dropped: only the residual carries them
     assert torch.all(out[0, :3].abs().sum(-1) > 0)
-    assert moe.stats["dropped"].item() == pytest.approx(0.5)
+    assert routing_stats(routing, E)["dropped"].item() == pytest.approx(0.5)
     torch.testing.assert_close(out, moe_reference(moe, x))
     moe.capacity_factor = None                        # no-drop mode
-    assert torch.all(moe(x).abs().sum(-1) > 0) and moe.stats["dropped"].item() == 0
+    out, _, routing = moe(x)
+    assert torch.all(out.abs().sum(-1) > 0) and routing_stats(routing, E)["dropped"].item() == 0
 
 
 def test_top2_first_choices_fill_before_second_choices():
@@ -214,22 +218,21 @@ def test_top2_first_choices_fill_before_second_choices():
     x[0, 1, 1], x[0, 1, 0] = 1.0, 0.5                 # token 1: expert 1, then 0
     x[0, 2, 0], x[0, 2, 2] = 1.0, 0.5                 # token 2: expert 0, then 2
     x[0, 3, 0], x[0, 3, 2] = 1.0, 0.5                 # token 3: expert 0, then 2
-    moe(x)
-    r = moe.routing
+    r = moe(x).routing
     assert r.capacity == 2
     assert r.expert_index[0].tolist() == [[1, 0], [1, 0], [0, 2], [0, 2]]
     # expert 0 takes the first choices of tokens 2 and 3 before the second choices of 0 and 1
     assert r.keep[0].tolist() == [[True, False], [True, False], [True, True], [True, True]]
-    torch.testing.assert_close(moe(x), moe_reference(moe, x))
+    torch.testing.assert_close(moe(x).hidden, moe_reference(moe, x))
 
 
 def test_capacity_is_counted_per_sequence():
     torch.manual_seed(6)
     moe = MoE(16, 4, 24, top_k=2, capacity_factor=0.75)
     x = torch.randn(3, 10, 16)
-    whole = moe(x)
-    assert moe.stats["dropped"] > 0
-    parts = torch.cat([moe(x[i:i + 1]) for i in range(3)])
+    whole, _, routing = moe(x)
+    assert routing_stats(routing, 4)["dropped"] > 0
+    parts = torch.cat([moe(x[i:i + 1]).hidden for i in range(3)])
     torch.testing.assert_close(whole, parts)
 
 
@@ -244,7 +247,7 @@ def test_vectorised_dispatch_equals_the_per_token_loop(k, cf, mlp, bias, shared)
         for p in moe.experts.parameters():
             p.normal_(std=0.3)
     x = torch.randn(2, 9, 16)
-    fast, slow = moe(x), moe_reference(moe, x)
+    fast, slow = moe(x).hidden, moe_reference(moe, x)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(fast)
     fast_grads = torch.autograd.grad((fast * g).sum(), list(moe.parameters()))
@@ -267,8 +270,8 @@ def test_router_runs_in_float32_under_bfloat16_autocast():
     moe = MoE(16, 4, 24)
     x = torch.randn(1, 5, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = moe(x)
-    assert moe.routing.logits.dtype == torch.float32 and y.shape == x.shape
+        y, _, routing = moe(x)
+    assert routing.logits.dtype == torch.float32 and y.shape == x.shape
 
 
 def test_router_jitter_only_while_training():
@@ -302,9 +305,8 @@ def test_dense_model_is_unchanged_and_reports_no_aux():
     model = GPT(cfg)
     assert not any("router" in k or "experts" in k for k in model.state_dict())
     x = torch.randint(0, 50, (2, 16))
-    logits, loss = model(x, x)
-    logits2, loss2, aux = model(x, x, return_aux=True)
-    assert aux == {} and torch.equal(logits, logits2) and torch.equal(loss, loss2)
+    output = model(x, x)
+    assert output.aux_losses == {} and output.routing == ()
 
 
 def test_moe_every_and_aux_losses_sum_over_layers(tmp_path):
@@ -315,17 +317,21 @@ def test_moe_every_and_aux_losses_sum_over_layers(tmp_path):
     kinds = [type(b.mlp).__name__ for b in model.blocks]
     assert kinds == ["SwiGLU", "MoE", "SwiGLU", "MoE"]
     x = torch.randint(0, 50, (2, 16))
-    model(x, x)  # without return_aux the layers keep their own losses
-    layers = [dict(model.blocks[i].mlp.aux_losses) for i in (1, 3)]
-    _, loss, aux = model(x, x, return_aux=True)
+    layers = []  # each MoE layer's own losses, seen from outside by a hook
+    hooks = [model.blocks[i].mlp.register_forward_hook(lambda m, i, o: layers.append(o.aux_losses))
+             for i in (1, 3)]
+    out = model(x, x)
+    for h in hooks:
+        h.remove()
+    assert len(out.routing) == 2
     for key in ("moe_balance", "moe_z"):
-        torch.testing.assert_close(aux[key], layers[0][key] + layers[1][key])
+        torch.testing.assert_close(out.aux_losses[key], layers[0][key] + layers[1][key])
     # 4 experts of which a token visits 2: active = total - 2 experts per MoE layer
     per_expert = 3 * 32 * 32
     assert model.num_params() - model.num_active_params() == 2 * 2 * per_expert
     model.save(tmp_path / "m")
     back = GPT.from_checkpoint(tmp_path / "m")
-    torch.testing.assert_close(back(x)[0], model(x)[0])
+    torch.testing.assert_close(back(x).logits, model(x).logits)
 
 
 def test_trainer_adds_the_aux_losses():
@@ -365,16 +371,21 @@ def test_from_hf_mixtral_logits_and_aux_loss():
     c = ours.config
     assert (c.n_expert, c.top_k, c.capacity_factor, c.moe_every) == (4, 2, None, 1)
     x = torch.randint(3, 71, (3, 30))
+    layers = []  # each MoE layer's own losses, seen from outside by a hook
+    hooks = [b.mlp.register_forward_hook(lambda m, i, o: layers.append(o.aux_losses))
+             for b in ours.blocks]
     with torch.no_grad():
         out = hf(x, output_router_logits=True)
-        logits = ours(x)[0]
+        logits = ours(x).logits
+    for h in hooks:
+        h.remove()
     assert (out.logits - logits).abs().max().item() <= 1e-5
     # per layer, our balance term (times its converted coefficient) is Mixtral's loss times its coef
     coef = hf.config.router_aux_loss_coef
-    for layer_logits, block in zip(out.router_logits, ours.blocks, strict=True):
+    for layer_logits, aux in zip(out.router_logits, layers, strict=True):
         theirs = modeling_mixtral.load_balancing_loss_func((layer_logits,), 4, 2)
-        torch.testing.assert_close(block.mlp.aux_losses["moe_balance"], coef * theirs)
-        assert block.mlp.aux_losses["moe_z"].item() == 0.0
+        torch.testing.assert_close(aux["moe_balance"], coef * theirs)
+        assert aux["moe_z"].item() == 0.0
 
 
 def test_from_hf_mixtral_greedy_generation_through_the_kv_cache():

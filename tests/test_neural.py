@@ -47,12 +47,13 @@ def small_models():
 @pytest.mark.parametrize("model", small_models(), ids=["mlp", "rnn", "gru", "lstm"])
 def test_shapes_loss_and_causality(model):
     x = torch.randint(0, 11, (2, 12))
-    logits, loss = model(x, x)
+    output = model(x, x)
+    logits, loss = output.logits, output.loss
     assert logits.shape == (2, 12, 11)
     torch.testing.assert_close(loss, F.cross_entropy(logits.flatten(0, 1), x.flatten()))
     x2 = x.clone()
     x2[:, 6] = (x2[:, 6] + 1) % 11
-    changed = (model(x2)[0] - logits).abs().amax(dim=(0, 2)) > 0
+    changed = (model(x2).logits - logits).abs().amax(dim=(0, 2)) > 0
     assert not changed[:6].any() and changed[6]          # no position sees the future
     if isinstance(model, MLPLM):                         # and the MLP sees only n-1 = 3 tokens
         assert changed.tolist() == [False] * 6 + [True] * 3 + [False] * 3
@@ -67,11 +68,11 @@ def test_mlp_is_bengios_equation_written_out():
     t = 7
     feats = torch.cat([C[x[0, t - 2]], C[x[0, t - 1]], C[x[0, t]]])    # oldest first
     y = U.bias + W @ feats + U.weight @ torch.tanh(H.bias + H.weight @ feats)
-    torch.testing.assert_close(model(x)[0][0, t], y)
+    torch.testing.assert_close(model(x).logits[0, t], y)
     pad = C[11]                                                          # before the start
     feats0 = torch.cat([pad, pad, C[x[0, 0]]])
     y0 = U.bias + W @ feats0 + U.weight @ torch.tanh(H.bias + H.weight @ feats0)
-    torch.testing.assert_close(model(x)[0][0, 0], y0)
+    torch.testing.assert_close(model(x).logits[0, 0], y0)
 
 
 @pytest.mark.parametrize("which", [0, 3], ids=["mlp", "lstm"])
@@ -85,7 +86,7 @@ def test_trains_with_the_trainer_and_resumes_from_its_checkpoint(which, tmp_path
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     loaded = type(model).from_checkpoint(tmp_path / "checkpoints" / "step_000060")
     x = tokens[:12][None]
-    torch.testing.assert_close(loaded(x)[0], model(x)[0])
+    torch.testing.assert_close(loaded(x).logits, model(x).logits)
     fresh = small_models()[which]                        # resume at step 30, finish, same weights
     resumed = Trainer(fresh, tokens, tokens, TrainConfig(**cfg, out_dir=str(tmp_path / "b")))
     resumed.resume(tmp_path / "checkpoints" / "step_000030")
@@ -99,7 +100,7 @@ def test_lm_nll_bits_scores_every_token_once():
     ids = torch.randint(0, 10, (30,))
     seq = torch.cat([torch.tensor([10]), ids])
     # one window of length <= context_length: the plain sum of cross-entropies
-    logits = model(seq[:-1][None][:, :12])[0][0]
+    logits = model(seq[:-1][None][:, :12]).logits[0]
     expected = F.cross_entropy(logits, seq[1:13], reduction="sum").item() / math.log(2)
     assert lm_nll_bits(model, ids[:12], bos_id=10) == pytest.approx(expected, rel=1e-5)
     # an MLP with n-1 = 3 sees the same context in any window that keeps >= 2 tokens of overlap
@@ -108,7 +109,7 @@ def test_lm_nll_bits_scores_every_token_once():
     assert full == pytest.approx([full[0]] * 3, rel=1e-5)
     with torch.no_grad():
         direct = F.cross_entropy(
-            torch.cat([mlp(seq[i:i + 12][None])[0][0, -1:] if i else mlp(seq[:12][None])[0][0]
+            torch.cat([mlp(seq[i:i + 12][None]).logits[0, -1:] if i else mlp(seq[:12][None]).logits[0]
                        for i in range(0, 19)]), seq[1:], reduction="sum")
     assert full[0] == pytest.approx(direct.item() / math.log(2), rel=1e-5)
 
@@ -141,7 +142,7 @@ def test_a_bpe_model_is_scored_per_byte_of_the_text_not_per_token():
                           n_head=2)).eval()
     seq = torch.tensor([tok.eot_id, *ids])                      # one window, <|endoftext|> first
     with torch.no_grad():
-        logits = model(seq[:-1][None])[0][0]
+        logits = model(seq[:-1][None]).logits[0]
     total_bits = F.cross_entropy(logits, seq[1:], reduction="sum").item() / math.log(2)
     bpb = text_bits_per_byte(model, text, tok)
     assert bpb == pytest.approx(total_bits / n_bytes, rel=1e-5)

@@ -89,7 +89,7 @@ def _peft_twin(ours: GPT, config: LoraConfig, **base_kw):
 def _grads_match(model: GPT, twin, config: LoraConfig) -> None:
     """One backward of the same loss in both: the adapters' gradients agree."""
     y = torch.roll(X, -1, dims=1)
-    _, loss = model(X, y)
+    loss = model(X, y).loss
     loss.backward()
     logits = twin(X).logits
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
@@ -111,7 +111,7 @@ def _grads_match(model: GPT, twin, config: LoraConfig) -> None:
 def _logits(model, x):
     with torch.no_grad():
         out = model(x)
-        return out.logits if hasattr(out, "logits") else out[0]
+        return out.logits
 
 
 X = torch.randint(0, 97, (3, 32), generator=torch.Generator().manual_seed(7))
@@ -156,7 +156,7 @@ def test_only_adapter_weights_are_trainable_and_counted():
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
     # per layer r (in + out): qkv 4 (64 + 192), mlp.proj 4 (256 + 64)
     assert trainable_parameters(model) == 2 * (4 * (64 + 192) + 4 * (256 + 64))
-    _, loss = model(X[:, :-1], X[:, 1:])
+    loss = model(X[:, :-1], X[:, 1:]).loss
     loss.backward()
     assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
 
@@ -282,7 +282,7 @@ def test_dora_matches_peft_use_dora_and_the_paper_formula():
     unmerge_adapter(model)
     torch.testing.assert_close(layer.base_layer.weight, base_weight, rtol=0, atol=1e-6)
     # the magnitude is trained; the norm is a constant of the backward pass (§4.3)
-    _, loss = model(X[:, :-1], X[:, 1:])
+    loss = model(X[:, :-1], X[:, 1:]).loss
     loss.backward()
     assert layer.lora_magnitude["default"].grad is not None
     assert layer.base_layer.weight.grad is None
@@ -315,7 +315,7 @@ def test_qlora_equals_lora_on_the_dequantized_weights_and_costs_4_bits():
     assert mem["nf4_bytes"] == n // 2 + n // 64 + 4 * n // (64 * 256) + 4 * 8   # 8 offsets
     assert 4.1 <= mem["bits_per_weight"] <= 4.5
     # only the adapter learns; merging needs a float base first
-    _, loss = q(X[:, :-1], X[:, 1:])
+    loss = q(X[:, :-1], X[:, 1:]).loss
     loss.backward()
     assert {n for n, p in q.named_parameters() if p.grad is not None} == \
         {n for n, p in q.named_parameters() if ".lora_" in n}

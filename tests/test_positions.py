@@ -8,7 +8,8 @@ from hf_reference import lazy_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.models.mlp import SwiGLU, swiglu_hidden_size
+from minillm.models.config import swiglu_hidden_size
+from minillm.models.mlp import SwiGLU
 from minillm.models.norms import RMSNorm
 from minillm.models.positions import (
     RotaryEmbedding,

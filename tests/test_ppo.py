@@ -229,7 +229,7 @@ def test_rollout_logprobs_match_each_row_scored_alone(tok):
     for i, p in enumerate(prompts):
         n = int(ro.response_mask[i].sum())
         alone = torch.tensor([list(p) + ro.responses[i, :n].tolist()])
-        ref = torch.log_softmax(model(alone)[0][0, len(p) - 1:-1] / 0.7, -1)
+        ref = torch.log_softmax(model(alone).logits[0, len(p) - 1:-1] / 0.7, -1)
         close(logp[i, :n], ref.gather(-1, alone[0, len(p):, None])[:, 0], tol=1e-5)
     # the same seed gives the same rollout
     again = sample_rollout(model, prompts, 10, stop, torch.Generator().manual_seed(0), 0.7)

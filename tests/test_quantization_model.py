@@ -169,8 +169,8 @@ def test_quantized_checkpoints_reload_identically_and_are_smaller(course, scheme
     save_quantized(model, tmp_path / "q")
     again = load_quantized(tmp_path / "q")
     with torch.no_grad():
-        assert torch.equal(model(held_out[:2])[0], again(held_out[:2])[0])
-        assert (model(held_out[:2])[0] - base(held_out[:2])[0]).abs().max() > 0  # it did change
+        assert torch.equal(model(held_out[:2]).logits, again(held_out[:2]).logits)
+        assert (model(held_out[:2]).logits - base(held_out[:2]).logits).abs().max() > 0  # it did change
     size = (tmp_path / "q" / "model.safetensors").stat().st_size
     assert 0 < size - state_nbytes(model) < 32_000            # safetensors' JSON header only
     fp32 = state_nbytes(base)
@@ -214,10 +214,10 @@ def test_qat_through_the_trainer_then_convert_exactly():
     model.eval()
     x = tokens[:32][None]
     with torch.no_grad():
-        trained = model(x)[0]
+        trained = model(x).logits
         quantize_model(model, "rtn3-g32")                       # store what training saw
         assert not any(isinstance(m, FakeQuantLinear) for m in model.modules())
-        torch.testing.assert_close(model(x)[0], trained, rtol=0, atol=1e-5)
+        torch.testing.assert_close(model(x).logits, trained, rtol=0, atol=1e-5)
 
 
 def test_quantize_model_replaces_linears_of_any_minillm_model():

@@ -78,17 +78,17 @@ def test_new_tokens_get_new_ids_in_byte_and_bpe_tokenizers():
 def test_growing_the_vocabulary_leaves_old_logits_unchanged(tied):
     model = small_gpt(257, tie_embeddings=tied)
     x = torch.randint(0, 257, (3, 20))
-    before, _ = model(x)
+    before = model(x).logits
     old_emb = model.tok_emb.weight.detach().clone()
     resize_token_embeddings(model, 260)
-    after, _ = model(x)
+    after = model(x).logits
     assert after.shape == (3, 20, 260) and model.config.vocab_size == 260
     torch.testing.assert_close(after[..., :257], before, rtol=0, atol=0)
     new = model.tok_emb.weight[257:]
     torch.testing.assert_close(new, old_emb.mean(0).expand(3, -1))
     assert (model.lm_head.weight is model.tok_emb.weight) == tied
     # the new tokens are embeddable and trainable
-    model(torch.tensor([[257, 258, 259]]))[0].sum().backward()
+    model(torch.tensor([[257, 258, 259]])).logits.sum().backward()
     assert model.tok_emb.weight.grad[257:].abs().sum() > 0
 
 
@@ -135,7 +135,7 @@ def test_masked_loss_equals_transformers_gpt2_loss_with_ignored_labels(tok):
         with torch.no_grad():
             ref = hf(torch.tensor([ids]), labels=hf_labels).loss
             x, y = tokenize_example(tok, t, prompt, response, 128)
-            _, ours = model(torch.tensor([x]), torch.tensor([y]))
+            ours = model(torch.tensor([x]), torch.tensor([y])).loss
         assert abs(ours.item() - ref.item()) < 1e-6
 
 
@@ -155,7 +155,7 @@ def test_padded_and_packed_batches_give_the_same_loss_and_gradients(tok):
     assert abs(losses[0] - losses[1]) < 1e-6
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
     # the padded loss is the mean of the per-example response losses, token-weighted
-    total = sum(model(torch.tensor([x]), torch.tensor([y]))[1].item() * sum(v != -100 for v in y)
+    total = sum(model(torch.tensor([x]), torch.tensor([y])).loss.item() * sum(v != -100 for v in y)
                 for x, y in s)
     assert abs(total / sum(sum(v != -100 for v in y) for _, y in s) - losses[0]) < 1e-5
 
@@ -169,11 +169,11 @@ def test_packed_examples_do_not_see_each_other(tok):
     other[:5] = [1, 2, 3, 4, 5]  # change the first example only
     changed = pack_batch([(other, s[0][1]), s[1]], 128)
     out = [model(b["input_ids"], attention_mask=b["attention_mask"],
-                 position_ids=b["position_ids"])[0] for b in (batch, changed)]
+                 position_ids=b["position_ids"]).logits for b in (batch, changed)]
     n0 = len(s[0][0])
     n1 = len(s[1][0])
     torch.testing.assert_close(out[0][0, n0:n0 + n1], out[1][0, n0:n0 + n1], rtol=0, atol=0)
-    alone = model(torch.tensor([s[1][0]]))[0]
+    alone = model(torch.tensor([s[1][0]])).logits
     torch.testing.assert_close(out[0][0, n0:n0 + n1], alone[0], rtol=1e-5, atol=1e-5)
     mask = block_diagonal_mask(torch.tensor([[0, 0, 1, -1]]))[0, 0]
     assert mask.tolist() == [[True, False, False, False], [True, True, False, False],
@@ -227,7 +227,7 @@ def test_decode_answers_is_greedy_decoding_until_the_stop_token(tok):
     for ids, answer in zip(prompts, answers, strict=True):  # reference: one at a time, no cache
         seq = list(ids)
         for _ in range(12):
-            nxt = int(model(torch.tensor([seq]))[0][0, -1].argmax())
+            nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
             if nxt == stop:
                 break
             seq.append(nxt)
@@ -291,7 +291,7 @@ def test_mixed_loss_is_the_sft_loss_plus_the_plain_lm_loss_of_the_text_rows(tok)
     x, y = batch["input_ids"][2:], batch["labels"][2:]
     assert all(any(torch.equal(row, text[s:s + 128]) for s in range(text.numel() - 128))
                for row in x)
-    _, text_loss = model(x, y)
+    text_loss = model(x, y).loss
     assert abs(metrics["lm_loss"] - sft_loss.item()) < 1e-5
     assert abs(metrics["text_loss"] - text_loss.item()) < 1e-5
     assert abs(loss.item() - (sft_loss.item() + 0.5 * text_loss.item())) < 1e-5

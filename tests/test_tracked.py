@@ -35,6 +35,7 @@ def test_tracked_fit_dense_model_has_no_router_stats():
     curves = tracked_fit(trainer, eval_interval=5)
     assert curves["step"] == [5, 7]
     assert curves["load"] == [[], []]
-    assert moe_stats(trainer.model) == {"load": [], "dropped": [], "entropy": []}
+    assert moe_stats(trainer.model(torch.zeros(1, 4, dtype=torch.long)).routing) == {
+        "load": [], "dropped": [], "entropy": []}
     with pytest.raises(ValueError, match="eval_interval"):
         tracked_fit(trainer, 0)

@@ -113,8 +113,8 @@ def mixed_loss_fn(text_weight: float = 1.0
 
     def loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, _ = runner(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                           position_ids=batch.get("position_ids"))
+        logits = runner(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                        position_ids=batch.get("position_ids")).logits
         labels = batch["labels"]
         nll = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
                               ignore_index=IGNORE, reduction="none").view_as(labels)

@@ -82,8 +82,8 @@ def reference_logps(model: nn.Module, seqs: Sequence[Sequence_], batch_size: int
     out = []
     for start in range(0, len(seqs), batch_size):
         batch = pad_batch(seqs[start:start + batch_size])
-        logits, _ = model(batch["input_ids"].to(device),
-                          attention_mask=batch["attention_mask"].to(device))
+        logits = model(batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits
         out.append(sequence_logps(logits, batch["labels"].to(device))[0].cpu())
     return torch.cat(out)
 
@@ -199,7 +199,7 @@ def preference_loss_fn(method: str = "dpo", beta: float = 0.1, label_smoothing: 
 
     def loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, _ = runner(batch["input_ids"], attention_mask=batch.get("attention_mask"))
+        logits = runner(batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
         summed, n = sequence_logps(logits, batch["labels"])
         k = int(batch.get("sequences_per_pair", torch.tensor(2)))
         if method == "kto" and k != 3:

@@ -16,6 +16,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from minillm.alignment.chat import (
@@ -26,6 +27,7 @@ from minillm.alignment.chat import (
 )
 from minillm.alignment.sft import SFTBatches, decode_answers, plain_prompt, tokenize_example
 from minillm.data.sft import SFTExample
+from minillm.generation import generate, left_pad
 from minillm.io import read_json
 from minillm.models import GPT
 from minillm.tokenizers import tokenizer_from_dict
@@ -110,10 +112,6 @@ def sample_chat_ids(model: nn.Module, tokenizer, prompts: Sequence[str], tempera
                     ) -> tuple[list[list[int]], list[list[int]]]:
     """Sampled responses as token ids: (prompt ids, response ids) per prompt, the response
     ending with the stop token when decoding reached it (cut after it), reproducible by `seed`."""
-    import torch
-
-    from minillm.generation import generate, left_pad
-
     template = template or ChatTemplate()
     stop = template.stop_id(tokenizer)
     gen = torch.Generator().manual_seed(seed)

@@ -74,7 +74,7 @@ class RewardModel(LanguageModel):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        _, _, hidden = self.backbone(input_ids, attention_mask=attention_mask, return_hidden=True)
+        hidden = self.backbone(input_ids, attention_mask=attention_mask).hidden_states
         rows = torch.arange(input_ids.size(0), device=input_ids.device)
         return self.head(hidden[rows, last_index(attention_mask)]).squeeze(-1).float()
 

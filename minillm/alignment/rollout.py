@@ -92,10 +92,9 @@ def response_forward(model: nn.Module, rollout: Rollout, temperature: float = 1.
     """Logits (B, R, V) of the response tokens, divided by `temperature`; with return_hidden,
     also the final hidden states (B, R, C) at the positions that predict them."""
     p = rollout.prompt_length
-    logits, _, hidden = model(rollout.sequences, attention_mask=rollout.attention_mask,
-                              return_hidden=True)
-    logits = logits[:, p - 1:-1] / temperature
-    return (logits, hidden[:, p - 1:-1]) if return_hidden else (logits,)
+    out = model(rollout.sequences, attention_mask=rollout.attention_mask)
+    logits = out.logits[:, p - 1:-1] / temperature
+    return (logits, out.hidden_states[:, p - 1:-1]) if return_hidden else (logits,)
 
 
 def decode_responses(tokenizer, rollout: Rollout, stop_id: int) -> list[str]:

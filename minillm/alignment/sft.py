@@ -138,9 +138,9 @@ def sft_loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The Trainer's `loss_fn` for SFT: mean cross-entropy over the labelled (response) tokens
     of a padded or packed batch. Returns (loss, {"lm_loss", "response_tokens"})."""
-    _, loss = runner(batch["input_ids"], batch["labels"],
-                     attention_mask=batch.get("attention_mask"),
-                     position_ids=batch.get("position_ids"))
+    loss = runner(batch["input_ids"], batch["labels"],
+                  attention_mask=batch.get("attention_mask"),
+                  position_ids=batch.get("position_ids")).loss
     return loss, {"lm_loss": loss.item(),
                   "response_tokens": float((batch["labels"] != IGNORE).sum())}
 

@@ -117,7 +117,7 @@ def chapters_dir() -> Path:
     here = Path.cwd() / "chapters"
     if here.is_dir():
         return here
-    return Path(__file__).resolve().parents[1] / "chapters"
+    return Path(__file__).resolve().parents[2] / "chapters"
 
 
 def find_chapters(names: list[str] | None = None, folder: Path | None = None) -> list[Path]:

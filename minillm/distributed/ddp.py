@@ -122,7 +122,7 @@ class BucketedDDP(NoSyncSwitch, nn.Module):
             whole of a small model waiting in one bucket until backward ends.
         process_group: the group to reduce over (default: the whole world).
 
-    Use it like the module: `loss = ddp(x, y)[1]; loss.backward()` leaves averaged gradients.
+    Use it like the module: `loss = ddp(x, y).loss; loss.backward()` leaves averaged gradients.
     """
 
     def __init__(self, module: nn.Module, bucket_cap_mb: float = 25.0, process_group=None,

@@ -32,7 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minillm.models.moe import Experts, MoE
+from minillm.models.base import MLPOutput
+from minillm.models.moe import Experts, MoE, routing_stats
 
 __all__ = ["ExpertParallelMoE", "check_expert_parallel"]
 
@@ -98,19 +99,11 @@ class ExpertParallelMoE(nn.Module):
         """Parameters every rank holds (router, shared experts): all-reduce their gradients."""
         return [p for n, p in self.moe.named_parameters() if not n.startswith("experts.")]
 
-    @property
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        return self.moe.aux_losses
-
-    @property
-    def stats(self) -> dict[str, torch.Tensor]:
-        return self.moe.stats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> MLPOutput:
+        """(B, T, C) -> MLPOutput(hidden, aux_losses, routing), as `MoE.forward`."""
         moe, W, El = self.moe, self.world_size, self.n_local
         B, T, C = x.shape
         r = moe.route(x)
-        moe._record(r)
         xf = x.reshape(B * T, C)
         expert = r.expert_index.reshape(-1)
         token = torch.arange(B * T, device=x.device).repeat_interleave(moe.top_k)
@@ -142,7 +135,7 @@ class ExpertParallelMoE(nn.Module):
         out = torch.zeros_like(xf).index_add_(0, token, back * weight[:, None].to(x.dtype))
         if moe.shared is not None:
             out = out + moe.shared.expert(xf, 0)
-        return moe.dropout(out.reshape(B, T, C))
+        return moe.output(out.reshape(B, T, C), r)
 
 
 # ---- the check and the benchmark, run under torchrun -----------------------------------------
@@ -163,10 +156,10 @@ def run_check(args) -> dict:
     shards = list(zip(x.split(args.batch), g.split(args.batch), strict=True))
     ref_outs, loss, ref_aux = [], 0.0, []
     for xs, gs in shards:                      # the reference: each rank's tokens in turn
-        y = ref(xs)
+        y, aux, _ = ref(xs)
         ref_outs.append(y.detach())
-        ref_aux.append({k: v.item() for k, v in ref.aux_losses.items()})
-        loss = loss + (y * gs).sum() + sum(ref.aux_losses.values())
+        ref_aux.append({k: v.item() for k, v in aux.items()})
+        loss = loss + (y * gs).sum() + sum(aux.values())
     loss.backward()
     ref_grads = {n: p.grad.clone() for n, p in ref.named_parameters()}
     ep_moe = MoE(args.d_model, args.n_expert, args.d_ff, top_k=args.top_k, mlp=args.mlp,
@@ -174,8 +167,8 @@ def run_check(args) -> dict:
     ep_moe.load_state_dict(ref.state_dict())
     ep = ExpertParallelMoE(ep_moe)
     xs, gs = shards[rank]
-    y = ep(xs)
-    ((y * gs).sum() + sum(ep.aux_losses.values())).backward()
+    y, aux, routing = ep(xs)
+    ((y * gs).sum() + sum(aux.values())).backward()
     for p in ep.replicated_parameters():
         dist.all_reduce(p.grad)
     lo, hi = ep.first_expert, ep.first_expert + ep.n_local
@@ -184,8 +177,9 @@ def run_check(args) -> dict:
         want = ref_grads[n][lo:hi] if n.startswith("experts.") else ref_grads[n]
         grad_diff = max(grad_diff, _max_diff(p.grad, want))
     result = {"rank": rank, "world_size": W, "out_diff": _max_diff(y.detach(), ref_outs[rank]),
-              "aux_diff": max(abs(ep.aux_losses[k].item() - v) for k, v in ref_aux[rank].items()),
-              "grad_diff": grad_diff, "dropped": ep.stats["dropped"].item(),
+              "aux_diff": max(abs(aux[k].item() - v) for k, v in ref_aux[rank].items()),
+              "grad_diff": grad_diff,
+              "dropped": routing_stats(routing, ep.moe.n_expert)["dropped"].item(),
               "sent_to": ep.last_splits[0], "received_from": ep.last_splits[1]}
     return result
 
@@ -198,12 +192,12 @@ def run_bench(args) -> dict:
     ep = ExpertParallelMoE(moe)
     x = torch.randn(args.batch, args.seq, args.d_model, requires_grad=True)
     for _ in range(3):
-        ep(x).sum().backward()
+        ep(x).hidden.sum().backward()
     dist.barrier()
     _AllToAll.seconds = 0.0
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        ep(x).sum().backward()
+        ep(x).hidden.sum().backward()
     dist.barrier()
     step = (time.perf_counter() - t0) / args.steps
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "step_ms": 1e3 * step,

@@ -114,7 +114,8 @@ def _single(a, micro: int) -> dict:
     def step(batch):
         logits = total = None
         for chunk in batch.chunk(micro):
-            logits, loss = model(chunk[:, :-1], chunk[:, 1:])
+            out = model(chunk[:, :-1], chunk[:, 1:])
+            logits, loss = out.logits, out.loss
             (loss / micro).backward()
             total = loss.detach() / micro + (0 if total is None else total)
         return (logits if micro == 1 else None), total
@@ -135,7 +136,8 @@ def _tensor_parallel(a, tp_group=None, dp_group=None, checkpoint: Path | None = 
 
     def step(batch):
         mine = batch.chunk(dp)[dp_rank]
-        logits, loss = model(mine[:, :-1], mine[:, 1:])
+        out = model(mine[:, :-1], mine[:, 1:])
+        logits, loss = out.logits, out.loss
         loss.backward()
         if dp_group is not None:  # data parallelism over the tensor-parallel groups
             for p in model.parameters():
@@ -155,7 +157,7 @@ def _tensor_parallel(a, tp_group=None, dp_group=None, checkpoint: Path | None = 
         again = tensor_parallel_gpt(GPT.from_checkpoint(checkpoint), tp_group)
         x = _batches(a)[0][:, :-1]
         with torch.no_grad():
-            r["reload_logits_diff"] = float((again(x)[0] - model(x)[0]).abs().max())
+            r["reload_logits_diff"] = float((again(x).logits - model(x).logits).abs().max())
     return r
 
 
@@ -216,7 +218,10 @@ def _torch_tensor_parallel_block(a) -> dict:
 
     n, rank = dist.get_world_size(), dist.get_rank()
     ours = tensor_parallel_gpt(_model(a)).blocks[0]
-    theirs = _model(a).blocks[0]
+    whole = _model(a)
+    theirs = whole.blocks[0]
+    # RoPE's tables come from the model, once per forward; a block alone is handed them
+    rope = whole.rotary.tables(torch.arange(a.seq_len)) if whole.rotary is not None else None
     attn = theirs.attn  # reorder the fused rows so that torch's chunk r is our shard r
     q, kv = attn.n_head * attn.head_dim, attn.n_kv_head * attn.head_dim
     order = torch.cat([column_shard_rows([q, kv, kv], n, r) for r in range(n)])
@@ -239,7 +244,7 @@ def _torch_tensor_parallel_block(a) -> dict:
     outs = []
     for block in (ours, theirs):
         xi = x.clone().requires_grad_(True)
-        y = block(xi) + 0  # (+ 0: torch's output is an AsyncCollectiveTensor; wait for it)
+        y = block(xi, rope=rope).hidden + 0  # (+ 0: torch's output is an AsyncCollectiveTensor; wait for it)
         y.backward(upstream)
         outs.append((y.detach(), xi.grad, {k: p.grad for k, p in block.named_parameters()}))
     (y0, gx0, g0), (y1, gx1, g1) = outs

@@ -196,7 +196,7 @@ class GPTStage(nn.Module):
         mask = build_attention_mask(c, T, T, x.device, None, None, positions, positions)
         rope = self.rotary.tables(positions) if self.rotary is not None else None
         for i in self.layers:
-            x = self.blocks[str(i)](x, mask, None, i, positions, rope)
+            x = self.blocks[str(i)](x, mask=mask, rope=rope).hidden
         return self.lm_head(self.norm_f(x)) if self.last else x                # (B, T, V)
 
 

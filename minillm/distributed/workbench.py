@@ -95,7 +95,7 @@ def _run(name: str, a, info: DistInfo) -> dict:
             last = micro == a.accum - 1
             ctx = counter if last else strategy.no_sync(runner) if not single else _null()
             with ctx:
-                _, loss = runner(mine[:, :-1], mine[:, 1:])
+                loss = runner(mine[:, :-1], mine[:, 1:]).loss
                 (loss / a.accum).backward()
         with counter:
             strategy.clip_grad_norm(model, a.clip)

@@ -38,6 +38,7 @@ next unit, no CPU offload; frozen parameters are not sharded (every rank keeps t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -224,6 +225,7 @@ class ZeroModel(NoSyncSwitch, nn.Module):
         return self.module(*args, **kwargs)
 
     # ---- stage 3: gather for forward, free, gather for backward ---------------------------
+    # (a unit's output may be a tensor, a block's named tuple or the model's `LMOutput`)
     def _make_pre_forward(self, unit: FlatUnit):
         def hook(module, args):
             if unit.state == "sharded":
@@ -240,9 +242,8 @@ class ZeroModel(NoSyncSwitch, nn.Module):
         def hook(module, args, output):
             if unit.state != "forward":  # a recomputation inside backward: keep the weights
                 return None
-            outs = output if isinstance(output, tuple) else (output,)
-            for t in outs:
-                if isinstance(t, torch.Tensor) and t.requires_grad:
+            for t in _tensors_in(output):
+                if t.requires_grad:
                     t.register_hook(regather)
             unit.free()
             return None
@@ -354,3 +355,17 @@ class ZeroAdamW(torch.optim.AdamW):
         for u in self.model.units:
             (u.flat_grad if u.stage == 1 else u.shard_grad).zero_()
             u.acc = None
+
+
+def _tensors_in(output) -> list[torch.Tensor]:
+    """The tensors in a module's output: a tensor, or tensors nested in tuples, lists, dicts
+    and dataclasses (a block's `BlockOutput`, the model's `LMOutput`)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if dataclasses.is_dataclass(output):
+        output = [getattr(output, f.name) for f in dataclasses.fields(output)]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _tensors_in(item)]
+    return []

@@ -23,7 +23,7 @@ Every strategy uses a KV cache (`use_cache=True`, see `minillm.generation.state`
 the same tokens without it. `stream` yields tokens as they are chosen. The arguments are the
 fields of a `GenerationConfig` (`minillm.generation.config`), passed as keywords or as
 `generation_config=`; the contrastive step asks the model for its final hidden states
-(`forward(..., return_hidden=True)`).
+(the forward output's `hidden_states`).
 
 Departures from Hugging Face's `generate`:
 - `do_sample=None` (the default) means "sample unless temperature == 0", minillm's behaviour

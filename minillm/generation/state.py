@@ -81,8 +81,7 @@ class DecodeState:
         max_length: the longest the sequence will get (sizes the cache).
         use_cache: keep a KV cache (else recompute the window every step).
         capture_hidden: also keep the final (post-norm) hidden states of each forward in
-            `self.hidden` (B, n, C), for contrastive search; the model is asked for them with
-            `forward(..., return_hidden=True)`.
+            `self.hidden` (B, n, C), for contrastive search (the output's `hidden_states`).
     """
 
     def __init__(self, model: nn.Module, input_ids: torch.Tensor,
@@ -129,8 +128,6 @@ class DecodeState:
         """The model's logits in eval mode (and, with capture_hidden, its final hidden states
         into `self.hidden`); a model in training mode is put back in it after (switching walks
         every module, ~0.3 ms here: skipped when already in eval mode)."""
-        if self.capture_hidden:
-            kwargs["return_hidden"] = True
         was_training = self.model.training
         if was_training:
             self.model.eval()
@@ -140,8 +137,8 @@ class DecodeState:
             if was_training:
                 self.model.train()
         if self.capture_hidden:
-            self.hidden = out[-1]
-        return out[0]
+            self.hidden = out.hidden_states
+        return out.logits
 
     def next_logits(self) -> torch.Tensor:
         """Logits (B, n, V) of the n tokens appended since the last call (all, at first)."""

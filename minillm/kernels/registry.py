@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from einops import repeat
 
 __all__ = ["AttentionFn", "attention_backends", "causal_mask", "check_attention_inputs",
            "expand_kv", "get_attention", "register_attention"]
@@ -100,4 +101,5 @@ def expand_kv(k: torch.Tensor, v: torch.Tensor, n_head: int) -> tuple[torch.Tens
     group = n_head // k.size(1)
     if group == 1:
         return k, v
-    return k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    pattern = "b hkv t d -> b (hkv group) t d"   # kv head h serves query heads h*group..
+    return repeat(k, pattern, group=group), repeat(v, pattern, group=group)

@@ -11,20 +11,25 @@ and later backends register themselves there. With `record_weights` set the laye
 Grouped-query attention (Ainslie et al. 2023, 2305.13245) is supported through `n_kv_head`:
 each of the n_kv_head key/value heads serves n_head / n_kv_head query heads.
 
+RoPE's (cos, sin) tables are computed once per forward by the model and passed to every layer
+(`rope=`); the layer rotates its queries and keys with them (`apply_rope`).
+
 Decoding passes a `KVCache` (minillm.models.kv_cache): the new keys/values are appended to the
-cached ones and the T new queries attend over all T_past + T keys. The queries are then the
+cached ones (in the cache's layer `layer_idx`, which this module owns) and the T new queries
+attend over all T_past + T keys. The queries are then the
 *last* T positions, so the causal mask is aligned at the bottom-right (`causal_mask(T, T_k)`).
 """
 
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from minillm.kernels import causal_mask, get_attention, naive_attention_with_weights
 from minillm.models.config import GPTConfig
 from minillm.models.kv_cache import KVCache
-from minillm.models.positions import RotaryEmbedding, alibi_bias
+from minillm.models.positions import alibi_bias, apply_rope
 
 # the teaching name used since chapter 03: (out, weights) = naive_attention(q, k, v, mask)
 naive_attention = naive_attention_with_weights
@@ -96,9 +101,10 @@ def build_attention_mask(
 class CausalSelfAttention(nn.Module):
     """Multi-head (or grouped-query) causal self-attention with one fused QKV projection."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer_idx: int = 0):
         super().__init__()
         self.config = config
+        self.layer_idx = layer_idx  # which layer of a KV cache holds this module's keys/values
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         qkv_out = (config.n_head + 2 * config.n_kv_head) * config.head_dim
         self.qkv = nn.Linear(config.d_model, qkv_out, bias=config.bias)
@@ -109,42 +115,35 @@ class CausalSelfAttention(nn.Module):
         self.record_weights = False
         self.causal = config.attn_mask == "causal"
         self.attend = get_attention(config.attn_impl)  # (q, k, v, *, mask, causal, ...) -> out
-        self.rope = RotaryEmbedding(config.head_dim, config.rope_base, config.rope_fraction,
-                                    config.rope_scaling, config.rope_scale) \
-            if config.positions == "rope" else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0,
-                positions: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None,
+                cache: KVCache | None = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Args:
             x: (B, T, C) the block's (normalised) input.
             mask: from `build_attention_mask` (None: causal, or nothing hidden for a
                 bidirectional config).
-            cache: keys/values of earlier tokens, updated in place (`layer` says which of its
-                layers is ours).
-            positions: (T,) or (B, T) positions of x's tokens, for RoPE (default 0..T-1 after
-                the cache); ignored when `rope` is given.
-            rope: RoPE's (cos, sin) tables for these positions, computed once per forward by
-                the model (`RotaryEmbedding.tables`).
+            cache: keys/values of earlier tokens, updated in place in its layer `layer_idx`.
+            rope: RoPE's (cos, sin) tables for x's positions, computed once per forward by the
+                model (`RotaryEmbedding.tables`); required when positions="rope".
 
         Returns:
             (B, T, C).
         """
-        B, T, _ = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
              self.n_kv_head * self.head_dim], dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, T, D)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if self.rope is not None:  # rotate before caching: the cache holds rotated keys
-            if rope is None and positions is None:
-                past = cache.length if cache is not None else 0
-                positions = torch.arange(past, past + T, device=x.device)
-            q, k = self.rope(q, k, positions, tables=rope)
+        q = rearrange(q, "b t (h d) -> b h t d", h=self.n_head)
+        k = rearrange(k, "b t (h d) -> b h t d", h=self.n_kv_head)
+        v = rearrange(v, "b t (h d) -> b h t d", h=self.n_kv_head)
+        if self.config.positions == "rope":  # rotate before caching: the cache holds rotated keys
+            if rope is None:
+                raise ValueError("positions='rope' needs the rotary tables: call the layer with "
+                                 "rope=RotaryEmbedding(...).tables(positions) (GPT.forward does)")
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, Hkv, T_past + T, D)
+            k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, T_past + T, D)
         dropout_p = self.config.dropout if self.training else 0.0
         causal = mask is None and self.causal
         if self.record_weights:  # the written-out kernel, keeping its weights for heatmaps
@@ -153,5 +152,5 @@ class CausalSelfAttention(nn.Module):
             self.last_weights = weights.detach()
         else:
             out = self.attend(q, k, v, mask=mask, causal=causal, dropout_p=dropout_p)
-        out = out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, C)
+        out = rearrange(out, "b h t d -> b t (h d)")                          # (B, T, C)
         return self.resid_dropout(self.proj(out))

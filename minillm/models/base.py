@@ -1,14 +1,17 @@
 """What every minillm language model shares: the loss, and the checkpoint contract.
 
 A model is an `nn.Module` with a `config` (a dataclass with `to_dict`/`from_dict` and a
-`context_length`) whose `forward(idx, targets=None)` returns `(logits, loss)`. A checkpoint is a
+`context_length`) whose `forward(idx, targets=None)` returns an `LMOutput` (`out.logits`,
+`out.loss`, ...): one typed result whatever was asked, as Hugging Face models return theirs. A checkpoint is a
 folder with `config.json` and `model.safetensors`, written atomically (see `minillm.io`); the
 trainer adds its own state beside them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,52 @@ from torch import nn
 
 from minillm.io import atomic_folder, atomic_write_json, load_tensors, read_json, save_tensors
 
-__all__ = ["LanguageModel", "lm_loss"]
+__all__ = ["LMOutput", "LanguageModel", "MLPOutput", "lm_loss"]
+
+
+class MLPOutput(NamedTuple):
+    """What a feed-forward layer with side outputs returns (a dense MLP returns the bare
+    tensor): a mixture of experts' output, its auxiliary losses and its routing."""
+
+    hidden: torch.Tensor                  # (B, T, C)
+    aux_losses: dict[str, torch.Tensor]   # name -> scalar, already times its coefficient
+    routing: Any = None                   # a mixture of experts' `Routing` (detached)
+
+
+@dataclass
+class LMOutput:
+    """What a language model's forward returns.
+
+    Attributes:
+        logits: (B, T, vocab_size) next-token scores.
+        loss: mean next-token cross-entropy in nats when targets were given, else None. It
+            holds the language-modelling loss only: `aux_losses` are separate.
+        aux_losses: auxiliary losses of this forward, already times their coefficients, keyed
+            by name (a mixture of experts' "moe_balance" and "moe_z", summed over its layers);
+            empty for a dense model. The trainer's default loss adds them (`total_loss`).
+        hidden_states: (B, T, d_model) the final hidden states, after the final norm (what
+            the output head reads; contrastive search and reward heads use them).
+        routing: one `minillm.models.moe.Routing` per MoE layer, in layer order (detached:
+            for diagnostics such as load per expert and dropped share); empty when dense.
+    """
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    hidden_states: torch.Tensor | None = None
+    routing: tuple[Any, ...] = ()
+
+    @property
+    def aux_loss(self) -> torch.Tensor | None:
+        """The sum of `aux_losses`, or None when there are none."""
+        return sum(self.aux_losses.values()) if self.aux_losses else None
+
+    def total_loss(self) -> torch.Tensor:
+        """`loss` plus every auxiliary loss: what training backpropagates."""
+        if self.loss is None:
+            raise ValueError("this output has no loss: call the model with targets")
+        aux = self.aux_loss
+        return self.loss if aux is None else self.loss + aux
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:

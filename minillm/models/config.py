@@ -8,14 +8,13 @@ tie_embeddings=False` with `n_kv_head < n_head` (see `GPT.from_hf_llama`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from minillm.kernels import attention_backends
-from minillm.models.mlp import swiglu_hidden_size
-from minillm.models.moe import check_moe_args
 from minillm.utils import check_finite_fields, config_from_dict
 
-__all__ = ["GPTConfig"]
+__all__ = ["GPTConfig", "check_moe_args", "swiglu_hidden_size"]
 
 POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
@@ -28,6 +27,29 @@ ROPE_SCALINGS = ("none", "linear", "ntk")
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {choices}")
+
+
+def swiglu_hidden_size(d_model: int, multiple_of: int = 32) -> int:
+    """LLaMA's SwiGLU hidden-size rule: 2/3 of 4d, rounded up to a multiple of `multiple_of`."""
+    return multiple_of * math.ceil(8 * d_model / 3 / multiple_of)
+
+
+def check_moe_args(n_expert: int, top_k: int, capacity_factor: float | None,
+                   router_jitter: float = 0.0, n_shared_expert: int = 0) -> None:
+    """ValueError naming the field and the fix for a bad MoE setting."""
+    if not isinstance(n_expert, int) or n_expert < 1:
+        raise ValueError(f"n_expert={n_expert!r} must be a positive integer (0 = dense MLP)")
+    if not isinstance(top_k, int) or not 1 <= top_k <= n_expert:
+        raise ValueError(f"top_k={top_k!r} must be between 1 and n_expert={n_expert}: a token "
+                         "cannot choose more experts than there are; lower top_k or add experts")
+    if capacity_factor is not None and not (isinstance(capacity_factor, (int, float))
+                                            and capacity_factor > 0):
+        raise ValueError(f"capacity_factor={capacity_factor!r} must be > 0 (Switch uses 1.0-2.0)"
+                         " or None to drop no tokens")
+    if not 0 <= router_jitter < 1:
+        raise ValueError(f"router_jitter={router_jitter} must be in [0, 1) (Switch: 1e-2)")
+    if not isinstance(n_shared_expert, int) or n_shared_expert < 0:
+        raise ValueError(f"n_shared_expert={n_shared_expert!r} must be a non-negative integer")
 
 
 @dataclass

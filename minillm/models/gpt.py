@@ -17,16 +17,17 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 - `attn_mask="prefix"` / `"bidirectional"` turn the decoder into a prefix-LM (which decodes,
   with a cache, taking the prompt as its prefix) or an encoder (which does not decode);
 - `n_expert > 0` replaces every `moe_every`-th MLP by a Mixture of Experts (minillm.models.moe);
-  `forward(..., return_aux=True)` returns its balance and z-losses (`from_hf_mixtral`);
+  its balance and z-losses come back in the output's `aux_losses` (`from_hf_mixtral`);
 - `activation_checkpointing=True` recomputes each block in backward instead of storing its
   activations (Chen et al. 2016, arXiv:1604.06174);
 - `attn_impl="naive"` keeps the written-out attention beside the fused one;
+- `forward` returns one typed `LMOutput` (logits, loss, aux_losses, hidden_states, routing),
+  whatever was asked, and stores nothing on the modules;
 - for decoding, `forward` takes a `KVCache`, explicit `position_ids` and a left-padding
-  `attention_mask` (Hugging Face's names and conventions), and hands back the final hidden
-  states when asked (`return_hidden=True`, for contrastive search);
+  `attention_mask` (Hugging Face's names and conventions);
 - extension points: the attention kernel is looked up by name (`minillm.kernels`), each block's
-  MLP comes from `build_mlp(config, layer_idx)`, and modules that set `aux_losses` in their
-  forward (a mixture of experts' balance loss) have them collected by `return_aux=True`;
+  MLP comes from `build_mlp(config, layer_idx)`, and an MLP that returns an `MLPOutput` (a
+  mixture of experts) has its auxiliary losses summed into the output's `aux_losses`;
 - position tables (RoPE's cos/sin, the sinusoids) are computed once per forward, on the
   model's device, and shared by every layer.
 """
@@ -41,10 +42,19 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minillm.models.attention import build_attention_mask
-from minillm.models.base import LanguageModel, lm_loss
+from minillm.models.base import LanguageModel, LMOutput, lm_loss
 from minillm.models.config import GPTConfig
+from minillm.models.convert.hf_gpt2 import (
+    config_from_hf_gpt2,
+    hf_gpt2_config,
+    state_dict_from_hf_gpt2,
+    state_dict_to_hf_gpt2,
+)
+from minillm.models.convert.hf_llama import config_from_hf_llama, state_dict_from_hf_llama
+from minillm.models.convert.mixtral import config_from_hf_mixtral, state_dict_from_hf_mixtral
 from minillm.models.kv_cache import KVCache
 from minillm.models.layers import Block
+from minillm.models.moe import MoE
 from minillm.models.norms import make_norm
 from minillm.models.positions import RotaryEmbedding, positions_from_mask, sinusoidal_at
 
@@ -91,8 +101,7 @@ class GPT(LanguageModel):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
         cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None, prefix_length: int | torch.Tensor | None = None,
-        return_aux: bool = False, return_hidden: bool = False,
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> LMOutput:
         """Args:
             idx: (B, T) token ids, T <= context_length.
             targets: optional (B, T) next-token ids; -100 marks positions to ignore.
@@ -106,94 +115,92 @@ class GPT(LanguageModel):
                 must hold causality itself), e.g. block-diagonal for packed documents (then
                 pass position_ids that restart at each document: the default is 0..T-1).
             prefix_length: with attn_mask="prefix", how many leading tokens every position sees.
-            return_aux: also return the auxiliary losses of this forward, a dict summing each
-                key over the modules that set `aux_losses` (empty for a dense model). They are
-                not in `loss`; the Trainer's default loss function adds them.
-            return_hidden: also return the final hidden states (B, T, C), after the final norm.
 
         Returns:
-            (logits (B, T, vocab_size), loss): the mean cross-entropy in nats, or None without
-            targets; then `aux` if return_aux, then `hidden` if return_hidden, in that order.
+            `LMOutput`: logits (B, T, vocab_size); loss, the mean cross-entropy in nats (None
+            without targets; auxiliary losses are not in it); aux_losses, summed key by key
+            over the MoE layers ({} for a dense model); hidden_states (B, T, C) after the final
+            norm; routing, one per MoE layer.
         """
-        B, T = idx.shape
+        c = self.config
+        T = idx.shape[1]
         past = cache.length if cache is not None else 0
-        if past + T > self.config.context_length:
+        if past + T > c.context_length:
             raise ValueError(
-                f"input has {past + T} tokens but context_length={self.config.context_length}; "
+                f"input has {past + T} tokens but context_length={c.context_length}; "
                 "crop the input (keep the last context_length tokens) or use a model with a "
                 "longer context"
             )
-        c = self.config
         if cache is not None and c.attn_mask == "bidirectional":
             raise ValueError("a KV cache needs a model that does not look ahead (attn_mask "
                              "'causal' or 'prefix'); this one is bidirectional")
         given_positions = position_ids is not None
-        # with a padding mask, positions count real tokens (past and new alike): computed once
+        position_ids, key_positions = self._positions(T, past, idx.device, position_ids,
+                                                      attention_mask)
+        mask = build_attention_mask(c, T, past + T, idx.device, attention_mask, prefix_length,
+                                    position_ids, key_positions)
+        x = self.drop(self._embed(idx, position_ids, check_positions=given_positions))
+        rope = self.rotary.tables(position_ids) if self.rotary is not None else None
+        recompute = c.activation_checkpointing and self.training and torch.is_grad_enabled() \
+            and cache is None
+        aux_losses: dict[str, torch.Tensor] = {}
+        routing = []
+        for block in self.blocks:
+            if recompute:  # Chen et al. 2016 (arXiv:1604.06174): store the input, recompute
+                out = checkpoint(block, x, mask=mask, rope=rope, use_reentrant=False)
+            else:
+                out = block(x, mask=mask, cache=cache, rope=rope)
+            x = out.hidden
+            for name, value in out.aux_losses.items():
+                aux_losses[name] = aux_losses[name] + value if name in aux_losses else value
+            if out.routing is not None:
+                routing.append(out.routing)
+        if cache is not None:
+            cache.advance(T)
+        hidden = self.norm_f(x)
+        logits = self.lm_head(hidden)                                          # (B, T, V)
+        return LMOutput(logits, lm_loss(logits, targets), aux_losses, hidden, tuple(routing))
+
+    def _positions(self, T: int, past: int, device: torch.device,
+                   position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The positions of the T new tokens, and for ALiBi those of every key (else None).
+
+        Four cases: positions given; derived from a padding mask (count the real tokens
+        before each, past and new alike); after a cache (past, past + 1, ...); or 0..T-1."""
         full_mask = attention_mask is not None and attention_mask.ndim == 4
         mask_positions = None if attention_mask is None or full_mask \
             else positions_from_mask(attention_mask)
         if position_ids is None and mask_positions is not None:
             position_ids = mask_positions[:, past:]   # <= past + T - 1 < context_length
         if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=idx.device)
-        key_positions = None
-        if c.positions == "alibi":  # keys sit where their queries sat
-            if past == 0:
-                key_positions = position_ids
-            elif mask_positions is not None:
-                key_positions = mask_positions
-            else:  # cached keys had the default positions 0, 1, ...
-                key_positions = torch.arange(past + T, device=idx.device)
-        mask = build_attention_mask(c, T, past + T, idx.device, attention_mask, prefix_length,
-                                    position_ids, key_positions)
+            position_ids = torch.arange(past, past + T, device=device)
+        if self.config.positions != "alibi":
+            return position_ids, None
+        if past == 0:  # keys sit where their queries sat
+            return position_ids, position_ids
+        if mask_positions is not None:
+            return position_ids, mask_positions
+        return position_ids, torch.arange(past + T, device=device)  # cached keys: 0, 1, ...
+
+    def _embed(self, idx: torch.Tensor, position_ids: torch.Tensor,
+               check_positions: bool) -> torch.Tensor:
+        """Token embeddings plus the absolute position signal (learned or sinusoidal; RoPE
+        and ALiBi act inside attention instead): (B, T) ids -> (B, T, C)."""
+        c = self.config
         x = self.tok_emb(idx)                                                  # (B, T, C)
         if c.positions == "learned":
-            # derived positions are < context_length by the check above: only positions the
+            # derived positions are < context_length by forward's check: only positions the
             # caller gave are read (a device sync), to refuse what the table cannot hold
-            if given_positions and (last := int(position_ids.max())) >= c.context_length:
+            if check_positions and (last := int(position_ids.max())) >= c.context_length:
                 raise ValueError(f"position {last} is beyond the learned "
                                  f"position table ({c.context_length} entries): a learned table "
                                  "cannot extrapolate; use positions='rope', 'alibi' or "
                                  "'sinusoidal' for longer inputs")
             x = x + self.pos_emb(position_ids)
-        elif c.positions == "sinusoidal":  # scaled to the rms of a fresh learned table (see below)
+        elif c.positions == "sinusoidal":  # scaled to the rms of a fresh learned table
             x = x + (c.init_std * math.sqrt(2)) * sinusoidal_at(position_ids, c.d_model).to(x.dtype)
-        rope = self.rotary.tables(position_ids) if self.rotary is not None else None
-        x = self.drop(x)
-        recompute = c.activation_checkpointing and self.training and torch.is_grad_enabled() \
-            and cache is None
-        for i, block in enumerate(self.blocks):
-            if recompute:  # Chen et al. 2016 (arXiv:1604.06174): store the input, recompute
-                x = checkpoint(block, x, mask, None, i, position_ids, rope, use_reentrant=False)
-            else:
-                x = block(x, mask, cache, i, position_ids, rope)
-        if cache is not None:
-            cache.advance(T)
-        hidden = self.norm_f(x)
-        logits = self.lm_head(hidden)  # (B, T, V)
-        out: tuple[torch.Tensor, ...] = (logits, lm_loss(logits, targets))
-        if return_aux:
-            out += (self.collect_aux_losses(),)
-        if return_hidden:
-            out += (hidden,)
-        return out
-
-    def collect_aux_losses(self) -> dict[str, torch.Tensor]:
-        """Sum, key by key, the `aux_losses` dicts that submodules set in the last forward, and
-        clear them (so a later forward never counts them again).
-
-        Returns:
-            {name: scalar tensor}; empty for a dense model.
-        """
-        aux: dict[str, torch.Tensor] = {}
-        for module in self.modules():
-            losses = module.__dict__.get("aux_losses")
-            if not losses:
-                continue
-            for name, value in losses.items():
-                aux[name] = aux[name] + value if name in aux else value
-            module.aux_losses = {}
-        return aux
+        return x
 
     # ---- accounting ----------------------------------------------------------------------
     def num_params(self, non_embedding: bool = True) -> int:
@@ -211,8 +218,6 @@ class GPT(LanguageModel):
     def num_active_params(self, non_embedding: bool = True) -> int:
         """Parameters a token uses: `num_params` less the experts a token does not visit
         (E - top_k per MoE layer). Equal to `num_params` for a dense model."""
-        from minillm.models.moe import MoE
-
         idle = 0
         for m in self.modules():
             if isinstance(m, MoE):
@@ -258,8 +263,6 @@ class GPT(LanguageModel):
         A bare state dict does not say how many heads there are: pass `n_head`, or GPT-2's
         head width of 64 is assumed (n_head = d_model // 64).
         """
-        from minillm.models.convert.hf_gpt2 import config_from_hf_gpt2, state_dict_from_hf_gpt2
-
         config = config_from_hf_gpt2(model_or_state_dict, n_head=n_head, **overrides)
         model = cls(config)
         model.load_weights(state_dict_from_hf_gpt2(model_or_state_dict, config))
@@ -268,8 +271,6 @@ class GPT(LanguageModel):
     @classmethod
     def from_hf_llama(cls, model, **overrides) -> GPT:
         """Build a LLaMA-style GPT from a Hugging Face `LlamaForCausalLM` (identical logits)."""
-        from minillm.models.convert.hf_llama import config_from_hf_llama, state_dict_from_hf_llama
-
         config = config_from_hf_llama(model.config, **overrides)
         gpt = cls(config)
         gpt.load_weights(state_dict_from_hf_llama(model, config))
@@ -278,11 +279,6 @@ class GPT(LanguageModel):
     @classmethod
     def from_hf_mixtral(cls, model, **overrides) -> GPT:
         """Build an MoE GPT from a Hugging Face `MixtralForCausalLM` (identical logits)."""
-        from minillm.models.convert.mixtral import (
-            config_from_hf_mixtral,
-            state_dict_from_hf_mixtral,
-        )
-
         config = config_from_hf_mixtral(model.config, **overrides)
         gpt = cls(config)
         gpt.load_weights(state_dict_from_hf_mixtral(model, config))
@@ -290,12 +286,8 @@ class GPT(LanguageModel):
 
     def to_hf_gpt2_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under `GPT2LMHeadModel`'s names and layouts."""
-        from minillm.models.convert.hf_gpt2 import state_dict_to_hf_gpt2
-
         return state_dict_to_hf_gpt2(self)
 
     def hf_gpt2_config(self) -> dict:
         """Keyword arguments for `transformers.GPT2Config` describing this model."""
-        from minillm.models.convert.hf_gpt2 import hf_gpt2_config
-
         return hf_gpt2_config(self.config)

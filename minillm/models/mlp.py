@@ -6,29 +6,22 @@
   count: LLaMA's rule is hidden = multiple_of * ceil((8d/3) / multiple_of).
 
 `build_mlp(config, layer_idx)` is the one place a block gets its MLP: a mixture of experts
-plugs in here (any module mapping (B, T, C) -> (B, T, C) will do). A module with auxiliary
-losses (a router's balance loss) sets `self.aux_losses = {name: scalar tensor}` in its forward,
-already multiplied by its coefficient; `GPT.forward(..., return_aux=True)` collects them.
+plugs in here. Any module mapping (B, T, C) -> (B, T, C) will do; a module with auxiliary
+losses (a router's balance loss) returns an `MLPOutput(hidden, aux_losses, routing)` (minillm.models.base) instead
+of a bare tensor, its losses already multiplied by their coefficients, and the model adds them
+up into `LMOutput.aux_losses`. Nothing is stored on the module during forward.
 """
 
 from __future__ import annotations
-
-import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:  # config.py imports this module for swiglu_hidden_size
-    from minillm.models.config import GPTConfig
+from minillm.models.config import GPTConfig
+from minillm.models.moe import MoE
 
-__all__ = ["GeluMLP", "SwiGLU", "build_mlp", "swiglu_hidden_size"]
-
-
-def swiglu_hidden_size(d_model: int, multiple_of: int = 32) -> int:
-    """LLaMA's SwiGLU hidden-size rule: 2/3 of 4d, rounded up to a multiple of `multiple_of`."""
-    return multiple_of * math.ceil(8 * d_model / 3 / multiple_of)
+__all__ = ["GeluMLP", "SwiGLU", "build_mlp"]
 
 
 class GeluMLP(nn.Module):
@@ -73,8 +66,6 @@ def build_mlp(config: GPTConfig, layer_idx: int) -> nn.Module:
         A module mapping (B, T, d_model) -> (B, T, d_model).
     """
     if config.is_moe_layer(layer_idx):  # n_expert > 0, every moe_every-th layer
-        from minillm.models.moe import MoE
-
         return MoE.from_config(config)
     cls = SwiGLU if config.mlp == "swiglu" else GeluMLP
     return cls(config.d_model, config.d_ff, bias=config.bias, dropout=config.dropout)

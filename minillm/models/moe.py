@@ -15,7 +15,8 @@ cumulative-sum priority; labml shuffles tokens first instead). Assignments past 
 dropped: they contribute nothing, so a token with every choice dropped leaves the layer as zero
 and travels on through the residual connection. `capacity_factor=None` drops nothing.
 
-Auxiliary losses (returned in `self.aux_losses`, already times their coefficients):
+Auxiliary losses (returned beside the output in an `MLPOutput`, already times their
+coefficients; nothing is stored on the module during forward):
     balance = alpha * E * sum_i f_i P_i     f_i: share of the N*k top-k assignments that chose
                                             expert i (before capacity), P_i: mean router prob
     z       = beta * mean_tokens (logsumexp_i logits_i)^2          (ST-MoE, Eq. 5)
@@ -41,8 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minillm.models.base import MLPOutput
+from minillm.models.config import check_moe_args
+
 __all__ = ["MoE", "Experts", "Routing", "route", "expert_capacity", "balance_loss",
-           "router_z_loss", "moe_reference"]
+           "router_z_loss", "moe_reference", "routing_stats"]
 
 
 def expert_capacity(tokens_per_group: int, n_expert: int, top_k: int,
@@ -176,9 +180,9 @@ class Experts(nn.Module):
 class MoE(nn.Module):
     """A sparse MoE feed-forward layer: (B, T, C) -> (B, T, C).
 
-    After each forward: `self.aux_losses` {"moe_balance", "moe_z"} (times their coefficients),
-    `self.stats` {"load" (E,) share of assignments per expert, "dropped" share of assignments
-    over capacity, "entropy" mean router entropy in nats}, and `self.routing` (detached).
+    `forward` returns an `MLPOutput`: the output, the auxiliary losses {"moe_balance",
+    "moe_z"} (times their coefficients) and the `Routing` (detached; `routing_stats` turns it
+    into load per expert, dropped share and router entropy).
     """
 
     def __init__(self, d_model: int, n_expert: int, d_ff: int, *, top_k: int = 2,
@@ -200,9 +204,6 @@ class MoE(nn.Module):
         for experts in (self.experts, self.shared):
             if experts is not None:
                 experts.reset_parameters(init_std, init_std / math.sqrt(2 * n_layer))
-        self.aux_losses: dict[str, torch.Tensor] = {}
-        self.stats: dict[str, torch.Tensor] = {}
-        self.routing: Routing | None = None
 
     @classmethod
     def from_config(cls, config) -> MoE:
@@ -225,10 +226,10 @@ class MoE(nn.Module):
         capacity = expert_capacity(x.shape[1], self.n_expert, self.top_k, self.capacity_factor)
         return route(self.router_logits(x), self.top_k, capacity)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> MLPOutput:
+        """(B, T, C) -> MLPOutput(hidden (B, T, C), aux_losses, routing)."""
         B, T, C = x.shape
         r = self.route(x)
-        self._record(r)
         xf = x.reshape(B * T, C)
         # flatten the (token, choice) assignments, keep those within capacity, sort by expert
         expert = r.expert_index.reshape(-1)                                  # (N*k,)
@@ -243,38 +244,29 @@ class MoE(nn.Module):
         out = torch.zeros_like(xf).index_add_(0, token, y)
         if self.shared is not None:
             out = out + self.shared.expert(xf, 0)
-        return self.dropout(out.reshape(B, T, C))
+        return self.output(out.reshape(B, T, C), r)
 
-    def _record(self, r: Routing) -> None:
-        self.aux_losses = {"moe_balance": self.balance_coef * balance_loss(r.probs, r.expert_index),
-                           "moe_z": self.z_coef * router_z_loss(r.logits)}
-        with torch.no_grad():
-            load = torch.bincount(r.expert_index.reshape(-1), minlength=self.n_expert)
-            entropy = -(r.probs * torch.log(r.probs.clamp_min(1e-20))).sum(-1).mean()
-            self.stats = {"load": load.float() / r.expert_index.numel(),
-                          "dropped": 1.0 - r.keep.float().mean(),
-                          "entropy": entropy}
-        self.routing = Routing(*(t.detach() if torch.is_tensor(t) else t
-                                 for t in (r.logits, r.probs, r.expert_index, r.weights, r.keep,
-                                           r.capacity)))
+    def output(self, out: torch.Tensor, r: Routing) -> MLPOutput:
+        """The layer's result from its combined expert outputs (B, T, C) and the routing that
+        made them: dropout, the auxiliary losses, and the routing detached (shared with the
+        expert-parallel layer, minillm.distributed.expert_parallel)."""
+        aux = {"moe_balance": self.balance_coef * balance_loss(r.probs, r.expert_index),
+               "moe_z": self.z_coef * router_z_loss(r.logits)}
+        routing = Routing(*(t.detach() if torch.is_tensor(t) else t for t in
+                            (r.logits, r.probs, r.expert_index, r.weights, r.keep, r.capacity)))
+        return MLPOutput(self.dropout(out), aux, routing)
 
 
-def check_moe_args(n_expert: int, top_k: int, capacity_factor: float | None,
-                   router_jitter: float = 0.0, n_shared_expert: int = 0) -> None:
-    """ValueError naming the field and the fix for a bad MoE setting."""
-    if not isinstance(n_expert, int) or n_expert < 1:
-        raise ValueError(f"n_expert={n_expert!r} must be a positive integer (0 = dense MLP)")
-    if not isinstance(top_k, int) or not 1 <= top_k <= n_expert:
-        raise ValueError(f"top_k={top_k!r} must be between 1 and n_expert={n_expert}: a token "
-                         "cannot choose more experts than there are; lower top_k or add experts")
-    if capacity_factor is not None and not (isinstance(capacity_factor, (int, float))
-                                            and capacity_factor > 0):
-        raise ValueError(f"capacity_factor={capacity_factor!r} must be > 0 (Switch uses 1.0-2.0)"
-                         " or None to drop no tokens")
-    if not 0 <= router_jitter < 1:
-        raise ValueError(f"router_jitter={router_jitter} must be in [0, 1) (Switch: 1e-2)")
-    if not isinstance(n_shared_expert, int) or n_shared_expert < 0:
-        raise ValueError(f"n_shared_expert={n_shared_expert!r} must be a non-negative integer")
+def routing_stats(routing: Routing, n_expert: int) -> dict[str, torch.Tensor]:
+    """Diagnostics of one MoE layer's routing: {"load" (E,) share of the top-k assignments per
+    expert (before capacity), "dropped" share of assignments over capacity, "entropy" mean
+    router entropy in nats}."""
+    with torch.no_grad():
+        load = torch.bincount(routing.expert_index.reshape(-1), minlength=n_expert)
+        entropy = -(routing.probs * torch.log(routing.probs.clamp_min(1e-20))).sum(-1).mean()
+        return {"load": load.float() / routing.expert_index.numel(),
+                "dropped": 1.0 - routing.keep.float().mean(),
+                "entropy": entropy}
 
 
 def moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minillm.models.base import LanguageModel, lm_loss
+from minillm.models.base import LanguageModel, LMOutput, lm_loss
 from minillm.utils import config_from_dict
 
 __all__ = ["MLPLMConfig", "MLPLM", "RNNLMConfig", "RNNLM", "CELLS", "gradient_norm_by_distance"]
@@ -97,11 +97,6 @@ class RNNLMConfig(_ConfigDict):
 class _LanguageModel(LanguageModel):
     """The neural LMs' shared pieces on top of the checkpoint contract of `LanguageModel`."""
 
-    def _outputs(self, logits: torch.Tensor, targets: torch.Tensor | None, return_aux: bool):
-        """(logits, loss) or, with return_aux, (logits, loss, {}): GPT's contract (these models
-        have no auxiliary losses)."""
-        loss = lm_loss(logits, targets)
-        return (logits, loss, {}) if return_aux else (logits, loss)
 
     def _check_length(self, T: int) -> None:
         if T > self.config.context_length:
@@ -136,21 +131,19 @@ class MLPLM(_LanguageModel):
         windows = e.unfold(1, n, 1)                                     # (B, T, E, n)
         return windows.transpose(2, 3).flatten(2)                       # (B, T, n * E)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                return_aux: bool = False):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> LMOutput:
         """Args:
             idx: (B, T) token ids; targets: optional (B, T) next-token ids (-100 = ignore).
-            return_aux: also return an (empty) dict of auxiliary losses, as GPT does.
 
         Returns:
-            logits (B, T, V) and the mean cross-entropy in nats (or None), then `{}`.
+            an `LMOutput`: logits (B, T, V) and the mean cross-entropy in nats (or None).
         """
         self._check_length(idx.shape[1])
         x = self.features(idx)
         logits = self.out(self.drop(torch.tanh(self.hidden(x))))       # (B, T, V)
         if self.direct is not None:
             logits = logits + self.direct(x)
-        return self._outputs(logits, targets, return_aux)
+        return LMOutput(logits, lm_loss(logits, targets))
 
 
 class RNNLM(_LanguageModel):
@@ -174,12 +167,11 @@ class RNNLM(_LanguageModel):
         h, state = self.rnn(e, state)                                   # (B, T, d_hidden)
         return self.head(self.drop(h)), state
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                return_aux: bool = False):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> LMOutput:
         """Args and returns as `MLPLM.forward`."""
         self._check_length(idx.shape[1])
         logits, _ = self.forward_embeddings(self.embed(idx))
-        return self._outputs(logits, targets, return_aux)
+        return LMOutput(logits, lm_loss(logits, targets))
 
 
 def gradient_norm_by_distance(model: RNNLM, idx: torch.Tensor) -> torch.Tensor:

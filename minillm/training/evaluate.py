@@ -59,7 +59,7 @@ def evaluate_loss(
         batches.append((tokens[rest:n][None], tokens[rest + 1 : n + 1][None]))
     total, count = 0.0, 0
     for x, y in batches:
-        _, loss = model(x.to(device), y.to(device))
+        loss = model(x.to(device), y.to(device)).loss
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
@@ -91,7 +91,7 @@ def estimate_loss(
     losses = []
     for _ in range(batches):
         x, y = sample_batch(tokens, batch_size, context_length, generator, rank, world_size)
-        _, loss = model(x.to(device), y.to(device))
+        loss = model(x.to(device), y.to(device)).loss
         losses.append(loss.item())
     model.train(was_training)
     return sum(losses) / len(losses)
@@ -158,7 +158,7 @@ def lm_nll_bits(model: nn.Module, token_ids: list[int] | torch.Tensor, bos_id: i
             chunk = group[b:b + batch_size]
             x = torch.stack([seq[s:e] for s, e, _ in chunk]).to(device)
             y = torch.stack([seq[s + 1:e + 1] for s, e, _ in chunk]).to(device)
-            logits, _ = model(x)
+            logits = model(x).logits
             logp = torch.log_softmax(logits.float(), -1).gather(-1, y[..., None])[..., 0]
             keep = torch.arange(length, device=device)[None] >= torch.tensor(
                 [k for _, _, k in chunk], device=device)[:, None]

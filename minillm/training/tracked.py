@@ -4,7 +4,8 @@ and, for a mixture of experts, the router's load per expert and dropped share ov
 `tracked_fit` drives a `Trainer` one `train_step` at a time. Only the steps are timed (the
 validation estimates are not), so `seconds` is training wall time, comparable between a dense
 and a sparse model. Router statistics are read from each `MoE` module's `stats` after every
-step and averaged over `eval_interval` steps (`moe_stats`).
+step (the last forward's `LMOutput.routing`, read by a forward hook: the model stores
+nothing) and averaged over `eval_interval` steps (`moe_stats`).
 
 Chapter 08 runs it live for a few hundred steps; `data/moe/run_moe.py` runs it longer and ships
 the curves.
@@ -16,24 +17,23 @@ import math
 import time
 
 import torch
-from torch import nn
 
-from minillm.models.moe import MoE
+from minillm.models.moe import Routing, routing_stats
 from minillm.training.trainer import Trainer
 
 __all__ = ["moe_stats", "tracked_fit"]
 
 
-def moe_stats(model: nn.Module) -> dict[str, list]:
-    """The router statistics of the last forward, one entry per MoE layer (in model order):
-    {"load": [[share of assignments per expert], ...], "dropped": [...], "entropy": [...]}.
-    Empty lists for a dense model."""
+def moe_stats(routing: tuple[Routing, ...]) -> dict[str, list]:
+    """The router statistics of one forward (its `LMOutput.routing`), one entry per MoE layer
+    (in model order): {"load": [[share of assignments per expert], ...], "dropped": [...],
+    "entropy": [...]}. Empty lists for a dense model."""
     out: dict[str, list] = {"load": [], "dropped": [], "entropy": []}
-    for m in model.modules():
-        if isinstance(m, MoE) and m.stats:
-            out["load"].append(m.stats["load"].tolist())
-            out["dropped"].append(m.stats["dropped"].item())
-            out["entropy"].append(m.stats["entropy"].item())
+    for r in routing:
+        stats = routing_stats(r, r.probs.shape[-1])
+        out["load"].append(stats["load"].tolist())
+        out["dropped"].append(stats["dropped"].item())
+        out["entropy"].append(stats["entropy"].item())
     return out
 
 
@@ -63,16 +63,27 @@ def tracked_fit(trainer: Trainer, eval_interval: int) -> dict:
         raise ValueError(f"eval_interval={eval_interval} must be positive")
     curves: dict[str, list] = {k: [] for k in
                                ("step", "seconds", "val_bpb", "train_loss", "load", "dropped")}
+    seen: list[tuple[Routing, ...]] = []  # the routing of each training forward
+    hook = trainer.model.register_forward_hook(lambda _m, _args, out: seen.append(out.routing))
+    try:
+        _fit(trainer, eval_interval, curves, seen)
+    finally:
+        hook.remove()
+    return curves
+
+
+def _fit(trainer: Trainer, eval_interval: int, curves: dict, seen: list) -> None:
     seconds, window_loss, window_stats = 0.0, [], []
     trainer.model.train()
     while trainer.step < trainer.config.max_steps:
+        seen.clear()
         start = time.perf_counter()
         trainer.train_step()
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - start
         window_loss.append(trainer.last_metrics.get("lm_loss", float("nan")))
-        window_stats.append(moe_stats(trainer.model))
+        window_stats.append(moe_stats(seen[-1]))
         if trainer.step % eval_interval == 0 or trainer.step == trainer.config.max_steps:
             val = trainer.evaluate()
             trainer.model.train()
@@ -84,4 +95,3 @@ def tracked_fit(trainer: Trainer, eval_interval: int) -> dict:
             curves["load"].append(_mean([s["load"] for s in window_stats]) if has_moe else [])
             curves["dropped"].append(_mean([s["dropped"] for s in window_stats]) if has_moe else [])
             window_loss, window_stats = [], []
-    return curves

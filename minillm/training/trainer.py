@@ -67,18 +67,17 @@ def lm_loss_fn(runner: nn.Module, batch: dict[str, torch.Tensor]
     """The default loss: next-token cross-entropy plus the model's auxiliary losses.
 
     Args:
-        runner: the (wrapped) model; called as `runner(input_ids, labels, return_aux=True)`.
+        runner: the (wrapped) model; called as `runner(input_ids, labels)`, returning an
+            `LMOutput`.
         batch: {"input_ids": (B, T), "labels": (B, T)} (labels -100 are ignored).
 
     Returns:
         (loss to backpropagate, {"lm_loss": ..., one entry per auxiliary loss}).
     """
-    _, loss, aux = runner(batch["input_ids"], batch["labels"], return_aux=True)
-    metrics = {"lm_loss": loss.item()}
-    if aux:
-        metrics.update({name: value.item() for name, value in aux.items()})
-        loss = loss + sum(aux.values())
-    return loss, metrics
+    out = runner(batch["input_ids"], batch["labels"])
+    metrics = {"lm_loss": out.loss.item()}
+    metrics.update({name: value.item() for name, value in out.aux_losses.items()})
+    return out.total_loss(), metrics
 
 
 class TrainingDiverged(RuntimeError):
