@@ -194,3 +194,8 @@ def summary(result: dict) -> str:
     return "\n".join(f"{r['method']} beta={r['beta']}: gold {r['final']['gold_reward']:.3f} "
                      f"kl {r['final']['kl']:.2f} length {r['final']['length']:.1f}"
                      for r in result["runs"])
+
+
+if __name__ == "__main__":  # the old entry point says where it went rather than do nothing
+    raise SystemExit("python -m minillm.alignment.dpo_run is now `minillm dpo` (the same options; "
+                     "--out FILE is --output-dir DIR --run-name NAME)")
