@@ -1,18 +1,28 @@
 """The `minillm` command line.
 
     minillm course run [CHAPTER ...] [-p NAME=VALUE ...] [--output-dir DIR | --in-place]
-    minillm train --out-dir DIR [--resume] [--tokenizer DIR] [--d-model 128 --n-layer 4 ...]
-                  [--max-steps ...]
-    minillm sft --base DIR --out-dir DIR [--export-dir DIR] [--text-rows 4] [--max-steps ...]
+    minillm train --output-dir DIR [--resume] [--tokenizer DIR] [--d-model 128 --n-layer 4 ...]
+                  [--max-steps N --eval-steps N ...]
+    minillm sft --checkpoint DIR --output-dir DIR [--export-dir DIR] [--text-rows 4]
+                [--max-steps N --eval-steps N ...]
                 [--lora-r 8 --lora-alpha 16 --lora-targets attn.qkv,attn.proj [--qlora]]
-    minillm dpo --out FILE [--runs dpo:0.1 ipo:0.1 simpo:2.0 ...] [--steps N --lr LR ...]
+    minillm dpo --output-dir DIR [--run-name NAME] [--runs dpo:0.1 ipo:0.1 simpo:2.0 ...]
+                [--max-steps N --eval-steps N --lr LR ...]
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
-                     --do-sample B --top-k K --top-p P --num-beams N --seed S ...]
+                     --do-sample --top-k K --top-p P --num-beams N --seed S ...]
 
 `minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel); pick the
 engine with `--strategy ddp|own_ddp|zero1|zero2|zero3|fsdp`.
-Every GPTConfig and TrainConfig field is an option of `train`, and every GenerationConfig field
-(but num_assistant_tokens) one of `generate` (underscores become dashes).
+
+One convention in every command, Hugging Face's (transformers' TrainingArguments, trl) where
+they overlap: `--output-dir` for what a command writes, `--checkpoint` for the model it reads,
+`--max-steps` and `--eval-steps`, `--flag / --no-flag` for booleans, `--num-experts-per-tok`
+for MoE's top-k (so `--top-k` is sampling's alone). Every field of GPTConfig and TrainConfig is
+an option of `train`, every TrainConfig field one of `sft`, every DPOConfig field one of `dpo`,
+and every GenerationConfig field (but num_assistant_tokens) one of `generate` (underscores
+become dashes); each option's help is its field's comment (`minillm.utils.field_docs`).
+Old spellings (`--out-dir`, `--eval-interval`, `--base`, `--steps`, `--eval-every`, `--out`,
+`--bias true`) still work for one release and say what replaces them on stderr.
 """
 
 from __future__ import annotations
@@ -22,18 +32,26 @@ import json
 import os
 import sys
 import time
-from dataclasses import MISSING, fields
 from pathlib import Path
 
-__all__ = ["main"]
+from minillm.cli_options import (
+    BOOL_WORDS,
+    ArgumentParser,
+    add_config_options,
+    add_deprecated,
+    config_kwargs,
+)
 
+__all__ = ["build_parser", "main"]
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true/false)")
+# Where an option's name differs from its config field's: the Hugging Face name for the same
+# concept (TrainingArguments' output_dir and eval_steps; Mixtral's num_experts_per_tok, so that
+# --top-k means sampling's top-k alone). The field's own spelling stays as a deprecated alias.
+TRAIN_RENAMES = {"out_dir": "output_dir", "eval_interval": "eval_steps"}
+MODEL_RENAMES = {"top_k": "num_experts_per_tok"}
+# TrainConfig's options in `train` and `sft`: the run's folder is required there
+TRAIN_OPTIONS = {"renames": TRAIN_RENAMES, "required": ("out_dir",),
+                 "helps": {"out_dir": "the run's folder: checkpoints and summary.json"}}
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -45,38 +63,13 @@ def _parse_ids(text: str) -> list[int]:
 
 
 def _parse_early_stopping(text: str) -> bool | str:
-    return "never" if text.lower() == "never" else _parse_bool(text)
-
-
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=(), title=None,
-                           converters=None, defaults=None) -> None:
-    """One option per field of the dataclass `cls` (underscores become dashes); the parser is
-    chosen from the field's type unless `converters` names one; `defaults` are the command's
-    own defaults where they differ from the dataclass's (shown in --help)."""
-    group = parser.add_argument_group(title or cls.__name__)
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        kind = str(f.type)
-        if converters and f.name in converters:
-            conv = converters[f.name]
-        elif "bool" in kind:
-            conv = _parse_bool
-        elif "int" in kind:
-            conv = int
-        elif "float" in kind:
-            conv = float
-        else:
-            conv = str
-        default = f.default if f.default is not MISSING else None
-        default = (defaults or {}).get(f.name, default)
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv, default=None,
-                           help=f"default: {default}")
-
-
-def _picked(args: argparse.Namespace, cls, skip=()) -> dict:
-    return {f.name: getattr(args, f.name) for f in fields(cls)
-            if f.name not in skip and getattr(args, f.name, None) is not None}
+    """GenerationConfig.early_stopping is three-valued: true, false or never."""
+    word = text.lower()
+    if word == "never":
+        return "never"
+    if word in BOOL_WORDS:
+        return BOOL_WORDS[word]
+    raise argparse.ArgumentTypeError(f"{text!r}: choose true, false or never")
 
 
 def cmd_course(args: argparse.Namespace) -> int:
@@ -103,10 +96,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer_folder(args.tokenizer) if args.tokenizer else ByteTokenizer()
     train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
     val = tokenizer.encode_tensor(load_corpus(args.corpus, "validation"))
-    model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size, **_picked(args, GPTConfig, ("vocab_size",)))
-    train_cfg = TrainConfig(**_picked(args, TrainConfig))
-    if train_cfg.out_dir is None:
-        raise SystemExit("minillm train: --out-dir is required (checkpoints go there)")
+    model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size,
+                          **config_kwargs(args, GPTConfig, ("vocab_size",), MODEL_RENAMES))
+    train_cfg = TrainConfig(**config_kwargs(args, TrainConfig, renames=TRAIN_RENAMES))
     if args.export_dir:  # written at the end: a bad path must not cost the run
         check_writable(Path(args.export_dir).resolve().parent, "--export-dir's parent")
     import torch
@@ -173,16 +165,11 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from minillm.peft import frozen_base_nbytes, save_adapter, trainable_parameters
     from minillm.training import TrainConfig, Trainer, evaluate_loss
 
-    train_cfg = TrainConfig(**_picked(args, TrainConfig))
-    if train_cfg.out_dir is None:
-        raise SystemExit("minillm sft: --out-dir is required (checkpoints go there)")
-    if args.text_rows and not args.packing:
-        raise ValueError(f"--text-rows {args.text_rows} needs --packing true (text rows join "
-                         "the packed rows); pass --text-rows 0 to pad")
+    train_cfg = TrainConfig(**config_kwargs(args, TrainConfig, renames=TRAIN_RENAMES))
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(train_cfg.seed)
-    model, base_tok = load_model_and_tokenizer(args.base)
+    model, base_tok = load_model_and_tokenizer(args.checkpoint)
     model, tok = prepare_chat_model(model, base_tok)
     lora = _apply_lora_options(args, model, base_tok.vocab_size, tok.vocab_size)
     seq_len = train_cfg.seq_len or model.config.context_length
@@ -228,7 +215,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
         print(json.dumps(summary), flush=True)
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
-            record = {"command": "minillm " + " ".join(args.argv), "base": str(args.base),
+            record = {"command": "minillm " + " ".join(args.argv), "base": str(args.checkpoint),
                       "text_rows": args.text_rows, "text_weight": args.text_weight,
                       "summary": summary, "train_config": trainer.config.to_dict(),
                       "history": trainer.history, "eval_history": trainer.eval_history}
@@ -245,9 +232,6 @@ def _apply_lora_options(args: argparse.Namespace, model, base_vocab: int, vocab:
     """LoRA (or QLoRA) on `model` as the --lora-* options ask; the chat template's new tokens
     (ids base_vocab..vocab-1) get trained embedding rows. Returns the LoraConfig or None."""
     if not args.lora_r:
-        if args.qlora or args.lora_dora:
-            raise ValueError("--qlora and --lora-dora need --lora-r (the adapter's rank), e.g. "
-                             "--lora-r 8")
         return None
     from minillm.peft import LoraConfig, apply_lora, apply_qlora
 
@@ -276,7 +260,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from minillm.utils import choose_device
 
     config = GenerationConfig(**{**GENERATE_DEFAULTS,
-                                 **_picked(args, GenerationConfig, GENERATE_SKIP)})
+                                 **config_kwargs(args, GenerationConfig, GENERATE_SKIP)})
     folder = Path(args.checkpoint)
     model = GPT.from_checkpoint(folder, map_location=choose_device(args.device))
     tokenizer = tokenizer_for_model(folder, model.config.vocab_size)
@@ -288,18 +272,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_dpo(args: argparse.Namespace) -> int:
-    from minillm.alignment.dpo_run import run, summary
+    from minillm.alignment.dpo_run import DPOConfig, run, summary
 
-    print(summary(run(args, "minillm " + " ".join(args.argv))))
+    config = DPOConfig(**config_kwargs(args, DPOConfig))
+    print(summary(run(config, "minillm " + " ".join(args.argv))))
     return 0
 
 
+def _check_sft(args: argparse.Namespace) -> str | None:
+    """What `sft`'s options cannot be together (None: nothing)."""
+    if args.text_rows and not args.packing:
+        return (f"--text-rows {args.text_rows} needs --packing (text rows join the packed "
+                "rows); pass --text-rows 0 to pad")
+    if (args.qlora or args.lora_dora) and not args.lora_r:
+        return "--qlora and --lora-dora need --lora-r (the adapter's rank), e.g. --lora-r 8"
+    return None
+
+
+def _add_run_options(parser: argparse.ArgumentParser, corpus_help: str,
+                     final_eval_help: str) -> None:
+    """The options `train` and `sft` share beside TrainConfig's."""
+    parser.add_argument("--corpus", default="shakespeare", help=corpus_help)
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
+                        help="continue from --output-dir's latest checkpoint")
+    parser.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=False,
+                        help=final_eval_help)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `minillm` parser: one subparser per command (see the module docstring)."""
+    from minillm.alignment.dpo_run import DPOConfig
     from minillm.generation import GenerationConfig
     from minillm.models import GPTConfig
     from minillm.training import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="minillm", description="minillm: course and library")
+    parser = ArgumentParser(prog="minillm", description="minillm: course and library")
     sub = parser.add_subparsers(dest="command", required=True)
 
     course = sub.add_parser("course", help="run the course's chapters")
@@ -309,47 +318,47 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE",
                      help="set a chapter parameter (repeatable)")
     run.add_argument("--output-dir", default="build/course", help="where executed notebooks go")
-    run.add_argument("--in-place", action="store_true", help="overwrite the chapters themselves")
+    run.add_argument("--in-place", action=argparse.BooleanOptionalAction, default=False,
+                     help="overwrite the chapters themselves")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
-    run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    run.add_argument("--log-output", action=argparse.BooleanOptionalAction, default=False,
+                     help="stream cell output to the terminal")
     run.set_defaults(func=cmd_course)
 
     train = sub.add_parser("train", help="pre-train a GPT on a shipped corpus (torchrun-ready)")
-    train.add_argument("--corpus", default="shakespeare")
-    train.add_argument("--resume", action="store_true", help="continue from out_dir's latest checkpoint")
-    train.add_argument("--final-eval", action="store_true",
-                       help="score the whole validation split at the end (nats per byte)")
+    _add_run_options(train, "the corpus to train on (minillm.data.load_corpus)",
+                     "score the whole validation split at the end (nats per byte)")
     train.add_argument("--export-dir", default=None,
                        help="also save the final model (config, weights, tokenizer, training "
                             "record; no optimizer state) to this folder")
-    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     train.add_argument("--tokenizer", default=None,
                        help="a saved tokenizer folder, e.g. data/tokenizers/shakespeare_bpe_2048 "
                             "(default: bytes); vocab_size follows it")
-    _add_dataclass_options(train, GPTConfig, skip=("vocab_size",), title="model (GPTConfig)")
-    _add_dataclass_options(train, TrainConfig, title="training (TrainConfig)")
+    add_config_options(train, GPTConfig, "model (GPTConfig)", skip=("vocab_size",),
+                       renames=MODEL_RENAMES)
+    add_config_options(train, TrainConfig, "training (TrainConfig)", **TRAIN_OPTIONS)
     train.set_defaults(func=cmd_train)
 
-    sft = sub.add_parser("sft", help="instruction-tune a checkpoint on data/sft (chat template, "
+    sft = sub.add_parser("sft", check=_check_sft,
+                         help="instruction-tune a checkpoint on data/sft (chat template, "
                          "response-only loss, plain text mixed in)")
-    sft.add_argument("--base", required=True, help="the checkpoint to start from")
+    checkpoint = sft.add_argument("--checkpoint", default=None,
+                                  help="the checkpoint to start from (required)")
+    sft.needed["checkpoint"] = "--checkpoint"  # here or as the deprecated --base
+    add_deprecated(sft, "--base", checkpoint)
     sft.add_argument("--data", default=None, help="instruction set folder (default data/sft)")
-    sft.add_argument("--corpus", default="shakespeare",
-                     help="plain text mixed in (--text-rows) and scored by --final-eval")
-    sft.add_argument("--packing", type=_parse_bool, default=True,
-                     help="pack examples with per-example attention (true) or pad (false)")
-    sft.add_argument("--train-on-prompt", action="store_true",
+    _add_run_options(sft, "plain text mixed in (--text-rows) and scored by --final-eval",
+                     "exact match per task on the test split and nats/byte on the validation "
+                     "plays at the end")
+    sft.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True,
+                     help="pack examples with per-example attention (--no-packing: pad)")
+    sft.add_argument("--train-on-prompt", action=argparse.BooleanOptionalAction, default=False,
                      help="loss on every token, prompt included (the ablation)")
     sft.add_argument("--text-rows", type=int, default=4,
                      help="plain-text windows of the corpus added to each batch (0 = none)")
     sft.add_argument("--text-weight", type=float, default=1.0,
                      help="weight of the plain-text loss beside the SFT loss")
-    sft.add_argument("--resume", action="store_true", help="continue from out_dir's latest checkpoint")
-    sft.add_argument("--final-eval", action="store_true",
-                     help="exact match per task on the test split and nats/byte on the "
-                          "validation plays at the end")
     sft.add_argument("--export-dir", default=None, help="also save the final model here")
-    sft.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     lora = sft.add_argument_group("LoRA (minillm.peft; off unless --lora-r is given)")
     lora.add_argument("--lora-r", type=int, default=0,
                       help="train a rank-r LoRA adapter instead of all weights (0 = full SFT)")
@@ -357,31 +366,39 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--lora-targets", default="attn.qkv",
                       help="comma-separated module names (suffixes), e.g. attn.qkv,attn.proj,"
                            "mlp.fc,mlp.proj")
-    lora.add_argument("--lora-dropout", type=float, default=0.0)
-    lora.add_argument("--lora-rslora", action="store_true", help="s = alpha / sqrt(r)")
-    lora.add_argument("--lora-dora", action="store_true", help="DoRA (magnitude + direction)")
-    lora.add_argument("--lora-new-tokens", type=_parse_bool, default=True,
+    lora.add_argument("--lora-dropout", type=float, default=0.0,
+                      help="dropout on the adapter's input")
+    lora.add_argument("--lora-rslora", action=argparse.BooleanOptionalAction, default=False,
+                      help="s = alpha / sqrt(r)")
+    lora.add_argument("--lora-dora", action=argparse.BooleanOptionalAction, default=False,
+                      help="DoRA (magnitude + direction)")
+    lora.add_argument("--lora-new-tokens", action=argparse.BooleanOptionalAction, default=True,
                       help="train the embedding rows of the chat template's new tokens")
-    lora.add_argument("--qlora", action="store_true",
+    lora.add_argument("--qlora", action=argparse.BooleanOptionalAction, default=False,
                       help="hold the frozen block linears in NF4 (QLoRA)")
-    _add_dataclass_options(sft, TrainConfig, title="training (TrainConfig)")
+    add_config_options(sft, TrainConfig, "training (TrainConfig)", **TRAIN_OPTIONS)
     sft.set_defaults(func=cmd_sft)
 
-    from minillm.alignment.dpo_run import add_arguments as add_dpo_arguments
     dpo = sub.add_parser("dpo", help="DPO / IPO / KTO / SimPO / ORPO from the SFT checkpoint on "
                          "data/preference, measured by the gold reward and KL on samples")
-    add_dpo_arguments(dpo)
+    options = add_config_options(dpo, DPOConfig, "DPO runs (DPOConfig)")
+    add_deprecated(dpo, "--steps", options["max_steps"])
+    add_deprecated(dpo, "--eval-every", options["eval_steps"])
+    add_deprecated(dpo, "--out", options["output_dir"], "--output-dir DIR --run-name NAME "
+                   "(they write DIR/NAME.json)",
+                   split=lambda file: {"output_dir": str(Path(file).parent),
+                                       "run_name": Path(file).stem})
     dpo.set_defaults(func=cmd_dpo)
 
     gen = sub.add_parser("generate", help="sample text from a checkpoint")
     gen.add_argument("--checkpoint", required=True, help="a checkpoint folder")
-    gen.add_argument("--prompt", default="\n")
+    gen.add_argument("--prompt", default="\n", help="the text to continue")
     gen.add_argument("--seed", type=int, default=0, help="seeds the sampling generator")
-    gen.add_argument("--device", default="auto")
-    _add_dataclass_options(gen, GenerationConfig, skip=GENERATE_SKIP,
-                           title="decoding (GenerationConfig)", defaults=GENERATE_DEFAULTS,
-                           converters={"eos_token_id": _parse_ids,
-                                       "early_stopping": _parse_early_stopping})
+    gen.add_argument("--device", default="auto", help='"auto" = cuda > mps > cpu')
+    add_config_options(gen, GenerationConfig, "decoding (GenerationConfig)", skip=GENERATE_SKIP,
+                       defaults=GENERATE_DEFAULTS,
+                       converters={"eos_token_id": _parse_ids,
+                                   "early_stopping": _parse_early_stopping})
     gen.set_defaults(func=cmd_generate)
     return parser
 

@@ -3,13 +3,20 @@
 Nothing here holds global state of its own; `seed_everything` sets the seeds of the
 libraries it is asked about and returns nothing else. `config_from_dict` is the one policy every
 config dataclass follows when read back from JSON: unknown fields are an error that names them.
+`field_docs` reads the comment each config field carries, so the command line's help and the
+code say the same thing.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
+import io
 import math
 import os
 import random
+import textwrap
+import tokenize
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
 
@@ -17,7 +24,7 @@ import numpy as np
 import torch
 
 __all__ = ["check_finite_fields", "choose_device", "config_from_dict", "configure_threads",
-           "default_dtype_for", "seed_everything"]
+           "default_dtype_for", "field_docs", "seed_everything"]
 
 T = TypeVar("T")
 
@@ -158,3 +165,43 @@ def check_finite_fields(config: Any) -> None:
         value = getattr(config, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{f.name}={value} must be a finite number")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """What each field of the dataclass `cls` means, in its author's words.
+
+    A field's `metadata["help"]` if it has one, else the comment after it in the class's source,
+    joined with the comment lines indented under it that continue it:
+
+        dtype: str = "auto"   # autocast dtype: "auto" = bfloat16 on CUDA, else float32;
+                              # "float16" adds dynamic loss scaling      <- continues dtype's
+
+    A comment line at the fields' own indentation starts a new section and belongs to no field.
+
+    Returns:
+        {field name: text} for every field ("" where it has neither).
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (e.g. made in a REPL): metadata only
+        source = ""
+    comments: dict[int, tuple[int, str, bool]] = {}  # line -> (column, text, alone on its line)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            alone = not tok.line[:tok.start[1]].strip()
+            comments[tok.start[0]] = (tok.start[1], tok.string.lstrip("#").strip(), alone)
+    from_source: dict[str, str] = {}
+    body = ast.parse(source).body[0].body if source else []
+    for node in body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        line = node.end_lineno
+        if line not in comments or comments[line][2]:
+            continue
+        parts = [comments[line][1]]
+        while line + 1 in comments and comments[line + 1][2] and \
+                comments[line + 1][0] > node.col_offset:
+            line += 1
+            parts.append(comments[line][1])
+        from_source[node.target.id] = " ".join(parts)
+    return {f.name: f.metadata.get("help") or from_source.get(f.name, "") for f in fields(cls)}

@@ -73,9 +73,9 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
 
 
 def _train_args(out, *extra):
-    return ["train", "--out-dir", str(out), "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+    return ["train", "--output-dir", str(out), "--d-model", "16", "--n-layer", "1", "--n-head", "2",
             "--context-length", "16", "--batch-size", "2", "--max-steps", "3",
-            "--warmup-steps", "1", "--eval-interval", "0", "--device", "cpu", *extra]
+            "--warmup-steps", "1", "--eval-steps", "0", "--device", "cpu", *extra]
 
 
 def test_train_records_the_command_it_was_given_and_resumes_a_finished_run(tmp_path,
@@ -137,3 +137,153 @@ def test_run_chapters_needs_somewhere_to_write():
 
     with pytest.raises(ValueError, match="give output_dir"):
         run_chapters(["03"], output_dir=None)
+
+
+# ------------------------------------------------------------------ one convention, every command
+def _commands(parser, prefix=()):
+    """(name, parser) of every command that takes options: `train`, ..., `course run`."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield " ".join(prefix), parser
+    for sub in subs:
+        for name, child in sub.choices.items():
+            yield from _commands(child, (*prefix, name))
+
+
+def _options(parser):
+    """Every option of `parser` shown in --help (deprecated spellings are hidden)."""
+    import argparse
+
+    return [a for a in parser._actions if a.option_strings and a.help is not argparse.SUPPRESS
+            and not isinstance(a, argparse._HelpAction)]
+
+
+def _deprecated(parser):
+    import argparse
+
+    return [s for a in parser._actions if a.help is argparse.SUPPRESS for s in a.option_strings]
+
+
+def test_every_option_of_every_command_has_a_help_line():
+    from minillm.cli import build_parser
+
+    commands = dict(_commands(build_parser()))
+    assert set(commands) == {"course run", "train", "sft", "dpo", "generate"}
+    for name, parser in commands.items():
+        for action in [*_options(parser), *(a for a in parser._actions if not a.option_strings)]:
+            text = re.sub(r"\((default: .*|required)\)$", "", action.help or "").strip()
+            assert text, f"minillm {name} {action.option_strings or action.dest}: no help"
+        assert f"usage: minillm {name}" in parser.format_help()  # it renders (% is escaped)
+
+
+def test_flag_names_are_one_convention_across_commands():
+    import argparse
+    from dataclasses import fields
+
+    from minillm.alignment import DPOConfig
+    from minillm.cli import build_parser
+    from minillm.generation import GenerationConfig
+    from minillm.models import GPTConfig
+    from minillm.training import TrainConfig
+
+    bool_fields = {f.name for cls in (GPTConfig, TrainConfig, GenerationConfig, DPOConfig)
+                   for f in fields(cls) if str(f.type) in ("bool", "bool | None")}
+    assert {"bias", "compile", "do_sample"} <= bool_fields
+    banned = {"--out-dir", "--out", "--steps", "--eval-every", "--eval-interval", "--base"}
+    shown = {}
+    for name, parser in _commands(build_parser()):
+        shown[name] = {s for a in _options(parser) for s in a.option_strings}
+        assert not banned & shown[name], (name, banned & shown[name])
+        # every boolean is --flag / --no-flag (no `--bias true`, no bare store_true)
+        for action in _options(parser):
+            boolean = isinstance(action.default, bool) or action.nargs == 0 or \
+                action.dest in bool_fields
+            assert not boolean or isinstance(action, argparse.BooleanOptionalAction), \
+                (name, action.option_strings)
+    # the same concept has the same name wherever it exists
+    for flag, commands in {"--output-dir": {"course run", "train", "sft", "dpo"},
+                           "--max-steps": {"train", "sft", "dpo"},
+                           "--eval-steps": {"train", "sft", "dpo"},
+                           "--checkpoint": {"sft", "dpo", "generate"}}.items():
+        assert {c for c, flags in shown.items() if flag in flags} == commands, flag
+    # --top-k is sampling's alone; MoE's experts per token is --num-experts-per-tok
+    assert {c for c, flags in shown.items() if "--top-k" in flags} == {"generate"}
+    assert "--num-experts-per-tok" in shown["train"]
+    assert not {c for c, flags in shown.items() if "--model" in flags}
+    # the old spellings are still there, hidden, as deprecated aliases
+    old = {name: set(_deprecated(parser)) for name, parser in _commands(build_parser())}
+    assert old["train"] == {"--out-dir", "--eval-interval", "--top-k"}
+    assert old["sft"] == {"--base", "--out-dir", "--eval-interval"}
+    assert old["dpo"] == {"--out", "--steps", "--eval-every"}
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--out-dir", "X"], {"output_dir": "X"}),
+    (["train", "--output-dir", "X", "--eval-interval", "5"], {"eval_steps": 5}),
+    (["train", "--output-dir", "X", "--top-k", "1"], {"num_experts_per_tok": 1}),
+    (["train", "--output-dir", "X", "--bias", "false"], {"bias": False}),
+    (["train", "--output-dir", "X", "--compile=true"], {"compile": True}),
+    (["sft", "--base", "B", "--out-dir", "X"], {"checkpoint": "B", "output_dir": "X"}),
+    (["sft", "--checkpoint", "B", "--output-dir", "X", "--packing", "false", "--text-rows", "0"],
+     {"packing": False}),
+    (["dpo", "--out", "data/dpo/runs_lr2e-5.json"],
+     {"output_dir": "data/dpo", "run_name": "runs_lr2e-5"}),
+    (["dpo", "--output-dir", "X", "--steps", "150", "--eval-every", "25"],
+     {"max_steps": 150, "eval_steps": 25}),
+    (["generate", "--checkpoint", "C", "--do-sample", "true"], {"do_sample": True}),
+])
+def test_old_spellings_still_parse_and_say_what_replaces_them(argv, expected, capsys):
+    from minillm.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert {k: getattr(args, k) for k in expected} == expected
+    err = capsys.readouterr().err
+    assert re.search(rf"minillm {argv[0]}: --[a-z-]+[ =]?\S* is deprecated; use --", err), err
+
+
+def test_the_deprecation_message_names_the_new_flag(capsys):
+    from minillm.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--out-dir", "X"]).output_dir == "X"
+    assert capsys.readouterr().err == "minillm train: --out-dir is deprecated; use --output-dir\n"
+    build_parser().parse_args(["train", "--output-dir", "X", "--bias", "false"])
+    assert capsys.readouterr().err == "minillm train: --bias false is deprecated; use --no-bias\n"
+    build_parser().parse_args(["train", "--output-dir", "X"])
+    assert capsys.readouterr().err == ""  # the new spellings say nothing
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train"], "required: --output-dir"),
+    (["sft", "--output-dir", "X"], "required: --checkpoint"),
+    (["dpo"], "required: --output-dir"),
+    (["sft", "--checkpoint", "B", "--output-dir", "X", "--no-packing"],
+     "--text-rows 4 needs --packing (text rows join the packed rows); pass --text-rows 0 to pad"),
+    (["sft", "--checkpoint", "B", "--output-dir", "X", "--lora-dora"],
+     "need --lora-r (the adapter's rank), e.g. --lora-r 8"),
+])
+def test_bad_combinations_are_usage_errors_naming_the_fix(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"minillm {argv[0]}: error: " in err and message in err
+    assert "Traceback" not in err
+
+
+def test_dpo_options_are_the_dpo_config():
+    from minillm.alignment import DPOConfig
+    from minillm.cli import build_parser
+    from minillm.cli_options import config_kwargs
+
+    args = build_parser().parse_args(["dpo", "--output-dir", "out", "--runs", "dpo:0.1",
+                                      "simpo:2.0", "--max-steps", "150", "--eval-steps", "25"])
+    assert DPOConfig(**config_kwargs(args, DPOConfig)) == DPOConfig(
+        output_dir="out", runs=["dpo:0.1", "simpo:2.0"], max_steps=150, eval_steps=25)
+
+
+def test_a_bad_dpo_option_is_one_line_naming_the_field(tmp_path, capsys):
+    assert main(["dpo", "--output-dir", str(tmp_path), "--runs", "dpo:-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "runs: 'dpo:-1': beta=-1.0" in err
+    assert not list(tmp_path.iterdir())  # refused before anything ran

@@ -12,10 +12,10 @@ from minillm.training import latest_checkpoint
 
 
 def _cmd(out_dir, batch_size):
-    return ["-m", "minillm", "train", "--out-dir", str(out_dir), "--d-model", "32", "--n-layer",
+    return ["-m", "minillm", "train", "--output-dir", str(out_dir), "--d-model", "32", "--n-layer",
             "2", "--n-head", "2", "--context-length", "32", "--batch-size", str(batch_size),
             "--grad-accum-steps", "2", "--max-steps", "8", "--warmup-steps", "2", "--lr", "3e-3",
-            "--eval-interval", "4", "--eval-batches", "2", "--threads", "1", "--device", "cpu"]
+            "--eval-steps", "4", "--eval-batches", "2", "--threads", "1", "--device", "cpu"]
 
 
 @pytest.mark.distributed

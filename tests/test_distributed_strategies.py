@@ -149,10 +149,10 @@ def test_a_failing_rank_ends_every_rank_and_is_named(tmp_path, mode, what):
 
 # ---- the Trainer under torchrun: sharded checkpoints, resume, two nodes --------------------
 def _train(out_dir, *extra):
-    return ["-m", "minillm", "train", "--out-dir", str(out_dir), "--d-model", "32", "--n-layer",
+    return ["-m", "minillm", "train", "--output-dir", str(out_dir), "--d-model", "32", "--n-layer",
             "2", "--n-head", "2", "--context-length", "32", "--batch-size", "4",
             "--grad-accum-steps", "2", "--max-steps", "4", "--warmup-steps", "2", "--lr", "3e-3",
-            "--eval-interval", "0", "--threads", "1", "--device", "cpu",
+            "--eval-steps", "0", "--threads", "1", "--device", "cpu",
             "--checkpoint-interval", "2", "--keep-checkpoints", "3", *extra]
 
 

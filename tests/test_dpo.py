@@ -9,6 +9,7 @@ are called directly. `CPOTrainer.get_batch_logps` checks `sequence_logps`.
 """
 
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -436,6 +437,20 @@ def test_run_specs_parse_and_bad_ones_say_how():
     assert parse_run("simpo:2.5") == ("simpo", 2.5)
     with pytest.raises(ValueError, match="METHOD:BETA"):
         parse_run("dpo")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"runs": ["dpo"]}, "write METHOD:BETA"),
+    ({"runs": ["sft:0.1"]}, "runs: 'sft:0.1': method='sft'; choose one of"),
+    ({"runs": []}, "runs=[]: give at least one METHOD:BETA"),
+    ({"eval_steps": 0}, "eval_steps=0 must be positive"),
+    ({"lr": float("nan")}, "lr=nan must be a finite number"),
+    ({"run_name": "a/b"}, "run_name='a/b' must be a file name"),
+])
+def test_dpo_config_errors_name_the_field_the_value_and_the_fix(kwargs, message):
+    from minillm.alignment import DPOConfig
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DPOConfig(output_dir="out", **kwargs)
 
 
 def test_measure_reports_standard_errors():

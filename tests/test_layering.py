@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"generation", "distributed"},
     {"training"},
     {"alignment", "scaling", "ngram"},
-    {"course", "cli", "__init__", "__main__"},
+    {"course", "cli", "cli_options", "__init__", "__main__"},
 ]
 LAYER_OF = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 

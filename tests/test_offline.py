@@ -41,10 +41,10 @@ def test_the_namespace_really_has_no_network():
 
 def test_train_generate_and_a_chapter_run_without_network(tmp_path):
     out = tmp_path / "run"
-    train = _offline([sys.executable, "-m", "minillm", "train", "--out-dir", str(out),
+    train = _offline([sys.executable, "-m", "minillm", "train", "--output-dir", str(out),
                       "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--context-length",
                       "16", "--batch-size", "2", "--max-steps", "2", "--warmup-steps", "1",
-                      "--eval-interval", "0", "--device", "cpu", "--threads", "1"], timeout=300)
+                      "--eval-steps", "0", "--device", "cpu", "--threads", "1"], timeout=300)
     assert train.returncode == 0, train.stderr[-2000:]
     gen = _offline([sys.executable, "-m", "minillm", "generate", "--checkpoint",
                     str(out / "checkpoints" / "step_000002"), "--prompt", "ROMEO:",

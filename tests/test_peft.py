@@ -387,9 +387,9 @@ def test_sft_command_trains_and_saves_only_the_adapter(tmp_path, qlora, capsys):
                          n_head=2, tie_embeddings=True))
     base.save(tmp_path / "base", extra_files={"tokenizer.json": tok.to_dict()})
     out = tmp_path / "run"
-    args = ["sft", "--base", str(tmp_path / "base"), "--data", str(data), "--out-dir", str(out),
-            "--export-dir", str(out / "adapter"), "--text-rows", "0", "--max-steps", "3",
-            "--batch-size", "2", "--warmup-steps", "1", "--lr", "1e-2", "--eval-interval", "0",
+    args = ["sft", "--checkpoint", str(tmp_path / "base"), "--data", str(data),
+            "--output-dir", str(out), "--export-dir", str(out / "adapter"), "--text-rows", "0", "--max-steps", "3",
+            "--batch-size", "2", "--warmup-steps", "1", "--lr", "1e-2", "--eval-steps", "0",
             "--device", "cpu", "--lora-r", "2", "--lora-targets", "attn.qkv,mlp.fc"]
     assert main(args + (["--qlora"] if qlora else [])) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -425,11 +425,12 @@ def test_sft_command_refuses_bad_lora_options(tmp_path, capsys):
     from minillm.cli import main
 
     ckpt = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "shakespeare_byte"
-    base = ["sft", "--base", str(ckpt), "--out-dir",
+    base = ["sft", "--checkpoint", str(ckpt), "--output-dir",
             str(tmp_path / "out"), "--device", "cpu"]
     assert main([*base, "--lora-r", "4", "--lora-targets", "attn.q_proj"]) == 2
     assert "matches no linear layer" in capsys.readouterr().err
-    assert main([*base, "--qlora"]) == 2
-    assert "need --lora-r" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # a usage error: parse time, exit 2
+        main([*base, "--qlora"])
+    assert exited.value.code == 2 and "need --lora-r" in capsys.readouterr().err
     assert main([*base, "--lora-r", "-1"]) == 2
     assert "r=-1 must be a positive integer" in capsys.readouterr().err

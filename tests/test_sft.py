@@ -323,6 +323,7 @@ def test_mixed_batches_resume_exactly_and_refuse_padding(tok):
 def test_sft_command_refuses_text_rows_without_packing(tmp_path, capsys):
     from minillm.cli import main
 
-    rc = main(["sft", "--base", str(tmp_path), "--out-dir", str(tmp_path / "out"),
-               "--packing", "false", "--text-rows", "2"])
-    assert rc == 2 and "needs --packing true" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # a usage error, before any model is loaded
+        main(["sft", "--checkpoint", str(tmp_path / "missing"), "--output-dir",
+              str(tmp_path / "out"), "--no-packing", "--text-rows", "2"])
+    assert exited.value.code == 2 and "needs --packing" in capsys.readouterr().err

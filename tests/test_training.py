@@ -91,10 +91,11 @@ def test_resume_in_process_is_bit_exact(tmp_path):
 
 
 def _train_cmd(out_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "minillm", "train", "--out-dir", str(out_dir), "--d-model", "32",
-            "--n-layer", "2", "--n-head", "2", "--context-length", "32", "--batch-size", "8",
+    return [sys.executable, "-m", "minillm", "train", "--output-dir", str(out_dir),
+            "--d-model", "32", "--n-layer", "2", "--n-head", "2", "--context-length", "32",
+            "--batch-size", "8",
             "--dropout", "0.1", "--max-steps", "400", "--warmup-steps", "20", "--lr", "3e-3",
-            "--eval-interval", "100", "--eval-batches", "2", "--checkpoint-interval", "25",
+            "--eval-steps", "100", "--eval-batches", "2", "--checkpoint-interval", "25",
             "--threads", "1", "--device", "cpu", "--seed", "7", *extra]
 
 

@@ -68,9 +68,9 @@ def main() -> int:
     parser.add_argument("--suffix", default="", help="appended to the run names (e.g. _500)")
     parser.add_argument("--table", action="store_true", help="print the README table and stop")
     args = parser.parse_args()
-    common = ["--base", "data/checkpoints/shakespeare_byte", "--max-steps", str(args.steps),
+    common = ["--checkpoint", "data/checkpoints/shakespeare_byte", "--max-steps", str(args.steps),
               "--batch-size", "8", "--text-rows", "0", "--warmup-steps", "25",
-              "--min-lr", "1e-4", "--eval-interval", "0", "--log-interval", "25",
+              "--min-lr", "1e-4", "--eval-steps", "0", "--log-interval", "25",
               "--seed", "1337", "--threads", "1", "--device", "cpu", "--final-eval"]
     results_path = ROOT / "data" / "lora" / "rank_sweep.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
@@ -83,7 +83,8 @@ def main() -> int:
     for name, extra in chosen.items():
         name += args.suffix
         out_dir = Path(args.out) / name
-        cmd = [sys.executable, "-m", "minillm", "sft", *common, "--out-dir", str(out_dir), *extra]
+        cmd = [sys.executable, "-m", "minillm", "sft", *common, "--output-dir", str(out_dir),
+               *extra]
         start = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         summary = json.loads((ROOT / out_dir / "summary.json").read_text())

@@ -17,6 +17,7 @@ from minillm.alignment.dpo import (
     sequence_logps,
     simpo_loss,
 )
+from minillm.alignment.dpo_run import DPOConfig
 from minillm.alignment.grpo import (
     GRPOConfig,
     GRPOTrainer,
@@ -80,7 +81,7 @@ from minillm.alignment.sft import (
     tokenize_example,
 )
 
-__all__ = ["AdaptiveKLController", "CHAT_TOKENS", "ChatTemplate", "FixedKLController",
+__all__ = ["AdaptiveKLController", "CHAT_TOKENS", "ChatTemplate", "DPOConfig", "FixedKLController",
            "GRPOConfig", "GRPOTrainer", "MixedBatches", "PPOConfig", "PPOTrainer", "PairBatches",
            "PreferenceBatches", "PreferenceLoss", "RewardModel", "Rollout", "SFTBatches",
            "ValueHead", "add_special_tokens", "block_diagonal_mask", "bradley_terry_loss",

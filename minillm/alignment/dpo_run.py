@@ -1,26 +1,26 @@
 """DPO and relatives on the course's preference set, from the SFT checkpoint: the chapter 13 runs.
 
-    python -m minillm.alignment.dpo_run --out data/dpo/runs.json \\
+    minillm dpo --output-dir data/dpo --run-name runs \\
         --runs dpo:0.05 dpo:0.1 dpo:0.3 dpo:1.0 ipo:0.1 simpo:2.0
 
-Each run starts from `data/checkpoints/shakespeare_sft` (the policy; a frozen copy is the
-reference), trains with `preference_loss_fn(method, beta)` on `data/preference/train.jsonl`
-through the course's `Trainer` (AdamW, constant learning rate after warm-up), and every
-`--eval-every` steps samples one response per held-out prompt (`test.jsonl`'s prompts) at
-temperature 1 to measure the gold reward, the KL to the reference and the response length
-(`sample_stats`). At the end: the same on `--final-samples` samples per prompt, reward accuracy
-and margin on the held-out pairs, and bits per byte on the validation plays (the course's metric
-line). The SFT model itself is measured the same way, as step 0 of every run.
+A `DPOConfig` holds the options (validated; `minillm dpo` has one flag per field). Each run
+starts from `data/checkpoints/shakespeare_sft` (the policy; a frozen copy is the reference),
+trains with `preference_loss_fn(method, beta)` on `data/preference/train.jsonl` through the
+course's `Trainer` (AdamW, constant learning rate after warm-up), and every `eval_steps` steps
+samples one response per held-out prompt (`test.jsonl`'s prompts) at temperature 1 to measure
+the gold reward, the KL to the reference and the response length (`sample_stats`). At the end:
+the same on `final_samples` samples per prompt, reward accuracy and margin on the held-out
+pairs, and bits per byte on the validation plays (the course's metric line). The SFT model
+itself is measured the same way, as step 0 of every run.
 The reference log-probs of the pairs are computed once and shared by all runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,11 +31,12 @@ from minillm.alignment.recipe import load_model_and_tokenizer
 from minillm.data import load_corpus
 from minillm.data.corpus import data_dir
 from minillm.data.preference import load_preferences
-from minillm.io import atomic_write_json
+from minillm.io import atomic_write_json, check_writable
 from minillm.training import TrainConfig, Trainer, text_bits_per_byte
+from minillm.utils import check_finite_fields
 
-__all__ = ["add_arguments", "heldout_pair_metrics", "main", "measure", "parse_run", "run", "run_one",
-           "summary"]
+__all__ = ["DPOConfig", "heldout_pair_metrics", "measure", "parse_run", "results_path", "run",
+           "run_one", "summary"]
 
 
 def parse_run(spec: str) -> tuple[str, float]:
@@ -45,6 +46,56 @@ def parse_run(spec: str) -> tuple[str, float]:
         return method, float(beta)
     except ValueError:
         raise ValueError(f"run {spec!r}: write METHOD:BETA, e.g. dpo:0.1") from None
+
+
+@dataclass
+class DPOConfig:
+    output_dir: str                # the results go to output_dir/run_name.json
+    run_name: str = "runs"         # the results file's name, without .json
+    checkpoint: str | None = None  # the SFT model, policy start and frozen reference
+                                   # (None = data/checkpoints/shakespeare_sft)
+    runs: list[str] = field(default_factory=lambda: ["dpo:0.1"])  # METHOD:BETA per run
+                                   # (methods: dpo, ipo, kto, simpo, orpo), e.g. dpo:0.1 ipo:0.1
+    max_steps: int = 250           # optimizer steps per run
+    batch_size: int = 8            # preference pairs per step
+    lr: float = 5e-5               # AdamW learning rate (constant after warm-up, no decay)
+    warmup_steps: int = 10         # linear warm-up steps
+    simpo_gamma: float = 0.5       # SimPO's target reward margin
+    eval_steps: int = 50           # steps between gold reward / KL measurements on samples
+    eval_prompts: int = 200        # held-out prompts sampled at each measurement
+    final_samples: int = 2         # samples per prompt in the final measurement
+    log_interval: int = 10         # steps between entries in each run's history
+    seed: int = 0                  # seeds the pair order, dropout and the measurements' samples
+    threads: int = 1               # torch CPU threads (the shipped runs used 1)
+
+    def __post_init__(self) -> None:
+        check_finite_fields(self)
+        if not self.output_dir:
+            raise ValueError(f"output_dir={self.output_dir!r}: name a folder for the results")
+        if not self.run_name or Path(self.run_name).name != self.run_name:
+            raise ValueError(f"run_name={self.run_name!r} must be a file name (no folders): "
+                             "the results go to output_dir/run_name.json")
+        if not self.runs:
+            raise ValueError("runs=[]: give at least one METHOD:BETA, e.g. dpo:0.1")
+        for spec in self.runs:  # a bad method or beta fails now, not after the first run
+            method, beta = parse_run(spec)
+            try:
+                preference_loss_fn(method, beta, gamma=self.simpo_gamma)
+            except ValueError as error:
+                raise ValueError(f"runs: {spec!r}: {error}") from None
+        for name in ("max_steps", "batch_size", "eval_steps", "eval_prompts", "final_samples",
+                     "log_interval", "threads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be >= 0")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be positive")
+
+
+def results_path(config: DPOConfig) -> Path:
+    """Where `run` writes the record: output_dir/run_name.json."""
+    return Path(config.output_dir, f"{config.run_name}.json")
 
 
 @torch.no_grad()
@@ -75,70 +126,56 @@ def measure(policy: nn.Module, reference: nn.Module, tok, prompts: Sequence[str]
 
 
 def run_one(method: str, beta: float, sft: nn.Module, tok, batches: PairBatches,
-            prompts: Sequence[str], args: argparse.Namespace, val_text: str,
+            prompts: Sequence[str], config: DPOConfig, val_text: str,
             initial_state: dict) -> dict:
     """Train one policy from the SFT model and measure it along the way; `initial_state` is
     the batches' state to start from (every run sees the same pairs in the same order)."""
-    torch.manual_seed(args.seed)
+    c = config
+    torch.manual_seed(c.seed)
     policy = copy.deepcopy(sft).requires_grad_(True)
     batches.load_state_dict(initial_state)
-    loss_fn = preference_loss_fn(method, beta, gamma=args.simpo_gamma)
-    cfg = TrainConfig(max_steps=args.eval_every, batch_size=batches.batch_size, lr=args.lr,
-                      min_lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=0.0,
-                      grad_clip=1.0, eval_interval=0, log_interval=args.log_interval,
-                      seed=args.seed, device="cpu", progress=False)
+    loss_fn = preference_loss_fn(method, beta, gamma=c.simpo_gamma)
+    cfg = TrainConfig(max_steps=c.eval_steps, batch_size=batches.batch_size, lr=c.lr,
+                      min_lr=c.lr, warmup_steps=c.warmup_steps, weight_decay=0.0,
+                      grad_clip=1.0, eval_interval=0, log_interval=c.log_interval,
+                      seed=c.seed, device="cpu", progress=False)
     trainer = Trainer(policy, config=cfg, batches=batches, loss_fn=loss_fn)
     curve = []
     start = time.perf_counter()
-    while trainer.step < args.steps:
-        trainer.config.max_steps = min(trainer.step + args.eval_every, args.steps)
+    while trainer.step < c.max_steps:
+        trainer.config.max_steps = min(trainer.step + c.eval_steps, c.max_steps)
         trainer.fit()                      # constant lr: fitting in chunks changes nothing
-        stats = measure(policy, sft, tok, prompts, 1, seed=args.seed + trainer.step)
+        stats = measure(policy, sft, tok, prompts, 1, seed=c.seed + trainer.step)
         curve.append({"step": trainer.step, **{k: stats[k] for k in ("gold_reward", "kl", "length")}})
         print(f"  {method} beta={beta} step {trainer.step}: gold {stats['gold_reward']:.3f} "
               f"kl {stats['kl']:.2f} len {stats['length']:.1f}", flush=True)
     train_s = time.perf_counter() - start
-    final = measure(policy, sft, tok, prompts, args.final_samples)
+    final = measure(policy, sft, tok, prompts, c.final_samples)
     return {"method": method, "beta": beta, "steps": trainer.step, "train_seconds": train_s,
             "final": final, "heldout_pairs": heldout_pair_metrics(policy, batches, loss_fn),
             "val_bits_per_byte": text_bits_per_byte(policy.eval(), val_text, tok),
             "curve": curve, "history": trainer.history}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The recipe's options (shared by this module's `main` and `minillm dpo`)."""
-    parser.add_argument("--checkpoint", default=str(data_dir() / "checkpoints/shakespeare_sft"))
-    parser.add_argument("--runs", nargs="+", default=["dpo:0.1"], help="METHOD:BETA ...")
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step")
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--warmup-steps", type=int, default=10)
-    parser.add_argument("--simpo-gamma", type=float, default=0.5)
-    parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--eval-prompts", type=int, default=200)
-    parser.add_argument("--final-samples", type=int, default=2, help="samples per prompt")
-    parser.add_argument("--log-interval", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", required=True, help="JSON file for the results")
-
-
-def run(args: argparse.Namespace, command: str) -> dict:
-    """Every run of `args.runs`, written to `args.out` as each finishes; returns the record."""
-    torch.set_num_threads(args.threads)
-    runs = [parse_run(r) for r in args.runs]
-    sft, tok = load_model_and_tokenizer(args.checkpoint)
+def run(config: DPOConfig, command: str) -> dict:
+    """Every run of `config.runs`, written to `results_path(config)` as each finishes; returns
+    the record (`command`: how it was started, kept in the record)."""
+    c = config
+    check_writable(c.output_dir, "output_dir")  # a bad path fails now, not after the first run
+    torch.set_num_threads(c.threads)
+    runs = [parse_run(r) for r in c.runs]
+    sft, tok = load_model_and_tokenizer(c.checkpoint or data_dir() / "checkpoints/shakespeare_sft")
     sft.eval().requires_grad_(False)
     test_pairs = load_preferences("test")
-    prompts = [p.prompt for p in test_pairs[:args.eval_prompts]]
+    prompts = [p.prompt for p in test_pairs[:c.eval_prompts]]
     t0 = time.perf_counter()
-    batches = pair_batches(tok, load_preferences("train"), test_pairs, args.batch_size,
+    batches = pair_batches(tok, load_preferences("train"), test_pairs, c.batch_size,
                            sft.config.context_length, reference=sft,
-                           mismatched=any(m == "kto" for m, _ in runs), seed=args.seed)
+                           mismatched=any(m == "kto" for m, _ in runs), seed=c.seed)
     initial_state = batches.state_dict()
     ref_seconds = time.perf_counter() - t0
     val_text = load_corpus("shakespeare", "validation")
-    sft_stats = measure(sft, sft, tok, prompts, args.final_samples)
+    sft_stats = measure(sft, sft, tok, prompts, c.final_samples)
     result = {"command": command,
               "torch": torch.__version__, "reference_logps_seconds": ref_seconds,
               "sft": {"final": sft_stats,
@@ -146,9 +183,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
               "runs": []}
     print(f"SFT: gold {sft_stats['gold_reward']:.3f} len {sft_stats['length']:.1f}", flush=True)
     for method, beta in runs:
-        result["runs"].append(run_one(method, beta, sft, tok, batches, prompts, args, val_text,
+        result["runs"].append(run_one(method, beta, sft, tok, batches, prompts, c, val_text,
                                       initial_state))
-        atomic_write_json(Path(args.out), result)   # a killed sweep keeps its finished runs
+        atomic_write_json(results_path(c), result)   # a killed sweep keeps its finished runs
     return result
 
 
@@ -159,15 +196,6 @@ def summary(result: dict) -> str:
                      for r in result["runs"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    result = run(parser.parse_args(argv), "python -m minillm.alignment.dpo_run " + " ".join(argv))
-    print(summary(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old entry point says where it went rather than do nothing
+    raise SystemExit("python -m minillm.alignment.dpo_run is now `minillm dpo` (the same options; "
+                     "--out FILE is --output-dir DIR --run-name NAME)")

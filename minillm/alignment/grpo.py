@@ -168,14 +168,14 @@ class GRPOConfig:
     grpo_iterations: int = 1       # mu: passes over each rollout
     minibatch_size: int = 32       # responses per gradient step
     max_new_tokens: int = 32       # response length cap
-    temperature: float = 1.0
-    lr: float = 1e-5
+    temperature: float = 1.0       # sampling temperature of the rollouts
+    lr: float = 1e-5               # AdamW learning rate (no decay)
     beta: float = 0.04             # KL weight (k3)
-    clip_range: float = 0.2
+    clip_range: float = 0.2        # policy ratio clip eps
     scale: str = "group"           # "group" (divide by the group std) or "none" (Dr. GRPO)
     loss_type: str = "grpo"        # "grpo", "dr_grpo" or "bnpo"
-    grad_clip: float = 1.0
-    seed: int = 0
+    grad_clip: float = 1.0         # max global gradient norm (0 = none)
+    seed: int = 0                  # seeds prompt order, sampling and mini-batches
 
     def __post_init__(self) -> None:
         if self.group_size < 2:

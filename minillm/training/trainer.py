@@ -104,8 +104,8 @@ class TrainConfig:
     min_lr: float = 1e-4           # floor of the cosine decay
     warmup_steps: int = 100        # linear warm-up steps
     weight_decay: float = 0.1      # AdamW decay on >= 2-D weights
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = 0.9             # AdamW's decay rate of the gradient mean
+    beta2: float = 0.95            # AdamW's decay rate of the squared-gradient mean
     grad_clip: float = 1.0         # max global gradient norm (0 = no clipping)
     eval_interval: int = 100       # steps between validation estimates (0 = never)
     eval_batches: int = 10         # batches per validation estimate
