@@ -56,7 +56,7 @@ def test_start_up_removes_what_killed_saves_and_prunes_left(tmp_path):
     (ckpts / ".step_000004.k2j3h4.tmp" / "config.json").write_text("{}")
     (ckpts / ".step_000001.pruned.tmp").mkdir()           # killed while pruning step 1
     (tmp_path / ".latest.json.a8d7f.tmp").write_text("{")  # killed inside latest.json's write
-    half = ckpts / "step_000001"                         # pruned in place by older code
+    half = ckpts / "step_000001"                         # a step folder missing its files
     half.mkdir()
     (half / "trainer.json").write_text("{}")
     (ckpts / ".step_000003.old").mkdir()                  # a finished replace of step 3

@@ -368,7 +368,7 @@ def test_contrastive_search_matches_hugging_face_4x_in_a_side_folder():
     assert child.returncode == 0 and "1 passed" in child.stdout, child.stdout[-2000:]
 
 
-# ---- edge cases found in review: padding, stop-id types, interleaving, non-causal models ----
+# ---- edge cases: padding, stop-id types, interleaving, non-causal models ------------------
 @pytest.fixture
 def peaky_pair():
     """A random tiny GPT-2 with larger weights, so its next-token choices are clear-cut."""

@@ -289,7 +289,7 @@ LONG_TEXTS = {
 def test_long_chunks_encode_like_tiktoken_with_few_lookups(cl100k, name):
     text = LONG_TEXTS[name]
     tok = BPETokenizer.from_tiktoken(cl100k)
-    # the run really is one long chunk (the path that was quadratic), not many short ones
+    # the run really is one long chunk (quadratic for a rescanning merge loop), not many short ones
     assert max(len(c) for c in tok._pat.findall(text)) >= 10_000
     # the lookups of one chunk of n bytes: n - 1 pairs, then at most two per merge
     tok.ranks = _CountingRanks(tok.ranks, budget=4 * len(text.encode()))
