@@ -1,4 +1,4 @@
-"""The design space of GPTConfig (issue: positions, norms, MLPs, GQA, masks) on the one GPT."""
+"""The design space of GPTConfig (positions, norms, MLPs, GQA, masks) on the one GPT."""
 
 import itertools
 
@@ -171,7 +171,7 @@ def test_left_padded_batches_decode_like_single_prompts(positions):
         assert batch[row, -8:].tolist() == alone[0, -8:].tolist(), (positions, row)
 
 
-# ---- edge cases found in review ----------------------------------------------------------
+# ---- edge cases: shifts and padding, half precision, what HF variants we refuse ---------
 @pytest.mark.parametrize("positions", ["rope", "alibi", "none"])
 @pytest.mark.parametrize("mask", ["causal", "bidirectional", "prefix"])
 def test_relative_schemes_ignore_a_shift_and_left_padding(positions, mask):

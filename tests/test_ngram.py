@@ -314,7 +314,7 @@ def test_num_ngrams_and_hit_rate():
     np.testing.assert_allclose(lm.hit_rate([["a", "c", "b"]]), [1.0, 0.75])
 
 
-# ---- edge cases found in review ----------------------------------------------------------
+# ---- edge cases: the default held-out split, bad held-out text and discounts ------------
 def test_jelinek_mercer_default_split_keeps_the_real_context():
     several = [["a", "b"] * 5] * 5          # fewer than 10 sequences: one is held out whole
     single = [["a", "b"] * 50]              # one sequence: its last tenth, scored in context

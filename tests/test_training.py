@@ -249,7 +249,7 @@ def test_float16_resume_restores_the_loss_scaler(tmp_path):
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
-# ---- edge cases found in review ----------------------------------------------------------
+# ---- edge cases: pruning, interrupted replaces, resume, unembeddable tokens -------------
 def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
     from minillm.training.checkpoint import save_training_checkpoint
 

@@ -1,3 +1,4 @@
+import math
 from dataclasses import dataclass, field
 
 import pytest
@@ -29,6 +30,15 @@ def test_configure_threads_rejects_a_bad_environment_value(monkeypatch, restore_
         configure_threads(1)
 
 
+def test_non_finite_config_fields_are_refused():
+    from minillm.generation import GenerationConfig
+    from minillm.models import GPTConfig
+
+    with pytest.raises(ValueError, match="init_std=inf must be a finite number"):
+        GPTConfig(vocab_size=8, context_length=4, d_model=8, n_layer=1, n_head=2,
+                  init_std=math.inf)
+    with pytest.raises(ValueError, match="temperature=nan must be a finite number"):
+        GenerationConfig(temperature=math.nan)
 @dataclass
 class _Documented:
     width: int = 8                 # columns (C)

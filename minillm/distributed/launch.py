@@ -1,10 +1,19 @@
 """Start N local worker processes for torch.distributed, and end them all if one fails.
 
 `torchrun` is the launcher for real runs. This small one is for the course, the tests and the
-benchmark: it picks a free port per launch (so launches can run in parallel), sets RANK,
-LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, and watches the workers. When one exits
-with an error or is killed, the others (which would wait in their next collective) are ended
-within `grace` seconds and `WorkerFailed` names the rank that failed first, with its stderr.
+benchmark: it sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, and watches the
+workers. When one exits with an error or is killed, the others (which would wait in their next
+collective) are ended within `grace` seconds and `WorkerFailed` names the rank that failed
+first, with its stderr.
+
+The rendezvous store is the launcher's, as under torchrun: it listens on a port the kernel
+assigns (port 0) and holds it for the whole run, and the workers, told so by
+TORCHELASTIC_USE_AGENT_STORE, all connect to it as clients. Passing rank 0 a port that was free
+a moment ago instead is a race: until rank 0 binds it (seconds later, after importing torch, on
+a loaded machine), any other process can take that port, and the launch then fails with
+EADDRINUSE or meets another launch's store. Launches therefore run side by side safely. The
+workers' stdout and stderr are read while they run, so a chatty worker never blocks on a full
+pipe.
 """
 
 from __future__ import annotations
@@ -57,7 +66,8 @@ def run_rank(main) -> None:
 
 
 def free_port() -> int:
-    """A TCP port on localhost that was free a moment ago."""
+    """A TCP port on localhost that was free a moment ago: for a server started at once and
+    told to bind it. Any other process may take it meanwhile; `launch` does not rely on it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -88,25 +98,32 @@ def launch(args: Sequence[str], nproc: int, timeout: float = 300.0, grace: float
     """
     if nproc < 1:
         raise ValueError(f"nproc={nproc} must be >= 1")
-    port = free_port()
+    from torch.distributed import TCPStore
+
+    # the rendezvous store, on a port the kernel picks and that stays ours until the run ends
+    store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     procs = []
     for rank in range(nproc):
         e = {**os.environ, **(env or {}), "RANK": str(rank), "LOCAL_RANK": str(rank),
              "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
-             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port),
+             "TORCHELASTIC_USE_AGENT_STORE": "True"}
         procs.append(subprocess.Popen([sys.executable, *args], env=e, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    # each rank's exit time, taken by a thread blocked in wait(): when one rank fails, the others
-    # fail a few milliseconds later (their collectives lose a peer), and the first to end is the
-    # one to name
+    # each rank's output and exit time, taken by a thread blocked in communicate(): when one rank
+    # fails, the others fail a few milliseconds later (their collectives lose a peer), and the
+    # first to end is the one to name
     ended: dict[int, float] = {}
+    outs: list[tuple[str, str]] = [("", "")] * nproc
+    watchers = []
 
     def watch(rank: int, proc: subprocess.Popen) -> None:
-        proc.wait()
+        outs[rank] = proc.communicate()
         ended[rank] = time.monotonic()
 
     for rank, proc in enumerate(procs):
-        threading.Thread(target=watch, args=(rank, proc), daemon=True).start()
+        watchers.append(threading.Thread(target=watch, args=(rank, proc), daemon=True))
+        watchers[-1].start()
     start = time.monotonic()
     failed: tuple[int, int | None, str] | None = None
     while True:
@@ -129,7 +146,9 @@ def launch(args: Sequence[str], nproc: int, timeout: float = 300.0, grace: float
     for p in procs:  # whatever is left gets killed
         if p.poll() is None:
             p.kill()
-    outs = [p.communicate() for p in procs]
+    for w in watchers:
+        w.join()
+    del store
     if failed is not None:
         rank, code, what = failed
         err = outs[rank][1][-3000:]

@@ -10,6 +10,11 @@ import triton.language as tl
 
 __all__ = ["_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_fwd"]
 
+# the kernels work in base 2 (exp2, log2 are the fast instructions): e^x = 2^(x · log2 e), and
+# back to natural units with ln 2. Globals read inside @triton.jit code must be constexpr.
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
 
 @triton.jit
 def _attn_fwd(Q, K, V, O, LSE, BIAS,
@@ -40,7 +45,7 @@ def _attn_fwd(Q, K, V, O, LSE, BIAS,
     hi = T_K
     if CAUSAL:  # key tiles entirely right of this query tile's diagonal are never loaded
         hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
-    qk_scale = scale * 1.4426950408889634                             # scale · log2(e)
+    qk_scale = scale * LOG2E                                          # scale · log2(e)
     for start_n in range(0, hi, BLOCK_N):
         cols = start_n + cols0
         col_ok = cols < T_K
@@ -55,7 +60,7 @@ def _attn_fwd(Q, K, V, O, LSE, BIAS,
         if HAS_BIAS:
             bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
                            mask=valid, other=0.0)
-            s = s + bias * 1.4426950408889634
+            s = s + bias * LOG2E
         s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
@@ -72,7 +77,7 @@ def _attn_fwd(Q, K, V, O, LSE, BIAS,
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
     out = acc / l_safe[:, None]
-    lse = tl.where(seen, (m_i + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    lse = tl.where(seen, (m_i + tl.log2(l_safe)) * LN2, float("-inf"))
     tl.store(O + b * sob + h * soh + rows[:, None] * som + dims[None, :],
              out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(LSE + pid_bh * T_Q + rows, lse, mask=row_ok)
@@ -108,7 +113,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, BIAS,
     lo = 0
     if CAUSAL:  # query tiles wholly above this key tile's diagonal see none of its keys
         lo = (tl.maximum(0, pid_n * BLOCK_N - offset) // BLOCK_M) * BLOCK_M
-    qk_scale = scale * 1.4426950408889634
+    qk_scale = scale * LOG2E
     for g in range(0, G):              # the query heads sharing this kv head
         h = hk * G + g
         for start_m in range(lo, T_Q, BLOCK_M):
@@ -130,8 +135,8 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, BIAS,
             if HAS_BIAS:
                 bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm
                                + cols[None, :] * sbn, mask=valid, other=0.0)
-                s = s + bias * 1.4426950408889634
-            p = tl.where(valid, tl.exp2(s - lse[:, None] * 1.4426950408889634), 0.0)
+                s = s + bias * LOG2E
+            p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
             pv = p.to(DO.dtype.element_ty)
             if UPCAST:
                 pv = pv.to(tl.float32)
@@ -179,7 +184,7 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, BIAS,
     hi = T_K
     if CAUSAL:
         hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
-    qk_scale = scale * 1.4426950408889634
+    qk_scale = scale * LOG2E
     for start_n in range(0, hi, BLOCK_N):
         cols = start_n + cols0
         col_ok = cols < T_K
@@ -197,8 +202,8 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, BIAS,
         if HAS_BIAS:
             bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
                            mask=valid, other=0.0)
-            s = s + bias * 1.4426950408889634
-        p = tl.where(valid, tl.exp2(s - lse[:, None] * 1.4426950408889634), 0.0)
+            s = s + bias * LOG2E
+        p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         ds = ds.to(K.dtype.element_ty)

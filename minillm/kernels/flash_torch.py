@@ -52,6 +52,7 @@ import math
 
 import torch
 
+from minillm.kernels.flash_autograd import flash_attention_function
 from minillm.kernels.registry import register_attention
 
 __all__ = ["FlashAttentionTorch", "check_attention_inputs", "flash_torch_attention",
@@ -215,28 +216,8 @@ def flash_torch_backward(q, k, v, out, lse, d_out, d_lse, *, mask=None, causal=F
     return dq.view(B, H, Tq, D).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
-class FlashAttentionTorch(torch.autograd.Function):
-    """Forward saves Q, K, V, O and the log-sum-exp only; backward recomputes the tiles."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, mask, causal, scale, block_q, block_k):
-        out, lse = flash_torch_forward(q, k, v, mask=mask, causal=causal, scale=scale,
-                                       block_q=block_q, block_k=block_k)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.mask = mask  # the caller's tensor (constant); not counted as saved activations
-        ctx.args = (causal, scale, block_q, block_k)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, d_out, d_lse):
-        q, k, v, out, lse = ctx.saved_tensors
-        causal, scale, block_q, block_k = ctx.args
-        if d_out is None:
-            d_out = torch.zeros_like(out)
-        dq, dk, dv = flash_torch_backward(q, k, v, out, lse, d_out, d_lse, mask=ctx.mask,
-                                          causal=causal, scale=scale, block_q=block_q,
-                                          block_k=block_k)
-        return dq, dk, dv, None, None, None, None, None
+FlashAttentionTorch = flash_attention_function(
+    "FlashAttentionTorch", flash_torch_forward, flash_torch_backward, ("block_q", "block_k"))
 
 
 def flash_torch_attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,

@@ -19,7 +19,8 @@ from torch import nn
 
 from minillm.quantization.formats import absmax_dequantize, absmax_quantize
 
-__all__ = ["Int8Linear", "int8_matmul", "quantize_activations", "int_mm_available"]
+__all__ = ["Int8Linear", "Int8WeightLinear", "int8_matmul", "quantize_activations",
+           "int_mm_available"]
 
 _INT_MM_OK: dict[str, bool] = {}
 
@@ -66,7 +67,48 @@ def quantize_activations(x: torch.Tensor, static_scale: torch.Tensor | None = No
     return q, static_scale.reshape(1, 1).expand(x.shape[0], 1)
 
 
-class Int8Linear(nn.Module):
+class Int8WeightLinear(nn.Module):
+    """What the int8-weight layers (W8A8 here, LLM.int8(), SmoothQuant) share: an `nn.Linear`'s
+    weight as int8 codes `qweight` (out, in) with one float scale per output row, in the buffer
+    named `scale_name` (of `scale_shape`), and its bias in floating point.
+
+    Args:
+        in_features, out_features, bias: as `nn.Linear`.
+        scale_name: the scales' buffer (its key in saved checkpoints).
+        scale_shape: its shape; None = (out_features, 1).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 scale_name: str = "weight_scale", scale_shape: tuple[int, ...] | None = None):
+        super().__init__()
+        self.in_features, self.out_features, self.scale_name = in_features, out_features, scale_name
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer(scale_name, torch.ones(scale_shape or (out_features, 1)))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    def load_weight(self, qweight: torch.Tensor, scale: torch.Tensor,
+                    bias: torch.Tensor | None) -> Int8WeightLinear:
+        """Copy the int8 codes, their scales and the float bias in; returns the layer."""
+        self.qweight.copy_(qweight)
+        getattr(self, self.scale_name).copy_(scale)
+        if bias is not None:
+            self.bias.copy_(bias.detach())
+        return self
+
+    def int8_output(self, qx: torch.Tensor, sx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """y = s_x s_w^T ⊙ (q_x q_w^T) + b from int8 activations qx (N, in) and their scales sx
+        (N, 1), in x's dtype and leading shape (x: the layer's input)."""
+        acc = int8_matmul(qx, self.qweight)                                  # (N, out) int32
+        y = acc.float() * (sx * getattr(self, self.scale_name).reshape(1, -1))
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Int8Linear(Int8WeightLinear):
     """A linear layer with int8 weights (per output channel) and int8 activations.
 
     Args:
@@ -76,13 +118,10 @@ class Int8Linear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  activations: str = "dynamic"):
-        super().__init__()
         if activations not in ("dynamic", "static"):
             raise ValueError(f"activations={activations!r}; choose 'dynamic' or 'static'")
-        self.in_features, self.out_features, self.activations = in_features, out_features, activations
-        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(out_features, 1))
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        super().__init__(in_features, out_features, bias)
+        self.activations = activations
         if activations == "static":
             self.register_buffer("input_scale", torch.ones(()))
 
@@ -92,11 +131,7 @@ class Int8Linear(nn.Module):
         """Quantize a trained `nn.Linear`; "static" needs `input_absmax` (per input channel or
         scalar: the largest |x| seen on calibration data)."""
         m = cls(linear.in_features, linear.out_features, linear.bias is not None, activations)
-        q, s = absmax_quantize(linear.weight.detach(), 8, "channel")
-        m.qweight.copy_(q)
-        m.weight_scale.copy_(s)
-        if linear.bias is not None:
-            m.bias.copy_(linear.bias.detach())
+        m.load_weight(*absmax_quantize(linear.weight.detach(), 8, "channel"), linear.bias)
         if activations == "static":
             if input_absmax is None:
                 raise ValueError("activations='static' needs calibration statistics "
@@ -108,16 +143,10 @@ class Int8Linear(nn.Module):
         return absmax_dequantize(self.qweight, self.weight_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
+        x2 = x.reshape(-1, x.shape[-1])
         qx, sx = quantize_activations(x2, self.input_scale if self.activations == "static"
                                       else None)
-        acc = int8_matmul(qx, self.qweight)                                  # (N, out) int32
-        y = acc.float() * (sx * self.weight_scale.reshape(1, -1))
-        if self.bias is not None:
-            y = y + self.bias
-        return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+        return self.int8_output(qx, sx, x)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"activations={self.activations}")
+        return f"{super().extra_repr()}, activations={self.activations}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minillm.quantization.int8 import int8_matmul
+from minillm.quantization.int8 import Int8WeightLinear, int8_matmul
 
 __all__ = ["LLMInt8Linear", "vectorwise_quantize", "llm_int8_matmul", "outlier_columns"]
 
@@ -77,7 +77,7 @@ def llm_int8_matmul(x: torch.Tensor, qweight: torch.Tensor, weight_absmax: torch
     return y
 
 
-class LLMInt8Linear(nn.Module):
+class LLMInt8Linear(Int8WeightLinear):
     """`nn.Linear` replacement storing int8 weights; LLM.int8() at run time.
 
     After each forward, `last_outliers` holds the outlier columns that input had (statistics).
@@ -85,24 +85,18 @@ class LLMInt8Linear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  threshold: float = 6.0):
-        super().__init__()
         if threshold < 0:
             raise ValueError(f"threshold={threshold} must be >= 0 (0 = plain vector-wise int8)")
-        self.in_features, self.out_features, self.threshold = in_features, out_features, threshold
-        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("weight_absmax", torch.ones(out_features))
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        super().__init__(in_features, out_features, bias, scale_name="weight_absmax",
+                         scale_shape=(out_features,))
+        self.threshold = threshold
         self.last_outliers: torch.Tensor | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, threshold: float = 6.0) -> LLMInt8Linear:
         m = cls(linear.in_features, linear.out_features, linear.bias is not None, threshold)
         q, absmax, _ = vectorwise_quantize(linear.weight.detach().float())
-        m.qweight.copy_(q)
-        m.weight_absmax.copy_(absmax)
-        if linear.bias is not None:
-            m.bias.copy_(linear.bias.detach())
-        return m
+        return m.load_weight(q, absmax, linear.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.qweight.float() * (self.weight_absmax.unsqueeze(-1) / 127)
@@ -116,5 +110,4 @@ class LLMInt8Linear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"threshold={self.threshold}")
+        return f"{super().extra_repr()}, threshold={self.threshold}"

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from minillm.quantization.formats import absmax_quantize
-from minillm.quantization.int8 import int8_matmul, quantize_activations
+from minillm.quantization.int8 import Int8WeightLinear, quantize_activations
 
 __all__ = ["smoothing_factors", "SmoothQuantLinear"]
 
@@ -33,21 +33,17 @@ def smoothing_factors(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: flo
     return (a_max.pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)
 
 
-class SmoothQuantLinear(nn.Module):
+class SmoothQuantLinear(Int8WeightLinear):
     """W8A8 linear on smoothed inputs: int8 W diag(s) per output channel; x / s quantized to
     int8 per tensor ("tensor", dynamic: the hard case SmoothQuant makes work) or per token."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  alpha: float = 0.5, activations: str = "tensor"):
-        super().__init__()
         if activations not in ("tensor", "token"):
             raise ValueError(f"activations={activations!r}; choose 'tensor' or 'token'")
-        self.in_features, self.out_features = in_features, out_features
+        super().__init__(in_features, out_features, bias)
         self.alpha, self.activations = alpha, activations
         self.register_buffer("smooth", torch.ones(in_features))
-        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(out_features, 1))
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, act_absmax: torch.Tensor, alpha: float = 0.5,
@@ -55,29 +51,20 @@ class SmoothQuantLinear(nn.Module):
         m = cls(linear.in_features, linear.out_features, linear.bias is not None, alpha,
                 activations)
         s = smoothing_factors(act_absmax, linear.weight, alpha)
-        q, scale = absmax_quantize(linear.weight.detach().float() * s, 8, "channel")
         m.smooth.copy_(s)
-        m.qweight.copy_(q)
-        m.weight_scale.copy_(scale)
-        if linear.bias is not None:
-            m.bias.copy_(linear.bias.detach())
-        return m
+        return m.load_weight(*absmax_quantize(linear.weight.detach().float() * s, 8, "channel"),
+                             linear.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.qweight.float() * self.weight_scale / self.smooth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        xs = x.reshape(-1, shape[-1]).float() / self.smooth
+        xs = x.reshape(-1, x.shape[-1]).float() / self.smooth
         if self.activations == "tensor":
             qx, sx = quantize_activations(xs, xs.abs().amax().clamp(min=1e-8) / 127)
         else:
             qx, sx = quantize_activations(xs)
-        y = int8_matmul(qx, self.qweight).float() * (sx * self.weight_scale.reshape(1, -1))
-        if self.bias is not None:
-            y = y + self.bias
-        return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+        return self.int8_output(qx, sx, x)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"alpha={self.alpha}, activations={self.activations}")
+        return f"{super().extra_repr()}, alpha={self.alpha}, activations={self.activations}"

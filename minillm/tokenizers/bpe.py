@@ -29,7 +29,7 @@ import regex
 
 from minillm.io import CheckpointError, atomic_write_json, read_json
 from minillm.tokenizers import tiktoken_bridge
-from minillm.tokenizers.byte import check_special_tokens
+from minillm.tokenizers.byte import check_special_tokens, check_tokenizer_dict
 from minillm.tokenizers.patterns import resolve_pattern, special_regex, split_special
 from minillm.tokenizers.tiktoken_bridge import (
     CONFIG_FILE,
@@ -325,13 +325,8 @@ class BPETokenizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> BPETokenizer:
-        """The tokenizer `to_dict` wrote (ranks inline).
-
-        Raises:
-            ValueError: not a BPE tokenizer dict.
-        """
-        if d.get("type") != "bpe":
-            raise ValueError(f"tokenizer type {d.get('type')!r} is not 'bpe'")
+        """The tokenizer `to_dict` wrote, ranks inline (ValueError for another type's dict)."""
+        check_tokenizer_dict(d, "bpe")
         return cls(parse_ranks(d["ranks"]), d["pattern"], d.get("special_tokens", {}),
                    name=d.get("name", "minillm-bpe"))
 

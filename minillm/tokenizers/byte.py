@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["ByteTokenizer", "check_special_tokens"]
+__all__ = ["ByteTokenizer", "check_special_tokens", "check_tokenizer_dict"]
 
 
 def check_special_tokens(special_tokens: str | Sequence[str]) -> tuple[str, ...]:
@@ -114,11 +114,16 @@ class ByteTokenizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> ByteTokenizer:
-        """The tokenizer `to_dict` wrote.
+        """The tokenizer `to_dict` wrote (ValueError for another type's dict)."""
+        return cls(special_tokens=check_tokenizer_dict(d, "byte").get("special_tokens", ()))
 
-        Raises:
-            ValueError: not a byte tokenizer dict.
-        """
-        if d.get("type") != "byte":
-            raise ValueError(f"tokenizer type {d.get('type')!r} is not 'byte'")
-        return cls(special_tokens=d.get("special_tokens", ()))
+
+def check_tokenizer_dict(d: dict, kind: str) -> dict:
+    """`d`, if it is the `to_dict` of a tokenizer of type `kind` ("byte" or "bpe").
+
+    Raises:
+        ValueError: a dict of another type.
+    """
+    if d.get("type") != kind:
+        raise ValueError(f"tokenizer type {d.get('type')!r} is not {kind!r}")
+    return d

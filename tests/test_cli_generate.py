@@ -1,0 +1,105 @@
+"""`minillm generate`: a failing command is one line, a checkpoint without its tokenizer (or with
+another vocabulary's) is refused, and every decoding option of the library is exposed."""
+
+import math
+
+import pytest
+import torch
+from saved_models import rewrite_weights, saved_model
+
+from minillm.tokenizers import BPETokenizer
+
+
+def test_an_os_error_in_a_command_is_one_line(tmp_path, capsys, monkeypatch):
+    from minillm import cli
+
+    def broken(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
+
+    monkeypatch.setattr(cli, "cmd_generate", broken)  # build_parser reads the global
+    assert cli.main(["generate", "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "Permission denied" in err and str(tmp_path / "x") in err
+
+
+def test_generate_on_a_nan_checkpoint_is_one_line(tmp_path, capsys):
+    from minillm.cli import main
+
+    saved_model(tmp_path / "m")
+    rewrite_weights(tmp_path / "m", lambda k, v: v * math.nan)
+    assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "NaN or infinity" in err
+
+
+# ------------------------------------------------------------------ the tokenizer a model needs
+@pytest.fixture(scope="module")
+def small_bpe():
+    return BPETokenizer.train("to be or not to be, that is the question " * 20, vocab_size=300)
+
+
+def test_a_bpe_model_without_its_tokenizer_is_refused(tmp_path, capsys, small_bpe):
+    from minillm.cli import main
+
+    saved_model(tmp_path / "m", vocab_size=small_bpe.vocab_size, tokenizer=False)
+    assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--prompt", "to be",
+                 "--max-new-tokens", "40"]) == 2
+    err = capsys.readouterr().err
+    assert "no tokenizer.json" in err and f"vocab_size={small_bpe.vocab_size}" in err
+
+
+def test_a_tokenizer_of_another_vocabulary_is_refused(tmp_path, capsys, small_bpe):
+    from minillm.cli import main
+
+    saved_model(tmp_path / "m", vocab_size=257, tokenizer=small_bpe)  # a byte model
+    assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--max-new-tokens", "2"]) == 2
+    assert "is not this model's tokenizer" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ generate's decoding options
+def _generate_cli(capsys, folder, *flags):
+    from minillm.cli import main
+
+    assert main(["generate", "--checkpoint", str(folder), "--prompt", "To be",
+                 "--max-new-tokens", "12", "--device", "cpu", *flags]) == 0
+    return capsys.readouterr().out.rstrip("\n")
+
+
+def _generate_lib(model, seed=0, **kwargs):
+    from minillm.data import ByteTokenizer
+    from minillm.generation import generate
+
+    tok = ByteTokenizer()
+    out = generate(model, torch.tensor([tok.encode("To be")]), 12,
+                   generator=torch.Generator().manual_seed(seed), **kwargs)
+    return tok.decode(out[0].tolist())
+
+
+def test_generate_exposes_every_decoding_option(tmp_path, capsys):
+    model = saved_model(tmp_path / "m").eval()
+    greedy = _generate_lib(model, do_sample=False)
+    assert _generate_cli(capsys, tmp_path / "m", "--no-do-sample") == greedy
+    assert _generate_cli(capsys, tmp_path / "m", "--num-beams", "3") == _generate_lib(
+        model, num_beams=3, temperature=0.8)
+    sampled = ["--do-sample", "--temperature", "1.3", "--top-k", "20", "--top-p",
+               "0.95", "--repetition-penalty", "1.2"]
+    lib = dict(do_sample=True, temperature=1.3, top_k=20, top_p=0.95, repetition_penalty=1.2)
+    assert _generate_cli(capsys, tmp_path / "m", *sampled, "--seed", "1") == \
+        _generate_lib(model, seed=1, **lib)
+    assert _generate_cli(capsys, tmp_path / "m", *sampled, "--seed", "2") == \
+        _generate_lib(model, seed=2, **lib)
+    assert _generate_lib(model, seed=1, **lib) != _generate_lib(model, seed=2, **lib)
+
+
+def test_generate_options_are_validated_by_the_config(tmp_path, capsys):
+    from minillm.cli import build_parser, main
+    from minillm.generation import GenerationConfig
+
+    saved_model(tmp_path / "m")
+    assert main(["generate", "--checkpoint", str(tmp_path / "m"), "--top-p", "2"]) == 2
+    assert "top_p" in capsys.readouterr().err
+    options = {a.dest for a in build_parser()._subparsers._group_actions[0]
+               .choices["generate"]._actions}
+    from dataclasses import fields
+
+    assert {f.name for f in fields(GenerationConfig)} - options == {"num_assistant_tokens"}

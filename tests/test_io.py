@@ -1,0 +1,41 @@
+"""minillm.io: JSON files stay strict JSON, and nothing in the package unpickles."""
+
+import json
+import math
+
+import pytest
+
+
+def test_json_files_never_hold_nan(tmp_path):
+    from minillm.io import atomic_write_json
+
+    def strict(text):  # what jq and browsers accept: no NaN / Infinity
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"invalid JSON: {c}"))
+
+    atomic_write_json(tmp_path / "x.json", {"loss": math.nan, "h": [math.inf, 1.5, (-math.inf,)]})
+    assert strict((tmp_path / "x.json").read_text()) == {"loss": None, "h": [None, 1.5, [None]]}
+
+
+def test_the_package_never_unpickles():
+    """No module imports pickle (or its relatives), and every torch.load passes
+    weights_only=True (torch's restricted loader: tensors and plain containers only)."""
+    import ast
+    from pathlib import Path
+
+    import minillm
+
+    unsafe_modules = {"pickle", "cPickle", "dill", "joblib", "shelve", "marshal"}
+    loads = 0
+    for path in Path(minillm.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not {n.split(".")[0] for n in names} & unsafe_modules, path
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                loads += 1
+                assert any(k.arg == "weights_only" and ast.unparse(k.value) == "True"
+                           for k in node.keywords), f"{path}: {ast.unparse(node)}"
+            if isinstance(node, ast.Attribute) and node.attr in ("load", "loads") and \
+                    ast.unparse(node.value) in ("numpy", "np"):
+                pytest.fail(f"{path}: {ast.unparse(node)} can unpickle (allow_pickle)")
+    assert loads >= 1  # the trainer state's loader was found and checked
