@@ -191,7 +191,7 @@ def test_flag_names_are_one_convention_across_commands():
     bool_fields = {f.name for cls in (GPTConfig, TrainConfig, GenerationConfig, DPOConfig)
                    for f in fields(cls) if str(f.type) in ("bool", "bool | None")}
     assert {"bias", "compile", "do_sample"} <= bool_fields
-    banned = {"--output-dir", "--out", "--steps", "--eval-every", "--eval-interval", "--base"}
+    banned = {"--out-dir", "--out", "--steps", "--eval-every", "--eval-interval", "--base"}
     shown = {}
     for name, parser in _commands(build_parser()):
         shown[name] = {s for a in _options(parser) for s in a.option_strings}
@@ -214,25 +214,25 @@ def test_flag_names_are_one_convention_across_commands():
     assert not {c for c, flags in shown.items() if "--model" in flags}
     # the old spellings are still there, hidden, as deprecated aliases
     old = {name: set(_deprecated(parser)) for name, parser in _commands(build_parser())}
-    assert old["train"] == {"--output-dir", "--eval-interval", "--top-k"}
-    assert old["sft"] == {"--base", "--output-dir", "--eval-interval"}
+    assert old["train"] == {"--out-dir", "--eval-interval", "--top-k"}
+    assert old["sft"] == {"--base", "--out-dir", "--eval-interval"}
     assert old["dpo"] == {"--out", "--steps", "--eval-every"}
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["train", "--output-dir", "X"], {"output_dir": "X"}),
+    (["train", "--out-dir", "X"], {"output_dir": "X"}),
     (["train", "--output-dir", "X", "--eval-interval", "5"], {"eval_steps": 5}),
     (["train", "--output-dir", "X", "--top-k", "1"], {"num_experts_per_tok": 1}),
     (["train", "--output-dir", "X", "--bias", "false"], {"bias": False}),
     (["train", "--output-dir", "X", "--compile=true"], {"compile": True}),
-    (["sft", "--base", "B", "--output-dir", "X"], {"checkpoint": "B", "output_dir": "X"}),
+    (["sft", "--base", "B", "--out-dir", "X"], {"checkpoint": "B", "output_dir": "X"}),
     (["sft", "--checkpoint", "B", "--output-dir", "X", "--packing", "false", "--text-rows", "0"],
      {"packing": False}),
     (["dpo", "--out", "data/dpo/runs_lr2e-5.json"],
      {"output_dir": "data/dpo", "run_name": "runs_lr2e-5"}),
     (["dpo", "--output-dir", "X", "--steps", "150", "--eval-every", "25"],
      {"max_steps": 150, "eval_steps": 25}),
-    (["generate", "--checkpoint", "C", "--do-sample"], {"do_sample": True}),
+    (["generate", "--checkpoint", "C", "--do-sample", "true"], {"do_sample": True}),
 ])
 def test_old_spellings_still_parse_and_say_what_replaces_them(argv, expected, capsys):
     from minillm.cli import build_parser
@@ -246,7 +246,7 @@ def test_old_spellings_still_parse_and_say_what_replaces_them(argv, expected, ca
 def test_the_deprecation_message_names_the_new_flag(capsys):
     from minillm.cli import build_parser
 
-    assert build_parser().parse_args(["train", "--output-dir", "X"]).output_dir == "X"
+    assert build_parser().parse_args(["train", "--out-dir", "X"]).output_dir == "X"
     assert capsys.readouterr().err == "minillm train: --out-dir is deprecated; use --output-dir\n"
     build_parser().parse_args(["train", "--output-dir", "X", "--bias", "false"])
     assert capsys.readouterr().err == "minillm train: --bias false is deprecated; use --no-bias\n"
