@@ -9,6 +9,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# KaTeX for the web book, at the version package-lock.json pins (npm ci; node_modules/ is ignored)
+KATEX  := node_modules/.installed
 LOCK   := constraints.txt
 PYTEST_ARGS ?=
 # pytest-xdist workers; each test file (and each chapter) stays on one worker
@@ -46,15 +48,31 @@ browser:
 	  echo "no Chromium: the browser tests will be skipped (install chromium or set MINILLM_CHROMIUM)"; \
 	fi
 
-venv: $(STAMP)
+# The web book (make book; tests/test_book.py) typesets its equations at build time with KaTeX
+# on Node.js. npm installs the pinned KaTeX into node_modules/; node and npm are installed here
+# when missing (Debian/Ubuntu as root); elsewhere install them by hand: without them `make book`
+# fails saying so and the book tests are skipped.
+$(KATEX): package.json package-lock.json
+	@if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's nodejs and npm for the web book"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm > /dev/null; \
+	fi
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+	  echo "no Node.js: make book fails and the book tests are skipped (install nodejs and npm)"; \
+	fi
+
+venv: $(STAMP) $(KATEX)
 
 # The chapters are re-executed with another thread count and MKL's AVX2 kernels than their
 # stored outputs were made with (chapters/conftest.py), so a fragile checked number fails here.
 # One thread per worker: two workers on two cores, never four threads spinning on two.
-test: $(STAMP)
+test: $(STAMP) $(KATEX)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=15 tests --nbval-lax chapters $(PYTEST_ARGS)
 
-test-package: $(STAMP)
+test-package: $(STAMP) $(KATEX)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile tests $(PYTEST_ARGS)
 
 test-chapters: $(STAMP)
@@ -64,7 +82,7 @@ course: $(STAMP)
 	$(BIN)/minillm course run --output-dir build/course
 
 # The executed chapters as a static web book (build/book/index.html); nothing is re-run.
-book: $(STAMP)
+book: $(STAMP) $(KATEX)
 	$(BIN)/python -m minillm.course.book --output-dir build/book
 
 lab: $(STAMP)

@@ -2,8 +2,8 @@
 
 Shared by tests/test_browser.py and tests/test_book.py: `chromium_path` finds the browser the
 setup installed (`make venv` installs Debian's `chromium` when it is missing), `JupyterLab`
-starts a server on 127.0.0.1 with a token over a scratch copy of the chapters, and `Lab` runs a
-notebook's cells and turns its widgets the way a learner does.
+starts a server on 127.0.0.1 with a token over a scratch copy of the chapters, and `Lab` opens a
+notebook, runs all its cells or some of them, and reads its outputs the way a learner sees them.
 """
 
 from __future__ import annotations
@@ -129,6 +129,16 @@ class Lab:
                 return
             time.sleep(0.5)
         raise TimeoutError(f"{self.notebook}: the kernel was still busy after {timeout:.0f} s")
+
+    def run_cells(self, positions: list[int], timeout: float) -> None:
+        """Run the cells at `positions` (indices in the notebook), in that order: select each
+        and press Ctrl+Enter, as a learner does."""
+        cells = self.page.locator(".jp-Notebook:visible .jp-Cell")
+        for i in positions:
+            cells.nth(i).locator(".jp-InputPrompt").first.click()
+            self.page.keyboard.press("Control+Enter")
+        time.sleep(2)
+        self.wait_idle(timeout)
 
     def run_all(self, timeout: float) -> None:
         self.page.locator(".jp-Notebook:visible").first.click()

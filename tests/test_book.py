@@ -1,10 +1,12 @@
 """The web book (`make book` = python -m minillm.course.book): it builds from the stored chapters, and in
-a real browser the index links every chapter, each page shows its figures, and no link is
-broken."""
+a real browser the index links every chapter, each page shows its figures, no link is broken,
+and with the network off every equation is typeset (no raw LaTeX left in the text a reader
+sees)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -24,6 +26,8 @@ def _images_stored(notebook: Path) -> int:
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
+    if shutil.which("node") is None:  # the equations are typeset by KaTeX on Node.js
+        pytest.skip("no Node.js (make venv installs Debian's nodejs and npm where it can)")
     out = tmp_path_factory.mktemp("book")
     build_book(CHAPTERS, out)
     return out
@@ -51,6 +55,52 @@ def test_prerequisites_are_read_from_the_title_cell(tmp_path):
     five = next(c for c in read_chapters(tmp_path) if c.number == "05")
     assert five.prerequisites == ["03", "04"]  # not 12 (a path), 128, or the later 09
     assert five.title == "Five" and five.summary == "What it does."
+
+
+# The text a reader sees outside code: code and program output show their TeX as written (a
+# matplotlib label), and KaTeX's MathML copy of each equation, which carries the TeX source for
+# screen readers, is drawn nowhere.
+PROSE = """() => {
+    for (const e of document.querySelectorAll(".jp-InputArea-editor, pre, code, .katex-mathml"))
+        e.style.display = "none";
+    return document.body.innerText;
+}"""
+
+
+def _has_math(notebook: Path) -> bool:
+    nb = json.loads(notebook.read_text())
+    return any("$" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(chromium_path() is None, reason="no Chromium (make venv installs it)")
+def test_every_page_typesets_its_equations_with_the_network_off(book):
+    playwright = pytest.importorskip("playwright.sync_api")
+    pages = ["index.html"] + [c.page for c in read_chapters(CHAPTERS)]
+    raw_latex = ("$$", "\\frac", "\\sqrt", "\\text{")
+    asked = []  # every request that left the book's folder
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        context = browser.new_context()
+        context.route("**/*", lambda route: route.continue_()
+                      if route.request.url.startswith("file://")
+                      else (asked.append(route.request.url), route.abort()))
+        page = context.new_page()
+        for name in pages:
+            page.goto((book / name).as_uri())
+            page.wait_for_load_state("load")
+            text = page.evaluate(PROSE)
+            left = [s for s in raw_latex if s in text]
+            assert left == [], f"{name}: raw LaTeX in the page's prose: {left}"
+            typeset = page.locator(".katex").count()
+            stem = name.removesuffix(".html")
+            if name == "index.html" or _has_math(CHAPTERS / f"{stem}.ipynb"):
+                assert typeset > 0, f"{name}: no typeset equation"
+                fonts = page.evaluate("document.fonts.ready.then(() => [...document.fonts]"
+                                      ".filter(f => f.status == 'loaded').map(f => f.family))")
+                assert "KaTeX_Main" in fonts, f"{name}: KaTeX's fonts did not load ({fonts})"
+        browser.close()
+    assert asked == [], f"the book asked the network for {sorted(set(asked))}"
 
 
 @pytest.mark.browser

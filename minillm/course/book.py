@@ -10,6 +10,12 @@ book in seconds. What a book adds on top is written here: a chapter index with e
 summary and prerequisites, the map of which chapter builds on which (read from each title
 cell's "Prerequisites." paragraph), a navigation bar on every page, and links between chapters
 (`NN_name.ipynb` in a notebook's Markdown becomes `NN_name.html`).
+
+Equations are typeset when the book is built, not in the reader's browser: every `$...$`,
+`$$...$$`, `\\begin{env}...\\end{env}` and `text/latex` output goes through KaTeX
+(`minillm.course.katex`, on Node.js), and the pages link KaTeX's stylesheet and fonts from the
+book's own `katex/` folder. A page loads nothing from the network: nbconvert's MathJax,
+require.js and the widget renderer (which would draw controls no kernel can answer) are left out.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ import html
 import io
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from minillm.course.katex import KaTeX, KaTeXUnavailable, copy_assets
 
 __all__ = ["Chapter", "build_book", "read_chapters"]
 
@@ -43,10 +52,25 @@ class Chapter:
         return f"{self.stem}.html"
 
 
+# an equation in Markdown: $$display$$ or $inline$ (a \$ is a dollar sign)
+_MATH = re.compile(r"(?<!\\)(\$\$.+?(?<!\\)\$\$|\$.+?(?<!\\)\$)", re.DOTALL)
+
+
 def _plain(markdown: str) -> str:
-    text = re.sub(r"\*\*|__|`|\*", "", markdown)
-    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text)
-    return " ".join(text.split())
+    """Markdown without emphasis, code marks and link targets; equations are kept as they are."""
+    parts = _MATH.split(markdown)
+    for k in range(0, len(parts), 2):  # the prose between equations
+        text = re.sub(r"\*\*|__|`|\*", "", parts[k])
+        parts[k] = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text)
+    return " ".join("".join(parts).split())
+
+
+def _html_with_math(text: str, tex: KaTeX) -> str:
+    """Plain text as HTML, its equations typeset."""
+    parts = _MATH.split(text)
+    return "".join(html.escape(part) if k % 2 == 0 else
+                   tex(part.strip("$"), display=part.startswith("$$"))
+                   for k, part in enumerate(parts))
 
 
 def read_chapters(folder: Path) -> list[Chapter]:
@@ -115,12 +139,60 @@ def _nav(chapters: list[Chapter], i: int | None) -> str:
     return f'<nav class="minillm-book-nav" style="{_NAV_STYLE}">{"".join(links)}</nav>'
 
 
-def _page(notebook: Path, chapters: list[Chapter], i: int) -> str:
-    import nbformat
+# nbconvert's lab page with the stylesheet of KaTeX in place of MathJax, no require.js and no
+# widget renderer (all three come from a CDN), and text/latex outputs typeset like Markdown's.
+_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}
+<link rel="stylesheet" href="{{ resources.katex_stylesheet }}">
+{%- endblock html_head_js_mathjax -%}
+{% block data_latex scoped %}
+<div class="jp-RenderedLatex jp-OutputArea-output {{ extra_class }}" data-mime-type="text/latex">
+{{ output.data['text/latex'] | markdown2html }}
+</div>
+{%- endblock data_latex %}
+"""
+
+
+def _exporter(tex: KaTeX):
+    """nbconvert's HTMLExporter whose Markdown renderer typesets equations with `tex`."""
+    import jinja2
     from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    class Renderer(IPythonRenderer):
+        def block_math(self, body: str) -> str:
+            return tex(body, display=True)
+
+        def inline_math(self, body: str) -> str:
+            return tex(body)
+
+        def latex_environment(self, name: str, body: str) -> str:
+            return tex(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)
+
+    class Exporter(HTMLExporter):
+        @jinja2.pass_context
+        def markdown2html(self, context, source: str) -> str:
+            # as HTMLExporter.markdown2html, with the Renderer above
+            cell = context.get("cell", {})
+            path = context.get("resources", {}).get("metadata", {}).get("path", "")
+            renderer = Renderer(escape=False, attachments=cell.get("attachments", {}),
+                                embed_images=self.embed_images, path=path,
+                                anchor_link_text=self.anchor_link_text,
+                                exclude_anchor_links=self.exclude_anchor_links,
+                                **self.lexer_options)
+            return MarkdownWithMath(renderer=renderer).render(source)
+
+    return Exporter(template_name="lab", template_file="book.html.j2",
+                    extra_loaders=[jinja2.DictLoader({"book.html.j2": _TEMPLATE})])
+
+
+def _page(notebook: Path, chapters: list[Chapter], i: int, exporter, stylesheet: str) -> str:
+    import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    body, _ = exporter.from_notebook_node(nb, resources={"katex_stylesheet": stylesheet})
     stems = {c.stem for c in chapters}
     # links between chapters: NN_name.ipynb (optionally #anchor) -> NN_name.html
     body = re.sub(r'href="(?:\.\./chapters/|\./)?(\d\d_[\w-]+)\.ipynb(#[^"]*)?"',
@@ -132,19 +204,24 @@ def _page(notebook: Path, chapters: list[Chapter], i: int) -> str:
 def _shorten(text: str, limit: int = 300) -> str:
     if len(text) <= limit:
         return text
-    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:—-") + " …"
+    cut = text[:limit].rsplit(" ", 1)[0]
+    if cut.replace("$$", "$").count("$") % 2:  # the cut falls inside an equation: before it
+        cut = cut[:cut.rindex("$")].rstrip("$")
+    return cut.rstrip(",;:—- ") + " …"
 
 
-def _index(chapters: list[Chapter], map_png: bytes) -> str:
+def _index(chapters: list[Chapter], map_png: bytes, tex: KaTeX, stylesheet: str) -> str:
     rows = []
     for c in chapters:
         deps = ", ".join(f'<a href="{d.page}">{d.number}</a>' for d in chapters
                          if d.number in c.prerequisites) or "—"
         rows.append(f'<tr><td>{c.number}</td><td><a href="{c.page}">{html.escape(c.title)}</a>'
-                    f'<br><small>{html.escape(_shorten(c.summary))}</small></td><td>{deps}</td></tr>')
+                    f'<br><small>{_html_with_math(_shorten(c.summary), tex)}</small></td>'
+                    f'<td>{deps}</td></tr>')
     image = base64.b64encode(map_png).decode()
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>minillm — the course</title>
+<link rel="stylesheet" href="{stylesheet}">
 <style>body {{ font-family: sans-serif; max-width: 1000px; margin: 0 auto; padding: 0 16px; }}
 table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: 6px;
 vertical-align: top; text-align: left; }}</style></head>
@@ -174,13 +251,17 @@ def build_book(chapters_folder: Path, output_dir: Path) -> list[Path]:
     chapters = read_chapters(chapters_folder)
     if not chapters:
         raise FileNotFoundError(f"no chapter notebooks (NN_name.ipynb) in {chapters_folder}")
+    stylesheet = copy_assets(output_dir)
     pages = [output_dir / "index.html"]
-    pages[0].write_text(_index(chapters, _dependency_map_png(chapters)), encoding="utf-8")
-    for i, c in enumerate(chapters):
-        page = output_dir / c.page
-        page.write_text(_page(Path(chapters_folder) / f"{c.stem}.ipynb", chapters, i),
-                        encoding="utf-8")
-        pages.append(page)
+    with KaTeX() as tex:
+        pages[0].write_text(_index(chapters, _dependency_map_png(chapters), tex, stylesheet),
+                            encoding="utf-8")
+        exporter = _exporter(tex)
+        for i, c in enumerate(chapters):
+            page = output_dir / c.page
+            page.write_text(_page(Path(chapters_folder) / f"{c.stem}.ipynb", chapters, i,
+                                  exporter, stylesheet), encoding="utf-8")
+            pages.append(page)
     return pages
 
 
@@ -194,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                    "repository's chapters/)")
     p.add_argument("--output-dir", default="build/book")
     a = p.parse_args(argv)
-    pages = build_book(Path(a.chapters) if a.chapters else chapters_dir(), Path(a.output_dir))
+    try:
+        pages = build_book(Path(a.chapters) if a.chapters else chapters_dir(), Path(a.output_dir))
+    except KaTeXUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {len(pages)} pages; open {pages[0]}")
     return 0
 
