@@ -39,13 +39,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 import regex  # noqa: E402
 
 from minillm.data import load_corpus  # noqa: E402
-from minillm.tokenizers import (  # noqa: E402
-    GPT4_PATTERN,
-    BPETokenizer,
+from minillm.tokenizers import GPT4_PATTERN, BPETokenizer, train_bpe  # noqa: E402
+from minillm.tokenizers.trainer import (  # noqa: E402
     apply_merges,
     count_chunks,
     naive_merge_step,
-    train_bpe,
     train_bpe_naive,
 )
 

@@ -24,10 +24,11 @@ import torch
 # benchmarks/ holds scripts named like packages (tokenizers.py): keep it off the import path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
-from minillm.data import ByteTokenizer, data_dir, load_corpus  # noqa: E402
+from minillm.data import data_dir, load_corpus  # noqa: E402
 from minillm.generation import generate  # noqa: E402
 from minillm.generation.speculative import speculative_generate  # noqa: E402
 from minillm.models import GPT, GPTConfig  # noqa: E402
+from minillm.tokenizers import ByteTokenizer  # noqa: E402
 from minillm.training import TrainConfig, Trainer  # noqa: E402
 
 

@@ -30,16 +30,17 @@ import torch.nn.functional as F
 
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
-from minillm.data import ByteTokenizer, data_dir, load_corpus  # noqa: E402
+from minillm.data import data_dir, load_corpus  # noqa: E402
 from minillm.generation import generate  # noqa: E402
 from minillm.models import GPT  # noqa: E402
 from minillm.quantization import (  # noqa: E402
     Int8Linear,
     WeightOnlyLinear,
-    int_mm_available,
     quantize_model,
     save_quantized,
 )
+from minillm.quantization.int8 import int_mm_available  # noqa: E402
+from minillm.tokenizers import ByteTokenizer  # noqa: E402
 from minillm.training import evaluate_loss  # noqa: E402
 
 

@@ -84,11 +84,11 @@ def cmd_course(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from minillm.data import ByteTokenizer, load_corpus
+    from minillm.data import load_corpus
     from minillm.distributed import shutdown
     from minillm.io import atomic_write_json, check_writable, json_safe
     from minillm.models import GPT, GPTConfig
-    from minillm.tokenizers import load_tokenizer_folder
+    from minillm.tokenizers import ByteTokenizer, load_tokenizer_folder
     from minillm.training import TrainConfig, Trainer, evaluate_loss
     from minillm.utils import seed_everything
 
@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sft(args: argparse.Namespace) -> int:
     import torch
 
-    from minillm.alignment import exact_match_by_task, sft_loss_fn
+    from minillm.alignment import sft_loss_fn
     from minillm.alignment.mixing import MixedBatches, mixed_loss_fn
     from minillm.alignment.recipe import (
         load_model_and_tokenizer,
@@ -157,6 +157,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
         score_chat,
         sft_batches,
     )
+    from minillm.alignment.sft import exact_match_by_task
     from minillm.data import load_corpus
     from minillm.data.sft import VERIFIABLE_TASKS, load_sft
     from minillm.distributed import shutdown

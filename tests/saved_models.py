@@ -8,8 +8,8 @@ import torch
 
 
 def saved_model(folder, vocab_size=257, tokenizer=None):
-    from minillm.data import ByteTokenizer
     from minillm.models import GPT, GPTConfig
+    from minillm.tokenizers import ByteTokenizer
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=vocab_size, context_length=32, d_model=16, n_layer=1,

@@ -56,8 +56,8 @@ def test_course_run_executes_with_parameters_and_reports_failures(tmp_path, monk
 
 
 def test_generate_command_prints_text(tmp_path, tiny_model):
-    from minillm.data import ByteTokenizer
     from minillm.models import GPT, GPTConfig
+    from minillm.tokenizers import ByteTokenizer
 
     model = GPT(GPTConfig(vocab_size=257, context_length=16, d_model=32, n_layer=1, n_head=2))
     model.save(tmp_path / "ckpt", extra_files={"tokenizer.json": ByteTokenizer().to_dict()})

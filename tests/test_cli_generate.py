@@ -66,8 +66,8 @@ def _generate_cli(capsys, folder, *flags):
 
 
 def _generate_lib(model, seed=0, **kwargs):
-    from minillm.data import ByteTokenizer
     from minillm.generation import generate
+    from minillm.tokenizers import ByteTokenizer
 
     tok = ByteTokenizer()
     out = generate(model, torch.tensor([tok.encode("To be")]), 12,

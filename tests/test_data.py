@@ -9,7 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minillm.data import ByteTokenizer, data_dir, load_corpus, sample_batch
+from minillm.data import data_dir, load_corpus, sample_batch
+from minillm.tokenizers import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,24 +20,21 @@ import torch
 from minillm.alignment import (
     ChatTemplate,
     PairBatches,
-    add_special_tokens,
     dpo_loss,
     ipo_loss,
     kto_loss,
     orpo_loss,
-    pair_batches,
     preference_loss_fn,
-    reference_logps,
-    sample_stats,
-    sequence_logps,
     simpo_loss,
-    tokenize_pair,
 )
+from minillm.alignment.chat import add_special_tokens
+from minillm.alignment.dpo import sequence_logps
+from minillm.alignment.pairs import pair_batches, reference_logps, sample_stats, tokenize_pair
 from minillm.alignment.recipe import load_model_and_tokenizer
-from minillm.data import ByteTokenizer
 from minillm.data.preference import PreferencePair, load_preferences
 from minillm.models import GPT, GPTConfig
 from minillm.models.base import LMOutput
+from minillm.tokenizers import ByteTokenizer
 from minillm.training import TrainConfig, Trainer
 
 trl = pytest.importorskip("trl")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from rl_checks import close, tiny_gpt
 
-from minillm.alignment import add_special_tokens
+from minillm.alignment.chat import add_special_tokens
 from minillm.alignment.grpo import (
     GRPOConfig,
     GRPOTrainer,
@@ -22,8 +22,8 @@ from minillm.alignment.grpo import (
 )
 from minillm.alignment.ppo import token_logprobs
 from minillm.alignment.rollout import response_forward, sample_rollout
-from minillm.data import ByteTokenizer
 from minillm.data.sft import SFTExample
+from minillm.tokenizers import ByteTokenizer
 
 grpo_trainer = pytest.importorskip("trl.trainer.grpo_trainer")
 trl_utils = pytest.importorskip("trl.trainer.utils")

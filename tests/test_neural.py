@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minillm.data import ByteTokenizer
 from minillm.models.neural import (
     MLPLM,
     RNNLM,
@@ -13,6 +12,7 @@ from minillm.models.neural import (
     gradient_norm_by_distance,
 )
 from minillm.ngram import NGramLM
+from minillm.tokenizers import ByteTokenizer
 from minillm.training import TrainConfig, Trainer, lm_nll_bits, text_bits_per_byte
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from rl_checks import close, tiny_gpt
 
-from minillm.alignment import add_special_tokens
+from minillm.alignment.chat import add_special_tokens
 from minillm.alignment.ppo import (
     AdaptiveKLController,
     FixedKLController,
@@ -26,9 +26,9 @@ from minillm.alignment.ppo import (
 )
 from minillm.alignment.ppo_trainer import PPOConfig, PPOTrainer
 from minillm.alignment.rollout import response_forward, response_mask, sample_rollout
-from minillm.data import ByteTokenizer
 from minillm.data.preference import gold_reward
 from minillm.models import GPT
+from minillm.tokenizers import ByteTokenizer
 
 trl_utils = pytest.importorskip("trl.trainer.utils")
 

@@ -9,27 +9,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minillm.quantization import (
-    NF4_LEVELS,
     Int8Linear,
     LLMInt8Linear,
     NF4Linear,
     QuantScheme,
     WeightOnlyLinear,
+)
+from minillm.quantization.formats import (
     absmax_dequantize,
     absmax_quantize,
-    dynamic_map,
-    int8_matmul,
-    nf4_levels,
-    nf4_quantize,
     pack_bits,
-    parse_scheme,
-    rtn_quantize,
-    smoothing_factors,
     unpack_bits,
-    vectorwise_quantize,
     zeropoint_dequantize,
     zeropoint_quantize,
 )
+from minillm.quantization.int4 import rtn_quantize
+from minillm.quantization.int8 import int8_matmul
+from minillm.quantization.llm_int8 import vectorwise_quantize
+from minillm.quantization.modules import parse_scheme
+from minillm.quantization.nf4 import NF4_LEVELS, dynamic_map, nf4_levels, nf4_quantize
+from minillm.quantization.smoothquant import smoothing_factors
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.quantize_per:UserWarning")
 bnb = pytest.importorskip("bitsandbytes")

@@ -9,21 +9,22 @@ import torch
 from torch import nn
 
 from minillm import GPT, GPTConfig
-from minillm.data import ByteTokenizer, load_corpus
+from minillm.data import load_corpus
 from minillm.quantization import (
     FakeQuantLinear,
     WeightOnlyLinear,
     calibrate,
     gptq_quantize,
-    hessian_from_inputs,
-    linear_layers,
     load_quantized,
     prepare_qat,
     quantize_model,
-    rtn_quantize,
     save_quantized,
     state_nbytes,
 )
+from minillm.quantization.calibration import linear_layers
+from minillm.quantization.gptq import hessian_from_inputs
+from minillm.quantization.int4 import rtn_quantize
+from minillm.tokenizers import ByteTokenizer
 from minillm.training import TrainConfig, Trainer
 
 CKPT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "shakespeare_byte"

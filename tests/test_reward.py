@@ -10,7 +10,7 @@ import pytest
 import torch
 from rl_checks import close, tiny_gpt
 
-from minillm.alignment import add_special_tokens
+from minillm.alignment.chat import add_special_tokens
 from minillm.alignment.reward import (
     PreferenceBatches,
     RewardModel,
@@ -22,8 +22,8 @@ from minillm.alignment.reward import (
     pair_accuracy,
     reward_loss_fn,
 )
-from minillm.data import ByteTokenizer
 from minillm.data.preference import PreferencePair, gold_reward
+from minillm.tokenizers import ByteTokenizer
 from minillm.training import TrainConfig, Trainer, latest_checkpoint
 
 reward_trainer = pytest.importorskip("trl.trainer.reward_trainer")

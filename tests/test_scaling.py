@@ -11,19 +11,15 @@ from minillm.models import GPT, GPTConfig
 from minillm.scaling import (
     ChinchillaFit,
     IsoFLOPFit,
-    allocations_for_budget,
-    chinchilla_objective,
     compute_optimal,
     fit_chinchilla,
-    fit_isoflop_parabola,
     fit_isoflops,
     fit_power_law,
     flops_6nd,
-    huber,
-    param_counts,
-    pareto_frontier,
     training_flops,
 )
+from minillm.scaling.fits import chinchilla_objective, fit_isoflop_parabola, huber, pareto_frontier
+from minillm.scaling.flops import allocations_for_budget, param_counts
 from minillm.scaling.sweep import SweepConfig, load_sweep, plan_sweep, run_sweep, write_csv
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}

@@ -3,24 +3,19 @@
 import pytest
 import torch
 
-from minillm.alignment import (
-    CHAT_TOKENS,
-    ChatTemplate,
-    SFTBatches,
-    add_special_tokens,
+from minillm.alignment import ChatTemplate, SFTBatches, sft_loss_fn
+from minillm.alignment.chat import CHAT_TOKENS, add_special_tokens, resize_token_embeddings
+from minillm.alignment.sft import (
     block_diagonal_mask,
     decode_answers,
     exact_match_by_task,
     pack_batch,
     pad_batch,
     plain_prompt,
-    resize_token_embeddings,
-    sft_loss_fn,
     tokenize_example,
 )
-from minillm.data import ByteTokenizer
 from minillm.models import GPT, GPTConfig
-from minillm.tokenizers import BPETokenizer
+from minillm.tokenizers import BPETokenizer, ByteTokenizer
 
 EXAMPLES = [("Upper-case the line: Good morrow.", "GOOD MORROW."),
             ("What is 3 + 4?", "7"),

@@ -6,20 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minillm.data import load_corpus
-from minillm.tokenizers import (
-    GPT2_PATTERN,
-    GPT4_PATTERN,
-    BPETokenizer,
+from minillm.tokenizers import GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, train_bpe
+from minillm.tokenizers.bpe import recover_merges
+from minillm.tokenizers.patterns import resolve_pattern
+from minillm.tokenizers.tiktoken_bridge import load_tiktoken_ranks
+from minillm.tokenizers.trainer import (
+    _new_token,
     count_chunks,
     get_pair_counts,
-    load_tiktoken_ranks,
     merge_pair,
-    recover_merges,
-    resolve_pattern,
-    train_bpe,
     train_bpe_naive,
 )
-from minillm.tokenizers.trainer import _new_token
 
 EOT = "<|endoftext|>"
 

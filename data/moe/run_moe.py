@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from minillm.data import ByteTokenizer, load_corpus
+from minillm.data import load_corpus
 from minillm.models import GPT, GPTConfig
+from minillm.tokenizers import ByteTokenizer
 from minillm.training import TrainConfig, Trainer, evaluate_loss
 from minillm.training.tracked import tracked_fit
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from minillm.alignment import exact_match_by_task
 from minillm.alignment.recipe import load_model_and_tokenizer, score_plain
+from minillm.alignment.sft import exact_match_by_task
 from minillm.data import load_corpus
 from minillm.data.sft import VERIFIABLE_TASKS, load_sft
 from minillm.training import evaluate_loss

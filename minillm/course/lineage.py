@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from minillm.course.plotting import COLORS, figure, finish
-from minillm.data import ByteTokenizer, data_dir, load_corpus
+from minillm.data import data_dir, load_corpus
 from minillm.io import atomic_write_json, read_json
+from minillm.tokenizers import ByteTokenizer
 
 __all__ = ["LineageRow", "ROWS", "lineage_path", "load_lineage", "score_source", "build_lineage",
            "write_lineage", "plot_lineage"]

@@ -31,7 +31,7 @@ def tokenize_words(text: str) -> list[str]:
 
 
 def tokenize_bytes(text: str) -> list[int]:
-    """UTF-8 byte values 0-255 (the same ids as `minillm.data.ByteTokenizer`)."""
+    """UTF-8 byte values 0-255 (the same ids as `minillm.tokenizers.ByteTokenizer`)."""
     return list(text.encode("utf-8"))
 
 

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import torch
 
-from minillm.data import ByteTokenizer, load_corpus
+from minillm.data import load_corpus
 from minillm.io import atomic_write_json, json_safe
 from minillm.models import GPT, GPTConfig
+from minillm.tokenizers import ByteTokenizer
 from minillm.training import TrainConfig, Trainer, evaluate_loss
 from minillm.utils import seed_everything
 
