@@ -76,3 +76,22 @@ def test_non_gpt2_configs_refuse_to_export():
     m = GPT(GPTConfig(vocab_size=50, context_length=8, d_model=32, n_layer=1, n_head=4, n_kv_head=2))
     with pytest.raises(ValueError, match="cannot be expressed as GPT-2"):
         m.to_hf_gpt2_state_dict()
+
+
+def test_attention_weights_equal_gpt2_output_attentions_and_store_nothing():
+    hf = _hf()
+    hf.config._attn_implementation = "eager"   # the written-out softmax, which returns weights
+    ours = GPT.from_hf_gpt2(hf).eval()
+    x = torch.randint(0, 97, (2, 20))
+    before = {name: dict(vars(m)) for name, m in ours.named_modules()}
+    with torch.no_grad():
+        out, weights = ours.attention_weights(x)
+        theirs = hf(x, output_attentions=True).attentions
+    assert len(weights) == len(theirs) == 2
+    for w, t in zip(weights, theirs, strict=True):
+        assert w.shape == t.shape == (2, 4, 20, 20)
+        torch.testing.assert_close(w, t, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.logits, ours(x).logits)   # the forward is the model's own
+    after = {name: dict(vars(m)) for name, m in ours.named_modules()}
+    assert all(before[n].keys() == after[n].keys() for n in before)
+    assert not ours.blocks[0].attn._forward_hooks                # the hooks are removed

@@ -5,8 +5,9 @@
 M is 0 where a query may look and -inf where it may not; for a decoder (GPT) a query at
 position i sees keys 0..i. The kernel is looked up by name in `minillm.kernels`
 (`GPTConfig.attn_impl`): "naive" writes the formula out, "sdpa" calls torch's fused kernel,
-and later backends register themselves there. With `record_weights` set the layer uses
-`naive_attention_with_weights` and keeps the weights, for heatmaps.
+and later backends register themselves there. `weights(x, ...)` recomputes a layer's attention
+weights with the written-out softmax, for heatmaps (`GPT.attention_weights` calls it for every
+layer); nothing is kept on the module.
 
 Grouped-query attention (Ainslie et al. 2023, 2305.13245) is supported through `n_kv_head`:
 each of the n_kv_head key/value heads serves n_head / n_kv_head query heads.
@@ -111,8 +112,6 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.proj.residual_scale = True  # GPT-2: init std / sqrt(2 * n_layer)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.last_weights: torch.Tensor | None = None  # filled when record_weights is set
-        self.record_weights = False
         self.causal = config.attn_mask == "causal"
         self.attend = get_attention(config.attn_impl)  # (q, k, v, *, mask, causal, ...) -> out
 
@@ -130,6 +129,26 @@ class CausalSelfAttention(nn.Module):
         Returns:
             (B, T, C).
         """
+        q, k, v = self._heads(x, rope)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, T_past + T, D)
+        dropout_p = self.config.dropout if self.training else 0.0
+        causal = mask is None and self.causal
+        out = self.attend(q, k, v, mask=mask, causal=causal, dropout_p=dropout_p)
+        out = rearrange(out, "b h t d -> b t (h d)")                          # (B, T, C)
+        return self.resid_dropout(self.proj(out))
+
+    def weights(self, x: torch.Tensor, *, mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The attention weights (B, H, T, T) this layer gives x's tokens, by the written-out
+        softmax (`naive_attention_with_weights`), for heatmaps; arguments as `forward` (no
+        cache). Nothing is stored."""
+        q, k, v = self._heads(x, rope)
+        return naive_attention_with_weights(q, k, v, mask, causal=mask is None and self.causal)[1]
+
+    def _heads(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, H, T, D), keys and values (B, Hkv, T, D) of x, RoPE applied."""
         q, k, v = self.qkv(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
              self.n_kv_head * self.head_dim], dim=-1)
@@ -142,15 +161,4 @@ class CausalSelfAttention(nn.Module):
                                  "rope=RotaryEmbedding(...).tables(positions) (GPT.forward does)")
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, T_past + T, D)
-        dropout_p = self.config.dropout if self.training else 0.0
-        causal = mask is None and self.causal
-        if self.record_weights:  # the written-out kernel, keeping its weights for heatmaps
-            out, weights = naive_attention_with_weights(q, k, v, mask, causal=causal,
-                                                        dropout_p=dropout_p)
-            self.last_weights = weights.detach()
-        else:
-            out = self.attend(q, k, v, mask=mask, causal=causal, dropout_p=dropout_p)
-        out = rearrange(out, "b h t d -> b t (h d)")                          # (B, T, C)
-        return self.resid_dropout(self.proj(out))
+        return q, k, v

@@ -161,6 +161,34 @@ class GPT(LanguageModel):
         logits = self.lm_head(hidden)                                          # (B, T, V)
         return LMOutput(logits, lm_loss(logits, targets), aux_losses, hidden, tuple(routing))
 
+    def attention_weights(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                          **kwargs) -> tuple[LMOutput, list[torch.Tensor]]:
+        """One forward, and the attention weights (B, H, T, T) of every layer in it, for
+        heatmaps and probes. Each layer's input is caught by a forward hook and its weights
+        recomputed by the written-out softmax (`CausalSelfAttention.weights`); the forward
+        itself runs the configured kernel, and nothing is stored on the model.
+
+        Args:
+            idx, targets, **kwargs: as `forward` (without a cache).
+
+        Returns:
+            (the forward's `LMOutput`, [weights of layer 0, layer 1, ...]).
+        """
+        if kwargs.get("cache") is not None:
+            raise ValueError("attention_weights runs without a KV cache: pass the whole sequence")
+        weights: list[torch.Tensor] = []
+
+        def keep(attn, args, kw, _out):
+            weights.append(attn.weights(args[0], mask=kw.get("mask"), rope=kw.get("rope")))
+
+        hooks = [b.attn.register_forward_hook(keep, with_kwargs=True) for b in self.blocks]
+        try:
+            out = self(idx, targets, **kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+        return out, weights
+
     def _positions(self, T: int, past: int, device: torch.device,
                    position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
