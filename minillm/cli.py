@@ -83,19 +83,32 @@ def cmd_course(args: argparse.Namespace) -> int:
     return 0 if results and all(r.status == "ok" for r in results) else 1
 
 
+def _final_eval(model, tokenizer, text: str) -> dict[str, float]:
+    """`--final-eval`: the whole validation split by the course's one scorer
+    (`text_bits_per_byte`: overlapping windows, every byte once), so the number a run writes
+    is the number the lineage table holds for it."""
+    import math
+
+    from minillm.training import text_bits_per_byte
+
+    bits = text_bits_per_byte(model.eval(), text, tokenizer)
+    return {"val_bits_per_byte": bits, "val_nats_per_byte": bits * math.log(2)}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from minillm.data import load_corpus
     from minillm.distributed import shutdown
     from minillm.io import atomic_write_json, check_writable, json_safe
     from minillm.models import GPT, GPTConfig
     from minillm.tokenizers import ByteTokenizer, load_tokenizer_folder
-    from minillm.training import TrainConfig, Trainer, evaluate_loss
+    from minillm.training import TrainConfig, Trainer
     from minillm.utils import seed_everything
 
     # bytes by default; --tokenizer: a saved tokenizer folder (e.g. chapter 04's BPE)
     tokenizer = load_tokenizer_folder(args.tokenizer) if args.tokenizer else ByteTokenizer()
     train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
-    val = tokenizer.encode_tensor(load_corpus(args.corpus, "validation"))
+    val_text = load_corpus(args.corpus, "validation")
+    val = tokenizer.encode_tensor(val_text)
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size,
                           **config_kwargs(args, GPTConfig, ("vocab_size",), MODEL_RENAMES))
     train_cfg = TrainConfig(**config_kwargs(args, TrainConfig, renames=TRAIN_RENAMES))
@@ -129,11 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if sharded:
                 eval_model = GPT(model_cfg).to(trainer.device)
                 eval_model.load_weights(weights)
-            # evaluate_loss scores val[1:] per token; per byte divides by the bytes they cover
-            nats = evaluate_loss(eval_model, val.to(trainer.device))
-            scored_bytes = len(tokenizer.decode_bytes(val[1:].tolist()))
-            summary["val_nats_per_token"] = nats
-            summary["val_nats_per_byte"] = nats * (val.numel() - 1) / scored_bytes
+            summary.update(_final_eval(eval_model, tokenizer, val_text))
         print(json.dumps(json_safe(summary), allow_nan=False))
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
@@ -164,7 +173,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from minillm.distributed.memory import state_bytes
     from minillm.io import atomic_write_json
     from minillm.peft import frozen_base_nbytes, save_adapter, trainable_parameters
-    from minillm.training import TrainConfig, Trainer, evaluate_loss
+    from minillm.training import TrainConfig, Trainer
 
     train_cfg = TrainConfig(**config_kwargs(args, TrainConfig, renames=TRAIN_RENAMES))
     if args.threads:
@@ -211,8 +220,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
                         if e.task in VERIFIABLE_TASKS]
                 key = "test_exact_match_heldout_phrasings" if held else "test_exact_match"
                 summary[key] = exact_match_by_task(*score_chat(model, tok, test))
-            val = tok.encode_tensor(load_corpus(args.corpus, "validation"))
-            summary["val_nats_per_byte"] = evaluate_loss(model, val.to(trainer.device))
+            summary.update(_final_eval(model, tok, load_corpus(args.corpus, "validation")))
         print(json.dumps(summary), flush=True)
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:

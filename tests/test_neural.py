@@ -13,7 +13,7 @@ from minillm.models.neural import (
 )
 from minillm.ngram import NGramLM
 from minillm.tokenizers import ByteTokenizer
-from minillm.training import TrainConfig, Trainer, lm_nll_bits, text_bits_per_byte
+from minillm.training import TrainConfig, Trainer, evaluate_loss, lm_nll_bits, text_bits_per_byte
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -114,6 +114,21 @@ def test_lm_nll_bits_scores_every_token_once():
     assert full[0] == pytest.approx(direct.item() / math.log(2), rel=1e-5)
 
 
+def test_evaluate_loss_is_consecutive_windows_in_nats_per_token():
+    model = small_models()[3].eval()                     # an LSTM: every window restarts its state
+    torch.manual_seed(1)
+    tokens = torch.randint(0, 11, (3 * 12 + 1,))         # exactly three windows of 12
+    with torch.no_grad():
+        per_window = [model(tokens[s:s + 12][None], tokens[s + 1:s + 13][None]).loss.item()
+                      for s in (0, 12, 24)]
+    assert evaluate_loss(model, tokens) == pytest.approx(sum(per_window) / 3, rel=1e-5)
+    # the same walk as lm_nll_bits with tokens[0] as the start and stride = the window
+    nats = lm_nll_bits(model, tokens[1:], int(tokens[0]), stride=12) * math.log(2) / 36
+    assert evaluate_loss(model, tokens) == pytest.approx(nats, rel=1e-6)
+    # overlapping windows give every later window more context, so a different number
+    assert abs(evaluate_loss(model, tokens, stride=6) - sum(per_window) / 3) > 1e-6
+
+
 def test_text_bits_per_byte_is_one_function_for_ngram_and_neural_models():
     text = "to be or not to be"
     ngram = NGramLM(3, "kneser_ney", tokenizer="bytes").fit_text("to be, or not to be: that")
@@ -163,3 +178,20 @@ def test_gradient_norm_by_distance():
     logits, _ = model.forward_embeddings(e)
     F.cross_entropy(logits[:, -1], idx[:, -1], reduction="sum").backward()
     torch.testing.assert_close(norms[5], e.grad[:, -6].norm(dim=-1).mean())
+
+
+def test_load_model_reads_the_class_from_the_config(tmp_path):
+    from minillm.models import GPT, GPTConfig, load_model
+
+    models = [*small_models()[::3], GPT(GPTConfig(vocab_size=11, context_length=12, d_model=16,
+                                                   n_layer=1, n_head=2))]
+    x = torch.randint(0, 11, (1, 12))
+    for i, model in enumerate(models):
+        model.save(tmp_path / str(i))
+        loaded = load_model(tmp_path / str(i))
+        assert type(loaded) is type(model)
+        torch.testing.assert_close(loaded.eval()(x).logits, model.eval()(x).logits)
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.json").write_text('{"hidden_size": 3}')
+    with pytest.raises(ValueError, match="none of the course's models"):
+        load_model(tmp_path / "odd")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from minillm.alignment.recipe import load_model_and_tokenizer, score_plain
 from minillm.alignment.sft import exact_match_by_task
 from minillm.data import load_corpus
 from minillm.data.sft import VERIFIABLE_TASKS, load_sft
-from minillm.training import evaluate_loss
+from minillm.training import text_bits_per_byte
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -52,10 +51,10 @@ def main() -> int:
                 base, tok, test, demos=train, shots=args.shots, seed=args.seed)),
             "examples": len(test),
         }
-    val = tok.encode_tensor(load_corpus("shakespeare", "validation"))
     record = {"base": Path(args.base).name, "shots": args.shots, "seed": args.seed,
               "torch": torch.__version__, "exact_match": scores,
-              "validation_bits_per_byte": evaluate_loss(base, val) / math.log(2),
+              "validation_bits_per_byte": text_bits_per_byte(
+                  base, load_corpus("shakespeare", "validation"), tok),
               "seconds": round(time.perf_counter() - t0)}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

@@ -29,7 +29,7 @@ from minillm.alignment.sft import SFTBatches, decode_answers, plain_prompt, toke
 from minillm.data.sft import SFTExample
 from minillm.generation import generate, left_pad
 from minillm.io import read_json
-from minillm.models import GPT
+from minillm.models import GPT, load_model
 from minillm.tokenizers import tokenizer_from_dict
 
 __all__ = ["load_model_and_tokenizer", "prepare_chat_model", "sample_chat", "sample_chat_ids",
@@ -37,9 +37,10 @@ __all__ = ["load_model_and_tokenizer", "prepare_chat_model", "sample_chat", "sam
 
 
 def load_model_and_tokenizer(folder: str | Path, device: str = "cpu"):
-    """A checkpoint folder's GPT and the tokenizer its tokenizer.json describes."""
+    """A checkpoint folder's model (a GPT, or chapter 02's MLP / RNN LM) and the tokenizer its
+    tokenizer.json describes."""
     folder = Path(folder)
-    model = GPT.from_checkpoint(folder, map_location=device)
+    model = load_model(folder, map_location=device)
     tok = tokenizer_from_dict(read_json(folder / "tokenizer.json", "tokenizer.json"), folder)
     if tok.vocab_size != model.config.vocab_size:
         raise ValueError(f"{folder}: tokenizer.json has {tok.vocab_size} ids but the model "

@@ -11,10 +11,12 @@ from minillm.models.config import GPTConfig
 from minillm.models.gpt import GPT
 from minillm.models.kv_cache import KVCache, kv_cache_nbytes
 from minillm.models.layers import Block
+from minillm.models.loading import load_model
 from minillm.models.mlp import GeluMLP, SwiGLU
 from minillm.models.neural import MLPLM, RNNLM, MLPLMConfig, RNNLMConfig
 from minillm.models.norms import RMSNorm
 
 __all__ = ["GPT", "GPTConfig", "Block", "CausalSelfAttention", "GeluMLP", "KVCache",
            "LanguageModel", "MLPLM", "MLPLMConfig", "RMSNorm", "RNNLM", "RNNLMConfig", "SwiGLU",
-           "build_attention_mask", "causal_mask", "kv_cache_nbytes", "lm_loss", "naive_attention"]
+           "build_attention_mask", "causal_mask", "kv_cache_nbytes", "lm_loss", "load_model",
+           "naive_attention"]

@@ -106,6 +106,17 @@ class _LanguageModel(LanguageModel):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def matmul_weights(self) -> int:
+        """Weights multiplied per token (the embedding is a lookup, not a matmul)."""
+        raise NotImplementedError
+
+    def flops_per_token(self, seq_len: int | None = None, training: bool = True) -> float:
+        """FLOPs per token in `GPT.flops_per_token`'s convention: 2 per weight a token is
+        multiplied by (`matmul_weights`, the output layer included, the embedding lookup not);
+        training is 3x the forward. Neither model attends, so `seq_len` changes nothing."""
+        forward = 2 * self.matmul_weights()
+        return 3 * forward if training else forward
+
 
 class MLPLM(_LanguageModel):
     """Bengio et al. (2003): y = b + W x + U tanh(d + H x) over a window of n-1 embeddings."""
@@ -122,6 +133,11 @@ class MLPLM(_LanguageModel):
         self.out = nn.Linear(c.d_hidden, c.vocab_size)                         # U, b
         self.direct = (nn.Linear(c.n_context * c.d_embed, c.vocab_size, bias=False)  # W
                        if c.direct else None)
+
+    def matmul_weights(self) -> int:
+        c = self.config
+        x = c.n_context * c.d_embed
+        return x * c.d_hidden + c.d_hidden * c.vocab_size + (x * c.vocab_size if c.direct else 0)
 
     def features(self, idx: torch.Tensor) -> torch.Tensor:
         """x at every position: (B, T) ids -> (B, T, n_context * d_embed), oldest token first."""
@@ -161,6 +177,13 @@ class RNNLM(_LanguageModel):
                        dropout=c.dropout if c.n_layer > 1 else 0.0)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.d_hidden, c.vocab_size)
+
+    def matmul_weights(self) -> int:
+        c = self.config
+        gates = {"rnn": 1, "gru": 3, "lstm": 4}[c.cell]
+        inputs = [c.d_embed] + [c.d_hidden] * (c.n_layer - 1)
+        return sum(gates * c.d_hidden * (i + c.d_hidden) for i in inputs) \
+            + c.d_hidden * c.vocab_size
 
     def forward_embeddings(self, e: torch.Tensor, state=None):
         """(B, T, d_embed) embeddings -> ((B, T, V) logits, final recurrent state)."""

@@ -14,9 +14,9 @@ from minillm.scaling.fits import (
     fit_isoflops,
     fit_power_law,
 )
-from minillm.scaling.flops import flops_6nd, training_flops
+from minillm.scaling.flops import flops_6nd, mfu, peak_flops, training_flops
 from minillm.scaling.sweep import SweepConfig, default_sweep_config, load_sweep, run_sweep
 
 __all__ = ["ChinchillaFit", "compute_optimal", "default_sweep_config", "fit_chinchilla",
-           "fit_isoflops", "fit_power_law", "flops_6nd", "IsoFLOPFit", "load_sweep", "PowerLawFit",
-           "run_sweep", "SweepConfig", "training_flops"]
+           "fit_isoflops", "fit_power_law", "flops_6nd", "IsoFLOPFit", "load_sweep", "mfu",
+           "peak_flops", "PowerLawFit", "run_sweep", "SweepConfig", "training_flops"]

@@ -1,14 +1,19 @@
 """Measuring a language model: mean cross-entropy over held-out tokens, and bits per byte.
 
-`evaluate_loss` scores *every* token of a held-out sequence once, in consecutive windows of the
-model's context (the first token of each window is predicted from less context than later
-ones, which makes this a slightly pessimistic estimate). `estimate_loss` averages the loss of a
-few random batches, cheap enough to call during training.
+One scorer: `lm_nll_bits` is the only code that walks a held-out sequence in windows. It scores
+every token once; windows of the model's context advance by a stride, and each window scores
+only the tokens the previous one did not, so after the first window every prediction sees at
+least context - stride tokens.
 
-Bits per byte, the course's common axis (-log2 P(text) / UTF-8 bytes), is independent of the
-tokenizer: `bits_per_byte` converts a mean loss, `lm_nll_bits` scores a token sequence with
-overlapping windows (every token once, each with at least context - stride tokens before it),
-and `text_bits_per_byte` scores a text under any model of the course, n-gram or neural.
+- `text_bits_per_byte` is the course's number: bits per UTF-8 byte of a text under any model of
+  the course, n-gram or neural (-log2 P(text) / bytes, tokenizer-independent), with the text
+  prefixed by <|endoftext|> and a stride of half the context. The lineage table, `minillm
+  train --final-eval` and every chapter's "whole validation split" number are this function.
+- `evaluate_loss` is the same walk in nats per token with consecutive windows (stride = the
+  context, half the forwards): a cheaper number for sweeps and live runs, labelled as such.
+- `estimate_loss` averages the loss of a few random batches, cheap enough to call during
+  training: an estimate, not a score.
+- `bits_per_byte` converts a mean loss in nats per token to bits per byte.
 """
 
 from __future__ import annotations
@@ -24,20 +29,23 @@ from minillm.tokenizers.byte import ByteTokenizer
 __all__ = ["evaluate_loss", "estimate_loss", "bits_per_byte", "lm_nll_bits", "text_bits_per_byte"]
 
 
-@torch.no_grad()
 def evaluate_loss(
     model: nn.Module, tokens: torch.Tensor, context_length: int | None = None,
-    batch_size: int = 16, max_tokens: int | None = None,
+    batch_size: int = 16, max_tokens: int | None = None, stride: int | None = None,
 ) -> float:
-    """Mean negative log-likelihood (nats per token) of `tokens[1:]` given what precedes it,
-    in non-overlapping windows of `context_length` (default: the model's).
+    """Mean negative log-likelihood (nats per token) of `tokens[1:]` given what precedes it:
+    `lm_nll_bits` with `tokens[0]` as the start, in windows of `context_length` (default: the
+    model's) advancing by `stride` (default: the whole window, i.e. consecutive windows; the
+    last window ends at the last token, so no prediction sees less context than that window
+    allows except at the start of a window).
 
     Args:
-        model: a language model, `model(x, y) -> (logits, loss, ...)`.
+        model: a language model, `model(x).logits`.
         tokens: 1-D token ids.
         context_length: window length (default: the model's).
         batch_size: windows per forward.
         max_tokens: score only the first `max_tokens` predictions.
+        stride: how far each window advances (default: `context_length`).
 
     Returns:
         Nats per token.
@@ -46,24 +54,9 @@ def evaluate_loss(
     if max_tokens is not None:
         tokens = tokens[: max_tokens + 1]
     check_tokens(tokens, context_length, "evaluation tokens")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    T, n = context_length, tokens.numel() - 1
-    full = list(range(0, n - T + 1, T))  # starts of complete windows
-    batches = [(torch.stack([tokens[s : s + T] for s in full[b : b + batch_size]]),
-                torch.stack([tokens[s + 1 : s + T + 1] for s in full[b : b + batch_size]]))
-               for b in range(0, len(full), batch_size)]
-    rest = len(full) * T
-    if rest < n:  # the ragged tail goes alone
-        batches.append((tokens[rest:n][None], tokens[rest + 1 : n + 1][None]))
-    total, count = 0.0, 0
-    for x, y in batches:
-        loss = model(x.to(device), y.to(device)).loss
-        total += loss.item() * y.numel()
-        count += y.numel()
-    model.train(was_training)
-    return total / count
+    bits = lm_nll_bits(model, tokens[1:], int(tokens[0]), context_length,
+                       stride or context_length, batch_size)
+    return bits * math.log(2) / (tokens.numel() - 1)
 
 
 @torch.no_grad()
@@ -124,7 +117,7 @@ def lm_nll_bits(model: nn.Module, token_ids: list[int] | torch.Tensor, bos_id: i
     context_length - stride tokens of context.
 
     Args:
-        model: a causal LM with `config.context_length` and `model(x) -> (logits, ...)`.
+        model: a causal LM with `config.context_length` and `model(x).logits`.
         token_ids: the tokens to score.
         bos_id: the id put in front, so the first token is predicted too.
         context_length: window length (default: the model's).
