@@ -4,10 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from minillm.distributed.expert_parallel import check_expert_parallel
+
+CHECK = Path(__file__).resolve().parents[1] / "scripts/distributed/expert_parallel_check.py"
 
 
 def _launch(tmp_path, nproc, *args):
@@ -15,7 +18,7 @@ def _launch(tmp_path, nproc, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-         "-m", "minillm.distributed.expert_parallel", "--check", str(out), *args],
+         str(CHECK), "--check", str(out), *args],
         env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(out.read_text())

@@ -17,15 +17,12 @@ the single-process layer's on the same tokens. Aux losses and stats are those of
 tokens (like a per-group loss in Switch); the replicated parameters' gradients are per-rank
 partial sums that data parallelism all-reduces (`replicated_parameters`).
 
-Run as a module to check it against the single-process layer or to time the all-to-all:
-    torchrun --standalone --nproc_per_node=2 -m minillm.distributed.expert_parallel --check out.json
-(`--bench bench.json` times it; both flags together run both in one launch.)
+`scripts/distributed/expert_parallel_check.py` checks it against the single-process layer and
+times the all-to-all under torchrun.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import torch
@@ -33,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from minillm.models.base import MLPOutput
-from minillm.models.moe import Experts, MoE, routing_stats
+from minillm.models.moe import Experts, MoE
 
 __all__ = ["ExpertParallelMoE", "check_expert_parallel"]
 
@@ -136,107 +133,3 @@ class ExpertParallelMoE(nn.Module):
         if moe.shared is not None:
             out = out + moe.shared.expert(xf, 0)
         return moe.output(out.reshape(B, T, C), r)
-
-
-# ---- the check and the benchmark, run under torchrun -----------------------------------------
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item() if a.numel() else 0.0
-
-
-def run_check(args) -> dict:
-    """Expert-parallel outputs, aux losses and gradients against the single-process MoE."""
-    rank, W = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(args.seed)               # the same layer and the same data on every rank
-    ref = MoE(args.d_model, args.n_expert, args.d_ff, top_k=args.top_k, mlp=args.mlp,
-              capacity_factor=args.capacity_factor, n_shared_expert=args.n_shared_expert)
-    with torch.no_grad():
-        ref.router.normal_(std=0.5)            # confident, uneven routing: uneven splits
-    x = torch.randn(W * args.batch, args.seq, args.d_model)
-    g = torch.randn_like(x)
-    shards = list(zip(x.split(args.batch), g.split(args.batch), strict=True))
-    ref_outs, loss, ref_aux = [], 0.0, []
-    for xs, gs in shards:                      # the reference: each rank's tokens in turn
-        y, aux, _ = ref(xs)
-        ref_outs.append(y.detach())
-        ref_aux.append({k: v.item() for k, v in aux.items()})
-        loss = loss + (y * gs).sum() + sum(aux.values())
-    loss.backward()
-    ref_grads = {n: p.grad.clone() for n, p in ref.named_parameters()}
-    ep_moe = MoE(args.d_model, args.n_expert, args.d_ff, top_k=args.top_k, mlp=args.mlp,
-                 capacity_factor=args.capacity_factor, n_shared_expert=args.n_shared_expert)
-    ep_moe.load_state_dict(ref.state_dict())
-    ep = ExpertParallelMoE(ep_moe)
-    xs, gs = shards[rank]
-    y, aux, routing = ep(xs)
-    ((y * gs).sum() + sum(aux.values())).backward()
-    for p in ep.replicated_parameters():
-        dist.all_reduce(p.grad)
-    lo, hi = ep.first_expert, ep.first_expert + ep.n_local
-    grad_diff = 0.0
-    for n, p in ep.moe.named_parameters():
-        want = ref_grads[n][lo:hi] if n.startswith("experts.") else ref_grads[n]
-        grad_diff = max(grad_diff, _max_diff(p.grad, want))
-    result = {"rank": rank, "world_size": W, "out_diff": _max_diff(y.detach(), ref_outs[rank]),
-              "aux_diff": max(abs(aux[k].item() - v) for k, v in ref_aux[rank].items()),
-              "grad_diff": grad_diff,
-              "dropped": routing_stats(routing, ep.moe.n_expert)["dropped"].item(),
-              "sent_to": ep.last_splits[0], "received_from": ep.last_splits[1]}
-    return result
-
-
-def run_bench(args) -> dict:
-    """Time forward + backward of the expert-parallel layer and the share spent in all-to-all."""
-    torch.manual_seed(args.seed)
-    moe = MoE(args.d_model, args.n_expert, args.d_ff, top_k=args.top_k, mlp=args.mlp,
-              capacity_factor=args.capacity_factor)
-    ep = ExpertParallelMoE(moe)
-    x = torch.randn(args.batch, args.seq, args.d_model, requires_grad=True)
-    for _ in range(3):
-        ep(x).hidden.sum().backward()
-    dist.barrier()
-    _AllToAll.seconds = 0.0
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        ep(x).hidden.sum().backward()
-    dist.barrier()
-    step = (time.perf_counter() - t0) / args.steps
-    return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "step_ms": 1e3 * step,
-            "all_to_all_ms": 1e3 * _AllToAll.seconds / args.steps,
-            "tokens_per_rank": args.batch * args.seq}
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--check", metavar="JSON", help="compare with one process; write results")
-    p.add_argument("--bench", metavar="JSON", help="time the all-to-all; write results")
-    p.add_argument("--n-expert", type=int, default=8)
-    p.add_argument("--top-k", type=int, default=2)
-    p.add_argument("--d-model", type=int, default=32)
-    p.add_argument("--d-ff", type=int, default=48)
-    p.add_argument("--mlp", default="swiglu")
-    p.add_argument("--capacity-factor", type=float, default=None)
-    p.add_argument("--n-shared-expert", type=int, default=0)
-    p.add_argument("--batch", type=int, default=3, help="sequences per rank")
-    p.add_argument("--seq", type=int, default=16)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    if not (args.check or args.bench):
-        p.error("give --check JSON, --bench JSON or both (one launch runs both)")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    try:
-        for path, run in ((args.check, run_check), (args.bench, run_bench)):
-            if not path:
-                continue
-            results = [None] * dist.get_world_size()
-            dist.all_gather_object(results, run(args))
-            if dist.get_rank() == 0:
-                with open(path, "w") as f:
-                    json.dump(results, f, indent=1)
-    finally:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
