@@ -1,6 +1,7 @@
 """Mixture of Experts (minillm.models.moe) against Hugging Face's Mixtral and Switch Transformers,
 the teaching loop, hand-built capacity cases and the loss formulas."""
 
+import dataclasses
 import math
 
 import pytest
@@ -179,6 +180,10 @@ def test_aux_losses_carry_their_coefficients_and_stats_add_up():
     torch.testing.assert_close(s["dropped"], 1 - r.keep.float().mean())
     p = r.probs
     torch.testing.assert_close(s["entropy"], -(p * p.log()).sum(-1).mean())
+    assert out.routing.splits is None and "sent_to" not in s  # one process: nothing exchanged
+    assert not out.routing.logits.requires_grad and r.logits.requires_grad  # detached copy
+    exchanged = routing_stats(dataclasses.replace(out.routing, splits=([5, 3], [4, 4])), 4)
+    assert exchanged["sent_to"].tolist() == [5, 3] and exchanged["received_from"].tolist() == [4, 4]
 
 
 # ---- capacity and dropping on hand-built cases -------------------------------------------------

@@ -12,10 +12,12 @@ shared experts) is replicated. Each rank routes its own tokens, then
        weighted by the gates and added up, exactly as in the single-process layer.
 
 The backward of an all-to-all is the all-to-all with input and output splits swapped
-(`_AllToAll`). Capacity is per sequence, so routing needs no communication and the outputs equal
-the single-process layer's on the same tokens. Aux losses and stats are those of each rank's
-tokens (like a per-group loss in Switch); the replicated parameters' gradients are per-rank
-partial sums that data parallelism all-reduces (`replicated_parameters`).
+(`_AllToAll`). The rows exchanged with each rank come back in the output's routing
+(`Routing.splits`; `routing_stats` reports them as "sent_to" and "received_from"): the layer
+stores nothing during forward. Capacity is per sequence, so routing needs no communication and
+the outputs equal the single-process layer's on the same tokens. Aux losses and stats are those
+of each rank's tokens (like a per-group loss in Switch); the replicated parameters' gradients
+are per-rank partial sums that data parallelism all-reduces (`replicated_parameters`).
 
 `scripts/distributed/expert_parallel_check.py` checks it against the single-process layer and
 times the all-to-all under torchrun.
@@ -23,7 +25,7 @@ times the all-to-all under torchrun.
 
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -46,7 +48,6 @@ def check_expert_parallel(n_expert: int, world_size: int) -> int:
 
 class _AllToAll(torch.autograd.Function):
     """all_to_all_single with uneven splits; its gradient flows back by the reverse exchange."""
-    seconds = 0.0  # time spent inside the exchanges (for the benchmark)
 
     @staticmethod
     def forward(ctx, x, out_splits, in_splits, group):
@@ -60,10 +61,8 @@ class _AllToAll(torch.autograd.Function):
 
 
 def _exchange(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group) -> torch.Tensor:
-    t0 = time.perf_counter()
     out = x.new_empty(sum(out_splits), *x.shape[1:])
     dist.all_to_all_single(out, x.contiguous(), out_splits, in_splits, group=group)
-    _AllToAll.seconds += time.perf_counter() - t0
     return out
 
 
@@ -97,7 +96,8 @@ class ExpertParallelMoE(nn.Module):
         return [p for n, p in self.moe.named_parameters() if not n.startswith("experts.")]
 
     def forward(self, x: torch.Tensor) -> MLPOutput:
-        """(B, T, C) -> MLPOutput(hidden, aux_losses, routing), as `MoE.forward`."""
+        """(B, T, C) -> MLPOutput(hidden, aux_losses, routing), as `MoE.forward`; the routing's
+        `splits` are the rows sent to and received from each rank."""
         moe, W, El = self.moe, self.world_size, self.n_local
         B, T, C = x.shape
         r = moe.route(x)
@@ -116,7 +116,6 @@ class ExpertParallelMoE(nn.Module):
         dist.all_to_all_single(recv_counts, send_counts, group=self.group)
         send_splits = send_counts.view(W, El).sum(1).tolist()
         recv_splits = recv_counts.view(W, El).sum(1).tolist()
-        self.last_splits = (send_splits, recv_splits)           # rows to / from each rank
         # 2. tokens out, ordered by source rank then local expert
         received = _AllToAll.apply(xf[token], recv_splits, send_splits, self.group)
         # 3. regroup by local expert, compute, restore the arrival order
@@ -132,4 +131,4 @@ class ExpertParallelMoE(nn.Module):
         out = torch.zeros_like(xf).index_add_(0, token, back * weight[:, None].to(x.dtype))
         if moe.shared is not None:
             out = out + moe.shared.expert(xf, 0)
-        return moe.output(out.reshape(B, T, C), r)
+        return moe.output(out.reshape(B, T, C), replace(r, splits=(send_splits, recv_splits)))

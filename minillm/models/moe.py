@@ -36,7 +36,7 @@ Departures and conventions:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,8 @@ class Routing:
     weights: torch.Tensor       # (G, S, k) combine weights g
     keep: torch.Tensor          # (G, S, k) False where capacity dropped the assignment
     capacity: int | None
+    # under expert parallelism: (rows sent to, rows received from) each rank; None in one process
+    splits: tuple[list[int], list[int]] | None = None
 
 
 def route(logits: torch.Tensor, top_k: int, capacity: int | None) -> Routing:
@@ -252,21 +254,24 @@ class MoE(nn.Module):
         expert-parallel layer, minillm.distributed.expert_parallel)."""
         aux = {"moe_balance": self.balance_coef * balance_loss(r.probs, r.expert_index),
                "moe_z": self.z_coef * router_z_loss(r.logits)}
-        routing = Routing(*(t.detach() if torch.is_tensor(t) else t for t in
-                            (r.logits, r.probs, r.expert_index, r.weights, r.keep, r.capacity)))
+        routing = replace(r, **{k: v.detach() for k, v in vars(r).items() if torch.is_tensor(v)})
         return MLPOutput(self.dropout(out), aux, routing)
 
 
 def routing_stats(routing: Routing, n_expert: int) -> dict[str, torch.Tensor]:
     """Diagnostics of one MoE layer's routing: {"load" (E,) share of the top-k assignments per
     expert (before capacity), "dropped" share of assignments over capacity, "entropy" mean
-    router entropy in nats}."""
+    router entropy in nats}; under expert parallelism also "sent_to" and "received_from" (W,):
+    the token rows this rank exchanged with each rank."""
     with torch.no_grad():
         load = torch.bincount(routing.expert_index.reshape(-1), minlength=n_expert)
         entropy = -(routing.probs * torch.log(routing.probs.clamp_min(1e-20))).sum(-1).mean()
-        return {"load": load.float() / routing.expert_index.numel(),
-                "dropped": 1.0 - routing.keep.float().mean(),
-                "entropy": entropy}
+        stats = {"load": load.float() / routing.expert_index.numel(),
+                 "dropped": 1.0 - routing.keep.float().mean(),
+                 "entropy": entropy}
+        if routing.splits is not None:
+            stats["sent_to"], stats["received_from"] = map(torch.tensor, routing.splits)
+        return stats
 
 
 def moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:

@@ -7,26 +7,61 @@
 runs each rank's share in one process, and `ExpertParallelMoE` runs it spread over the ranks.
 Each rank writes the largest difference of outputs, auxiliary losses and gradients, the share
 of assignments dropped by capacity, and the rows it sent to and received from every rank.
-`--bench`: forward + backward steps of the expert-parallel layer, and the part of them spent in
-the token exchanges. Both flags together run both in one launch. Used by
+It also lists any module attribute the forward set (there should be none: the rows exchanged
+come back in the output's `Routing.splits`). `--bench`: forward + backward steps of the
+expert-parallel layer, and the part of them spent in the token exchanges (timed by wrapping
+`torch.distributed.all_to_all_single` while the steps run). Both flags together run both in one
+launch. Used by
 tests/test_expert_parallel.py, benchmarks/moe.py and chapter 08.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
 
-from minillm.distributed.expert_parallel import ExpertParallelMoE, _AllToAll
+from minillm.distributed.expert_parallel import ExpertParallelMoE
 from minillm.models.moe import MoE, routing_stats
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item() if a.numel() else 0.0
+
+
+def _state(module: torch.nn.Module) -> dict[str, object]:
+    """Every plain attribute of every submodule, by "module.attribute" (parameters excluded)."""
+    return {f"{name}.{key}": value for name, m in module.named_modules()
+            for key, value in vars(m).items()
+            if key not in ("_parameters", "_buffers", "_modules")}
+
+
+@contextlib.contextmanager
+def _timed_exchanges(seconds: list[float]) -> Iterator[None]:
+    """Add to seconds[0] the time of every all_to_all_single given split sizes: the token
+    exchanges out and back, forward and backward (the count exchange passes no splits)."""
+    original = dist.all_to_all_single
+
+    @functools.wraps(original)
+    def timed(*args, **kwargs):
+        splits = args[2] if len(args) > 2 else kwargs.get("output_split_sizes")
+        t0 = time.perf_counter()
+        result = original(*args, **kwargs)
+        if splits is not None:
+            seconds[0] += time.perf_counter() - t0
+        return result
+
+    dist.all_to_all_single = timed
+    try:
+        yield
+    finally:
+        dist.all_to_all_single = original
 
 
 def run_check(args) -> dict:
@@ -53,7 +88,11 @@ def run_check(args) -> dict:
     ep_moe.load_state_dict(ref.state_dict())
     ep = ExpertParallelMoE(ep_moe)
     xs, gs = shards[rank]
+    before = _state(ep)
     y, aux, routing = ep(xs)
+    after = _state(ep)
+    stored = sorted(k for k in before.keys() | after.keys()
+                    if before.get(k, "missing") is not after.get(k, "missing"))
     ((y * gs).sum() + sum(aux.values())).backward()
     for p in ep.replicated_parameters():
         dist.all_reduce(p.grad)
@@ -62,12 +101,12 @@ def run_check(args) -> dict:
     for n, p in ep.moe.named_parameters():
         want = ref_grads[n][lo:hi] if n.startswith("experts.") else ref_grads[n]
         grad_diff = max(grad_diff, _max_diff(p.grad, want))
-    result = {"rank": rank, "world_size": W, "out_diff": _max_diff(y.detach(), ref_outs[rank]),
-              "aux_diff": max(abs(aux[k].item() - v) for k, v in ref_aux[rank].items()),
-              "grad_diff": grad_diff,
-              "dropped": routing_stats(routing, ep.moe.n_expert)["dropped"].item(),
-              "sent_to": ep.last_splits[0], "received_from": ep.last_splits[1]}
-    return result
+    stats = routing_stats(routing, ep.moe.n_expert)
+    return {"rank": rank, "world_size": W, "out_diff": _max_diff(y.detach(), ref_outs[rank]),
+            "aux_diff": max(abs(aux[k].item() - v) for k, v in ref_aux[rank].items()),
+            "grad_diff": grad_diff, "dropped": stats["dropped"].item(),
+            "sent_to": stats["sent_to"].tolist(), "received_from": stats["received_from"].tolist(),
+            "forward_stored": stored}
 
 
 def run_bench(args) -> dict:
@@ -80,14 +119,15 @@ def run_bench(args) -> dict:
     for _ in range(3):
         ep(x).hidden.sum().backward()
     dist.barrier()
-    _AllToAll.seconds = 0.0
+    exchanges = [0.0]
     t0 = time.perf_counter()
-    for _ in range(args.steps):
-        ep(x).hidden.sum().backward()
+    with _timed_exchanges(exchanges):
+        for _ in range(args.steps):
+            ep(x).hidden.sum().backward()
     dist.barrier()
     step = (time.perf_counter() - t0) / args.steps
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "step_ms": 1e3 * step,
-            "all_to_all_ms": 1e3 * _AllToAll.seconds / args.steps,
+            "all_to_all_ms": 1e3 * exchanges[0] / args.steps,
             "tokens_per_rank": args.batch * args.seq}
 
 
