@@ -29,10 +29,11 @@ from dataclasses import replace
 
 import torch
 import torch.distributed as dist
+from einops import rearrange, reduce, repeat
 from torch import nn
 
 from minillm.models.base import MLPOutput
-from minillm.models.moe import Experts, MoE
+from minillm.models.moe import Experts, MoE, dispatch_order
 
 __all__ = ["ExpertParallelMoE", "check_expert_parallel"]
 
@@ -99,28 +100,21 @@ class ExpertParallelMoE(nn.Module):
         """(B, T, C) -> MLPOutput(hidden, aux_losses, routing), as `MoE.forward`; the routing's
         `splits` are the rows sent to and received from each rank."""
         moe, W, El = self.moe, self.world_size, self.n_local
-        B, T, C = x.shape
         r = moe.route(x)
-        xf = x.reshape(B * T, C)
-        expert = r.expert_index.reshape(-1)
-        token = torch.arange(B * T, device=x.device).repeat_interleave(moe.top_k)
-        weight = r.weights.reshape(-1)
-        kept = r.keep.reshape(-1).nonzero().squeeze(1)
-        expert, token, weight = expert[kept], token[kept], weight[kept]
-        order = torch.argsort(expert, stable=True)             # by expert = by destination rank
-        token, weight = token[order], weight[order]
-        # 1. counts: send_counts[e] rows for global expert e; recv_counts[s * El + j] rows from
-        #    rank s for my local expert j
+        xf = rearrange(x, "b t c -> (b t) c")
+        expert, token, weight = dispatch_order(r)              # by expert = by destination rank
+        # 1. counts: send_counts[e] rows for global expert e = w El + j (rank w's local expert
+        #    j); recv_counts[s El + j] rows from rank s for my local expert j
         send_counts = torch.bincount(expert, minlength=moe.n_expert)
         recv_counts = torch.empty_like(send_counts)
         dist.all_to_all_single(recv_counts, send_counts, group=self.group)
-        send_splits = send_counts.view(W, El).sum(1).tolist()
-        recv_splits = recv_counts.view(W, El).sum(1).tolist()
+        send_splits = reduce(send_counts, "(w j) -> w", "sum", w=W).tolist()
+        recv_splits = reduce(recv_counts, "(w j) -> w", "sum", w=W).tolist()
         # 2. tokens out, ordered by source rank then local expert
         received = _AllToAll.apply(xf[token], recv_splits, send_splits, self.group)
         # 3. regroup by local expert, compute, restore the arrival order
-        local_expert = torch.arange(El, device=x.device).repeat(W)
-        local_expert = local_expert.repeat_interleave(recv_counts)
+        local_expert = repeat(torch.arange(El, device=x.device), "j -> (w j)", w=W)
+        local_expert = local_expert.repeat_interleave(recv_counts)  # one per received row
         perm = torch.argsort(local_expert, stable=True)
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(perm.numel(), device=x.device)
@@ -131,4 +125,5 @@ class ExpertParallelMoE(nn.Module):
         out = torch.zeros_like(xf).index_add_(0, token, back * weight[:, None].to(x.dtype))
         if moe.shared is not None:
             out = out + moe.shared.expert(xf, 0)
-        return moe.output(out.reshape(B, T, C), replace(r, splits=(send_splits, recv_splits)))
+        out = rearrange(out, "(b t) c -> b t c", b=x.shape[0])
+        return moe.output(out, replace(r, splits=(send_splits, recv_splits)))
