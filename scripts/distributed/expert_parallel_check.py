@@ -11,8 +11,7 @@ It also lists any module attribute the forward set (there should be none: the ro
 come back in the output's `Routing.splits`). `--bench`: forward + backward steps of the
 expert-parallel layer, and the part of them spent in the token exchanges (timed by wrapping
 `torch.distributed.all_to_all_single` while the steps run). Both flags together run both in one
-launch. Used by
-tests/test_expert_parallel.py, benchmarks/moe.py and chapter 08.
+launch. Used by tests/test_expert_parallel.py, benchmarks/moe.py and chapter 08.
 """
 
 from __future__ import annotations
