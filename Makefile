@@ -89,7 +89,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/
 
 lint: $(STAMP)
-	$(BIN)/ruff check minillm tests benchmarks data
+	$(BIN)/ruff check minillm tests benchmarks scripts data
 
 # Re-resolve every dependency to today's newest versions in a scratch venv and write them to
 # constraints.txt (the lock `make venv` installs from). Re-execute the chapters afterwards

@@ -2,12 +2,12 @@
 then tensor and pipeline parallelism beside DP: step time and communication per step.
 
 Every configuration trains the same GPT (the course model's width by default) for a few steps
-through `minillm.distributed.workbench`, launched with `minillm.distributed.launch`; memory is
+through `scripts/distributed/workbench.py`, launched with `minillm.distributed.launch`; memory is
 the per-rank bytes of parameters + gradients + Adam states after the last step, measured from
 the live tensors. Reported ratios: own DDP / torch DDP step time (target >= 0.9x throughput,
 i.e. time ratio <= 1.11) and own ZeRO-3 / FSDP2.
 
-The second table runs `minillm.distributed.parallel_bench` at the same world sizes on the same
+The second table runs `scripts/distributed/parallel_bench.py` at the same world sizes on the same
 tokens per step (world x batch sequences; TP and PP see the whole global batch, which DP splits):
 tensor parallelism over all ranks, and pipeline parallelism with one stage per rank under GPipe
 and 1F1B with `--micro` micro-batches. Communication is what every rank hands to collectives and
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from minillm.distributed.launch import launch
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "distributed"
 STRATEGIES = "own_ddp,ddp,zero1,zero2,zero3,fsdp"
 PARALLEL = {"tp": "TP", "pp_gpipe": "PP GPipe", "pp_1f1b": "PP 1F1B"}
 
@@ -44,7 +45,7 @@ def _parallel_rows(a, worlds: list[int], dp: dict, tmp: str) -> list[tuple]:
     tied = 257  # the tied embedding's gradient travels between the first and last stage
     for world in worlds:
         out = Path(tmp) / f"parallel{world}"
-        launch(["-m", "minillm.distributed.parallel_bench", "--out", str(out), "--runs", "tp,pp",
+        launch([str(SCRIPTS / "parallel_bench.py"), "--out", str(out), "--runs", "tp,pp",
                 "--micro", str(a.micro), "--steps", str(a.steps), "--d-model", str(a.d_model),
                 "--n-layer", str(a.n_layer), "--seq-len", str(a.seq_len), "--batch",
                 str(world * a.batch), "--vocab", "257", "--n-head", "4"], world, timeout=600,
@@ -92,7 +93,7 @@ def main() -> None:
                 out = Path(tmp) / f"w{world}_{k}"
                 order = names.split(",")
                 order = order[k % len(order):] + order[:k % len(order)]  # rotate per round
-                launch(["-m", "minillm.distributed.workbench", "--out", str(out), "--strategies",
+                launch([str(SCRIPTS / "workbench.py"), "--out", str(out), "--strategies",
                         ",".join(order), *common], world, timeout=600,
                        env={"OMP_NUM_THREADS": "1"})
                 for name, r in json.loads((out / "results.json").read_text()).items():

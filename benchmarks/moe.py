@@ -26,6 +26,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).pa
 from minillm.models.mlp import SwiGLU  # noqa: E402
 from minillm.models.moe import MoE, moe_reference  # noqa: E402
 
+EP_CHECK = Path(__file__).resolve().parents[1] / "scripts/distributed/expert_parallel_check.py"
+
 
 def tokens_per_s(fn, x, repeats: int, backward: bool = True) -> float:
     best = float("inf")
@@ -84,10 +86,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc_per_node=2", "-m", "minillm.distributed.expert_parallel",
-                        "--bench", str(out), "--n-expert", "8", "--top-k", "2", "--d-model",
-                        str(d), "--d-ff", str(f), "--batch", str(a.tokens // 2 // 256),
-                        "--seq", "256", "--steps", "10"], check=True,
+                        "--nproc_per_node=2", str(EP_CHECK), "--bench", str(out), "--n-expert",
+                        "8", "--top-k", "2", "--d-model", str(d), "--d-ff", str(f), "--batch",
+                        str(a.tokens // 2 // 256), "--seq", "256", "--steps", "10"], check=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
         res = json.loads(out.read_text())
     for r in res:

@@ -1,5 +1,5 @@
 """What the tensor- and pipeline-parallel tests share: one launch of
-`minillm.distributed.parallel_bench` per world size, and a comparison of its saved tensors.
+`scripts/distributed/parallel_bench.py` per world size, and a comparison of its saved tensors.
 
     from parallel_reference import assert_tensors_close, run_parallel_bench
 """
@@ -13,6 +13,8 @@ import torch
 
 from minillm.distributed.launch import launch
 
+RUNNER = Path(__file__).resolve().parents[1] / "scripts" / "distributed" / "parallel_bench.py"
+
 
 def run_parallel_bench(tmp_path_factory, tag: str, nproc: int, args: list[str]
                        ) -> tuple[int, Path, dict]:
@@ -22,8 +24,8 @@ def run_parallel_bench(tmp_path_factory, tag: str, nproc: int, args: list[str]
         (nproc, the folder, its results.json).
     """
     out = tmp_path_factory.mktemp(f"{tag}{nproc}")
-    launch(["-m", "minillm.distributed.parallel_bench", "--out", str(out), *args], nproc,
-           timeout=300, env={"OMP_NUM_THREADS": "1"})
+    launch([str(RUNNER), "--out", str(out), *args], nproc, timeout=300,
+           env={"OMP_NUM_THREADS": "1"})
     return nproc, out, json.loads((out / "results.json").read_text())
 
 

@@ -1,8 +1,9 @@
 """DDP, ZeRO 1-3 and FSDP over gloo against independent references (2, 3 and 4 processes).
 
-Each world size launches the workbench once (a free port per launch, so tests run in parallel):
-every strategy trains the same tiny GPT on the same global batches, and "single" trains the
-whole global batch in one process. References:
+Each world size launches the workbench (`scripts/distributed/workbench.py`) once (each launch
+holds its own rendezvous port, so tests run in parallel): every strategy trains the same tiny
+GPT on the same global batches, and "single" trains the whole global batch in one process.
+References:
 - one process: equal within 1e-4 (ranks average per-rank mean losses; float sums in another
   order differ in the last bits, which Adam's normalised first steps amplify to ~1e-5);
 - torch DDP for own DDP, ZeroRedundancyOptimizer for own ZeRO-1, FSDP2 for own ZeRO-3:
@@ -18,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,7 +36,7 @@ CASES = {  # world size -> what the run also covers
     3: ["--d-ff", "37", "--accum", "2", "--frozen", "--checkpointing"],  # odd world, no_sync
     4: ["--d-ff", "37", "--untied", "--accum", "2", "--clip", "0.5"],    # padding, clipping
 }
-WB = ["-m", "minillm.distributed.workbench"]
+WB = [str(Path(__file__).resolve().parents[1] / "scripts" / "distributed" / "workbench.py")]
 ENV = {"OMP_NUM_THREADS": "1"}
 
 

@@ -4,10 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from minillm.distributed.expert_parallel import check_expert_parallel
+
+CHECK = Path(__file__).resolve().parents[1] / "scripts/distributed/expert_parallel_check.py"
 
 
 def _launch(tmp_path, nproc, *args):
@@ -15,7 +18,7 @@ def _launch(tmp_path, nproc, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-         "-m", "minillm.distributed.expert_parallel", "--check", str(out), *args],
+         str(CHECK), "--check", str(out), *args],
         env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(out.read_text())
@@ -34,6 +37,7 @@ def test_expert_parallel_outputs_and_gradients_equal_one_process(tmp_path, nproc
         assert r["world_size"] == nproc
         assert r["out_diff"] <= 1e-5 and r["aux_diff"] <= 1e-6 and r["grad_diff"] <= 1e-5, r
         assert sum(r["sent_to"]) > 0
+        assert r["forward_stored"] == []  # the splits come back in the routing, not on the module
     # tokens really travelled: some rank sent rows to another rank, unevenly
     sent = [r["sent_to"] for r in results]
     assert any(s[j] > 0 for i, s in enumerate(sent) for j in range(nproc) if j != i)

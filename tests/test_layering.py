@@ -3,8 +3,10 @@
 Every top-level module and subpackage of `minillm/` must be in `LAYERS` (a new one fails until
 it is placed); a module may import only from its own layer or below. Imports inside functions
 count (a lazy import is still a dependency), and so do imports under `if TYPE_CHECKING:`: a
-type-only import still ties the modules together for a reader and a type checker. The cycle check works on modules (files): `from minillm.a import b` depends on
-`minillm/a/b.py` when that is a module, else on `minillm/a/__init__.py`.
+type-only import still ties the modules together for a reader and a type checker. The cycle
+check works on modules (files): `from minillm.a import b` depends on `minillm/a/b.py` when that
+is a module, else on `minillm/a/__init__.py`. Below the layers: the library needs no [course]
+extra, and experiment drivers are scripts (only `RUNNABLE` modules have a `__main__` block).
 """
 
 from __future__ import annotations
@@ -195,3 +197,45 @@ def test_import_minillm_loads_no_plotting_or_notebook_package():
             f"print(sorted(set({sorted(COURSE_ONLY)!r}) & set(m.split('.')[0] for m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# ---- experiments are scripts, not library modules ---------------------------------------------
+# The modules that may run as `python -m`: the command line, the course's two documented recipes
+# (`make book`; the lineage's --write), and dpo_run, whose old entry point only says where it
+# went. Everything else that drives an experiment (the distributed workbench, the TP/PP runner,
+# the expert-parallel check) lives in scripts/ and is launched by path.
+RUNNABLE = {"minillm.cli", "minillm.course.book", "minillm.course.lineage",
+            "minillm.alignment.dpo_run"}
+
+
+def has_main_block(path: Path) -> bool:
+    """Whether the file has a top-level `if __name__ == "__main__":`."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        test = node.test if isinstance(node, ast.If) else None
+        if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+                and test.left.id == "__name__" and len(test.comparators) == 1
+                and isinstance(test.comparators[0], ast.Constant)
+                and test.comparators[0].value == "__main__"):
+            return True
+    return False
+
+
+def runnable_modules(root: Path = PKG) -> set[str]:
+    return {module_name(f, root) for f in sorted(root.rglob("*.py")) if has_main_block(f)}
+
+
+def test_experiment_drivers_live_in_scripts_not_in_the_library():
+    extra = runnable_modules() - RUNNABLE
+    assert not extra, (f"library modules with a __main__ block: {sorted(extra)}; an experiment "
+                       "driver belongs in scripts/ (run by path), a command in minillm.cli")
+
+
+def test_the_main_block_guard_finds_a_driver(tmp_path):
+    root = tmp_path / "minillm"
+    (root / "distributed").mkdir(parents=True)
+    (root / "distributed" / "bench.py").write_text(
+        "def main():\n    pass\n\n\nif __name__ == '__main__':\n    main()\n")
+    (root / "distributed" / "plain.py").write_text(
+        "def f():\n    if __name__ == '__main__':\n        pass\n")  # not at the top level
+    assert runnable_modules(root) == {"minillm.distributed.bench"}
+    assert runnable_modules() >= {"minillm.cli"}

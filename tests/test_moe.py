@@ -1,6 +1,7 @@
 """Mixture of Experts (minillm.models.moe) against Hugging Face's Mixtral and Switch Transformers,
 the teaching loop, hand-built capacity cases and the loss formulas."""
 
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +10,9 @@ import torch
 from minillm.models import GPT, GPTConfig
 from minillm.models.moe import (
     MoE,
+    Routing,
     balance_loss,
+    dispatch_order,
     expert_capacity,
     moe_reference,
     route,
@@ -179,6 +182,10 @@ def test_aux_losses_carry_their_coefficients_and_stats_add_up():
     torch.testing.assert_close(s["dropped"], 1 - r.keep.float().mean())
     p = r.probs
     torch.testing.assert_close(s["entropy"], -(p * p.log()).sum(-1).mean())
+    assert out.routing.splits is None and "sent_to" not in s  # one process: nothing exchanged
+    assert not out.routing.logits.requires_grad and r.logits.requires_grad  # detached copy
+    exchanged = routing_stats(dataclasses.replace(out.routing, splits=([5, 3], [4, 4])), 4)
+    assert exchanged["sent_to"].tolist() == [5, 3] and exchanged["received_from"].tolist() == [4, 4]
 
 
 # ---- capacity and dropping on hand-built cases -------------------------------------------------
@@ -224,6 +231,18 @@ def test_top2_first_choices_fill_before_second_choices():
     # expert 0 takes the first choices of tokens 2 and 3 before the second choices of 0 and 1
     assert r.keep[0].tolist() == [[True, False], [True, False], [True, True], [True, True]]
     torch.testing.assert_close(moe(x).hidden, moe_reference(moe, x))
+
+
+def test_dispatch_order_sorts_kept_assignments_by_expert_then_token():
+    # 2 sequences of 2 tokens, k = 2: tokens are rows 0-3 of the flattened batch
+    index = torch.tensor([[[1, 0], [2, 1]], [[0, 2], [1, 0]]])
+    weights = torch.tensor([[[0.6, 0.4], [0.7, 0.3]], [[0.9, 0.1], [0.5, 0.5]]])
+    keep = torch.tensor([[[True, True], [True, False]], [[True, True], [True, True]]])
+    r = Routing(weights.log(), weights, index, weights, keep, None)
+    expert, token, weight = dispatch_order(r)
+    assert expert.tolist() == [0, 0, 0, 1, 1, 2, 2]
+    assert token.tolist() == [0, 2, 3, 0, 3, 1, 2]        # (token 1's choice of expert 1: dropped)
+    assert weight.tolist() == pytest.approx([0.4, 0.9, 0.5, 0.6, 0.5, 0.7, 0.1])
 
 
 def test_capacity_is_counted_per_sequence():

@@ -1,6 +1,6 @@
 """Pipeline parallelism over 2 and 4 gloo processes (stages), GPipe and 1F1B, m = 1..4.
 
-Each world size launches `minillm.distributed.parallel_bench` once: the same tiny GPT (4
+Each world size launches `scripts/distributed/parallel_bench.py` once: the same tiny GPT (4
 blocks, seeded) trains 3 AdamW steps as one process accumulating m micro-batches
 ("single_m{m}") and as p stages under each schedule ("pp_{schedule}_m{m}"). The stages' gathered
 gradients equal the accumulation's (same per-micro-batch arithmetic; the tied embedding's two

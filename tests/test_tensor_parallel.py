@@ -1,6 +1,6 @@
 """Tensor parallelism (and data x tensor parallelism) over 2 and 4 gloo processes.
 
-Each world size launches `minillm.distributed.parallel_bench` once: the same tiny GPT (seeded)
+Each world size launches `scripts/distributed/parallel_bench.py` once: the same tiny GPT (seeded)
 trains 3 AdamW steps as one process on rank 0 ("single_m1") and tensor-parallel over all ranks
 ("tp"; at 4 processes also "dp_tp", a 2 x 2 mesh). The shards' logits, loss and gathered
 gradients equal one process's within float summation order, the weights after 3 steps within

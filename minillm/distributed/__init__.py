@@ -6,11 +6,14 @@ optimizer, and says how to clip gradients and gather the weights for a checkpoin
 "single" and "ddp"; `strategies` adds the written-out bucketed DDP ("own_ddp", `ddp`), ZeRO
 stages 1-3 over flat shards ("zero1/2/3", `zero`) and torch's FSDP2 ("fsdp", `fsdp`). `memory`
 measures per-rank bytes and communication beside the ZeRO paper's formulas, `launch` starts
-worker processes and ends them all when one fails, `workbench` is what the tests, the chapter
-and the benchmark run under it, `expert_parallel` spreads a mixture of experts over ranks.
-`tensor_parallel` splits each block's matrices over ranks (Megatron-LM), `pipeline` splits the
-blocks into stages fed by micro-batches (GPipe, 1F1B), and `parallel_bench` runs both beside one
-process for the tests, the chapter and the benchmark.
+worker processes and ends them all when one fails, `expert_parallel` spreads a mixture of
+experts over ranks, `tensor_parallel` splits each block's matrices over ranks (Megatron-LM), and
+`pipeline` splits the blocks into stages fed by micro-batches (GPipe, 1F1B).
+
+The experiments that run these side by side (the tests, chapter 10 and the benchmark launch
+them) are scripts, not library code: `scripts/distributed/workbench.py` (the data-parallel
+strategies) and `scripts/distributed/parallel_bench.py` (tensor and pipeline parallelism beside
+one process).
 """
 
 from minillm.distributed import strategies  # noqa: F401  (registers the sharded strategies)

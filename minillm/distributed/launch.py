@@ -84,7 +84,8 @@ def launch(args: Sequence[str], nproc: int, timeout: float = 300.0, grace: float
     """Run `python *args` as `nproc` ranks of one process group on this machine.
 
     Args:
-        args: arguments after the interpreter, e.g. ["-m", "minillm.distributed.workbench", ...].
+        args: arguments after the interpreter: a script and its options, e.g.
+            ["scripts/distributed/workbench.py", "--out", "run"], or ["-m", module, ...].
         nproc: number of processes (the world size).
         timeout: seconds the whole run may take before every rank is killed.
         grace: seconds the other ranks get to exit after one failed, before they are killed.

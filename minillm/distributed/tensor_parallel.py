@@ -36,6 +36,7 @@ import copy
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from minillm.models.attention import CausalSelfAttention
@@ -93,7 +94,8 @@ def reduce_from_tensor_parallel(x: torch.Tensor, group=None) -> torch.Tensor:
 def column_shard_rows(pieces: list[int], n: int, rank: int) -> torch.Tensor:
     """The output rows rank `rank` of `n` holds: each piece (e.g. q, k, v of a fused projection,
     sizes in order) split evenly, this rank's slices joined: [q_r, k_r, v_r]."""
-    return torch.cat([rows.chunk(n)[rank] for rows in torch.arange(sum(pieces)).split(pieces)])
+    rows = torch.arange(sum(pieces))                      # the whole matrix's output rows
+    return torch.cat([rearrange(piece, "(n r) -> n r", n=n)[rank] for piece in rows.split(pieces)])
 
 
 class ColumnParallelLinear(nn.Module):
@@ -145,7 +147,7 @@ class RowParallelLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear, group=None) -> RowParallelLinear:
         """This rank's shard of `linear`: an even slice of its input columns."""
         rank, n = dist.get_rank(group), _world(group)
-        return cls(linear.weight.chunk(n, dim=1)[rank], linear.bias, group)
+        return cls(rearrange(linear.weight, "o (n i) -> n o i", n=n)[rank], linear.bias, group)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = reduce_from_tensor_parallel(F.linear(x, self.weight), self.group)
@@ -239,11 +241,11 @@ def gather_tensor_parallel_state_dict(model: GPT, group=None, grads: bool = Fals
         if grads:
             value = value.grad
         owner, _, kind = key.rpartition(".")
-        if owner in column:
-            parts = modules[owner].parts
-            shards = [s.split(parts) for s in _gather(value, group)]  # per rank: its pieces
-            value = torch.cat([torch.cat([s[i] for s in shards]) for i in range(len(parts))])
+        if owner in column:  # per piece (q, k, v), every rank's rows in rank order
+            per_rank = [s.split(modules[owner].parts) for s in _gather(value, group)]
+            value = torch.cat([rearrange(list(piece), "n r ... -> (n r) ...")
+                               for piece in zip(*per_rank, strict=True)])
         elif owner in row and kind == "weight":
-            value = torch.cat(_gather(value, group), dim=1)
+            value = rearrange(_gather(value, group), "n o i -> o (n i)")
         out[key] = value.detach().clone()
     return out

@@ -36,17 +36,18 @@ Departures and conventions:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import nn
 
 from minillm.models.base import MLPOutput
 from minillm.models.config import check_moe_args
 
-__all__ = ["MoE", "Experts", "Routing", "route", "expert_capacity", "balance_loss",
-           "router_z_loss", "moe_reference", "routing_stats"]
+__all__ = ["MoE", "Experts", "Routing", "route", "dispatch_order", "expert_capacity",
+           "balance_loss", "router_z_loss", "moe_reference", "routing_stats"]
 
 
 def expert_capacity(tokens_per_group: int, n_expert: int, top_k: int,
@@ -67,6 +68,8 @@ class Routing:
     weights: torch.Tensor       # (G, S, k) combine weights g
     keep: torch.Tensor          # (G, S, k) False where capacity dropped the assignment
     capacity: int | None
+    # under expert parallelism: (rows sent to, rows received from) each rank; None in one process
+    splits: tuple[list[int], list[int]] | None = None
 
 
 def route(logits: torch.Tensor, top_k: int, capacity: int | None) -> Routing:
@@ -78,14 +81,29 @@ def route(logits: torch.Tensor, top_k: int, capacity: int | None) -> Routing:
     if capacity is None:
         keep = torch.ones_like(idx, dtype=torch.bool)
     else:
-        G, S, k = idx.shape
-        onehot = F.one_hot(idx, logits.shape[-1])                          # (G, S, k, E)
+        onehot = F.one_hot(idx, logits.shape[-1])
         # priority order: choice 0 of every token, then choice 1, ...; tokens in order
-        ranked = onehot.transpose(1, 2).reshape(G, k * S, -1)               # (G, k*S, E)
+        ranked = rearrange(onehot, "g s k e -> g (k s) e")
         slot = (torch.cumsum(ranked, dim=1) - 1) * ranked                  # 0-based slot
-        slot = slot.sum(-1).reshape(G, k, S).transpose(1, 2)               # (G, S, k)
+        slot = rearrange(slot.sum(-1), "g (k s) -> g s k", k=top_k)
         keep = slot < capacity
     return Routing(logits.float(), probs, idx, weights, keep, capacity)
+
+
+def dispatch_order(r: Routing) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The assignments `r` kept, sorted by expert (stably: in token order within an expert).
+
+    Returns: (expert, token, weight), each (M,) for the M kept assignments: the expert, the
+    token's row in the flattened (G S) tokens, and its combine weight g.
+    """
+    G, S, k = r.expert_index.shape
+    expert = rearrange(r.expert_index, "g s k -> (g s k)")
+    token = repeat(torch.arange(G * S, device=expert.device), "n -> (n k)", k=k)
+    weight = rearrange(r.weights, "g s k -> (g s k)")
+    kept = rearrange(r.keep, "g s k -> (g s k)").nonzero().squeeze(1)
+    expert, token, weight = expert[kept], token[kept], weight[kept]
+    order = torch.argsort(expert, stable=True)
+    return expert[order], token[order], weight[order]
 
 
 def balance_loss(probs: torch.Tensor, expert_index: torch.Tensor,
@@ -228,23 +246,15 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> MLPOutput:
         """(B, T, C) -> MLPOutput(hidden (B, T, C), aux_losses, routing)."""
-        B, T, C = x.shape
         r = self.route(x)
-        xf = x.reshape(B * T, C)
-        # flatten the (token, choice) assignments, keep those within capacity, sort by expert
-        expert = r.expert_index.reshape(-1)                                  # (N*k,)
-        token = torch.arange(B * T, device=x.device).repeat_interleave(self.top_k)
-        weight = r.weights.reshape(-1)
-        kept = r.keep.reshape(-1).nonzero().squeeze(1)
-        expert, token, weight = expert[kept], token[kept], weight[kept]
-        order = torch.argsort(expert, stable=True)
-        token, weight = token[order], weight[order]
+        xf = rearrange(x, "b t c -> (b t) c")
+        expert, token, weight = dispatch_order(r)                          # (M,) each
         counts = torch.bincount(expert, minlength=self.n_expert).tolist()
         y = self.experts(xf[token], counts) * weight[:, None].to(x.dtype)  # (M, C)
         out = torch.zeros_like(xf).index_add_(0, token, y)
         if self.shared is not None:
             out = out + self.shared.expert(xf, 0)
-        return self.output(out.reshape(B, T, C), r)
+        return self.output(rearrange(out, "(b t) c -> b t c", b=x.shape[0]), r)
 
     def output(self, out: torch.Tensor, r: Routing) -> MLPOutput:
         """The layer's result from its combined expert outputs (B, T, C) and the routing that
@@ -252,21 +262,24 @@ class MoE(nn.Module):
         expert-parallel layer, minillm.distributed.expert_parallel)."""
         aux = {"moe_balance": self.balance_coef * balance_loss(r.probs, r.expert_index),
                "moe_z": self.z_coef * router_z_loss(r.logits)}
-        routing = Routing(*(t.detach() if torch.is_tensor(t) else t for t in
-                            (r.logits, r.probs, r.expert_index, r.weights, r.keep, r.capacity)))
+        routing = replace(r, **{k: v.detach() for k, v in vars(r).items() if torch.is_tensor(v)})
         return MLPOutput(self.dropout(out), aux, routing)
 
 
 def routing_stats(routing: Routing, n_expert: int) -> dict[str, torch.Tensor]:
     """Diagnostics of one MoE layer's routing: {"load" (E,) share of the top-k assignments per
     expert (before capacity), "dropped" share of assignments over capacity, "entropy" mean
-    router entropy in nats}."""
+    router entropy in nats}; under expert parallelism also "sent_to" and "received_from" (W,):
+    the token rows this rank exchanged with each rank."""
     with torch.no_grad():
         load = torch.bincount(routing.expert_index.reshape(-1), minlength=n_expert)
         entropy = -(routing.probs * torch.log(routing.probs.clamp_min(1e-20))).sum(-1).mean()
-        return {"load": load.float() / routing.expert_index.numel(),
-                "dropped": 1.0 - routing.keep.float().mean(),
-                "entropy": entropy}
+        stats = {"load": load.float() / routing.expert_index.numel(),
+                 "dropped": 1.0 - routing.keep.float().mean(),
+                 "entropy": entropy}
+        if routing.splits is not None:
+            stats["sent_to"], stats["received_from"] = map(torch.tensor, routing.splits)
+        return stats
 
 
 def moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Tensor and pipeline parallelism of a tiny GPT in one process group, beside one process.
 
-    python -m minillm.distributed.launch ...   (or torchrun --nproc_per_node=N)
-    python -m minillm.distributed.parallel_bench --out DIR --runs tp,pp,dp_tp --steps 3
+    torchrun --standalone --nproc_per_node=2 scripts/distributed/parallel_bench.py \
+        --out DIR --runs single,tp,pp --steps 3
+
+(or `minillm.distributed.launch.launch([...], nproc)`, as the tests, the benchmark and chapter 10
+do).
 
 Every run builds the same GPT from `--seed` and trains it on the same global batches (AdamW):
 - "single": rank 0 alone, one process accumulating each micro-batch count in `--micro`
@@ -333,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        raise SystemExit("launch with 2 or more processes (torchrun or minillm.distributed.launch)")
+        raise SystemExit("launch with 2 or more processes (torchrun, or "
+                         "minillm.distributed.launch.launch)")
     from minillm.distributed.launch import run_rank
 
     run_rank(main)

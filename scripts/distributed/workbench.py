@@ -1,7 +1,10 @@
 """Train a tiny GPT for a few steps under several strategies in one process group; write results.
 
-    python -m minillm.distributed.launch ...   (or torchrun --nproc_per_node=N)
-    python -m minillm.distributed.workbench --out DIR --strategies single,own_ddp,zero3 --steps 3
+    torchrun --standalone --nproc_per_node=2 scripts/distributed/workbench.py \
+        --out DIR --strategies single,own_ddp,zero3 --steps 3
+
+(or `minillm.distributed.launch.launch(["scripts/distributed/workbench.py", ...], nproc)`, which
+ends every rank when one fails: what the tests, the benchmark and chapter 10 call).
 
 Every strategy starts from the same weights (seed) and sees the same global batches (rank r
 trains on slice r; "single" trains the whole global batch in rank 0 alone, the one-process
