@@ -248,8 +248,9 @@ def _check_run_folder(args: argparse.Namespace, config) -> None:
             raise ValueError(f"--output-dir {folder} already holds a run (latest.json): pass "
                              "--resume to continue it, --overwrite-output-dir to start over, or "
                              "another --output-dir")
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-        (folder / "latest.json").unlink()
+        if int(os.environ.get("RANK", 0)) == 0:  # (under torchrun, rank 0 clears it)
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+            (folder / "latest.json").unlink(missing_ok=True)
     if config.strategy not in ("auto", "single") and "WORLD_SIZE" not in os.environ:
         print(f"minillm {args.command}: warning: --strategy {config.strategy} without torchrun "
               f"runs one process; launch `torchrun --nproc_per_node=N -m minillm "

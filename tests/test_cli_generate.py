@@ -136,7 +136,8 @@ def test_generate_is_greedy_by_default_and_samples_with_do_sample(tmp_path, caps
     greedy = generate(model, torch.tensor([tok.encode("to")]), max_new_tokens=12,
                       do_sample=False)
     outputs = []
-    for args in ([], ["--seed", "1"], ["--do-sample", "--seed", "1"], ["--do-sample", "--seed", "2"]):
+    for args in ([], ["--seed", "1"], ["--do-sample", "--seed", "1"],
+                 ["--do-sample", "--seed", "2"]):
         assert _generate("--checkpoint", str(tmp_path / "m"), "--prompt", "to",
                          "--max-new-tokens", "12", "--no-stream", *args) == 0
         outputs.append(capsys.readouterr().out)

@@ -47,7 +47,9 @@ def test_a_missing_tokenizer_folder_is_called_a_tokenizer_folder(tmp_path):
 
     with pytest.raises(CheckpointError) as missing:
         load_tokenizer_folder(tmp_path / "nope")
-    assert str(missing.value) == f"tokenizer folder {tmp_path / 'nope'} does not exist; check the path"
+    assert str(missing.value) == \
+        f"tokenizer folder {tmp_path / 'nope'} does not exist; check the path"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="is missing: a tokenizer folder needs tokenizer.json"):
+    with pytest.raises(CheckpointError,
+                       match="is missing: a tokenizer folder needs tokenizer.json"):
         load_tokenizer_folder(tmp_path / "empty")

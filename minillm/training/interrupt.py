@@ -29,7 +29,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, signal_name: str, step: int, folder):
         self.signal_name, self.step, self.folder = signal_name, step, folder
-        saved = f"checkpoint saved to {folder}" if folder is not None else "nothing saved (no out_dir)"
+        saved = (f"checkpoint saved to {folder}" if folder is not None
+                 else "nothing saved (no out_dir)")
         super().__init__(f"stopped by {signal_name} after step {step}; {saved}")
 
 
