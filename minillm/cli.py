@@ -21,8 +21,9 @@ for MoE's top-k (so `--top-k` is sampling's alone). Every field of GPTConfig and
 an option of `train`, every TrainConfig field one of `sft`, every DPOConfig field one of `dpo`,
 and every GenerationConfig field (but num_assistant_tokens) one of `generate` (underscores
 become dashes); each option's help is its field's comment (`minillm.utils.field_docs`).
-Old spellings (`--out-dir`, `--eval-interval`, `--base`, `--steps`, `--eval-every`, `--out`,
-`--bias true`) still work for one release and say what replaces them on stderr.
+Old spellings (`--out-dir`, `--eval-interval`, `--log-interval`, `--base`, `--steps`,
+`--eval-every`, `--out`, `--bias true`) still work for one release and say what replaces them on
+stderr.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,10 +48,13 @@ from minillm.cli_options import (
 __all__ = ["build_parser", "main"]
 
 # Where an option's name differs from its config field's: the Hugging Face name for the same
-# concept (TrainingArguments' output_dir and eval_steps; Mixtral's num_experts_per_tok, so that
-# --top-k means sampling's top-k alone). The field's own spelling stays as a deprecated alias.
-TRAIN_RENAMES = {"out_dir": "output_dir", "eval_interval": "eval_steps"}
+# concept (TrainingArguments' output_dir, eval_steps and logging_steps, shortened to log_steps;
+# Mixtral's num_experts_per_tok, so that --top-k means sampling's top-k alone). The field's own
+# spelling stays as a deprecated alias.
+TRAIN_RENAMES = {"out_dir": "output_dir", "eval_interval": "eval_steps",
+                 "log_interval": "log_steps"}
 MODEL_RENAMES = {"top_k": "num_experts_per_tok"}
+DPO_RENAMES = {"log_interval": "log_steps"}
 # TrainConfig's options in `train` and `sft`: the run's folder is required there
 TRAIN_OPTIONS = {"renames": TRAIN_RENAMES, "required": ("out_dir",),
                  "helps": {"out_dir": "the run's folder: checkpoints and summary.json"}}
@@ -105,15 +111,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from minillm.utils import seed_everything
 
     # bytes by default; --tokenizer: a saved tokenizer folder (e.g. chapter 04's BPE)
-    tokenizer = load_tokenizer_folder(args.tokenizer) if args.tokenizer else ByteTokenizer()
-    train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
-    val_text = load_corpus(args.corpus, "validation")
-    val = tokenizer.encode_tensor(val_text)
+    tokenizer = (load_tokenizer_folder(_shipped(args.tokenizer, "tokenizers")) if args.tokenizer
+                 else ByteTokenizer())
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size,
                           **config_kwargs(args, GPTConfig, ("vocab_size",), MODEL_RENAMES))
     train_cfg = TrainConfig(**config_kwargs(args, TrainConfig, renames=TRAIN_RENAMES))
+    _check_run_folder(args, train_cfg)
     if args.export_dir:  # written at the end: a bad path must not cost the run
         check_writable(Path(args.export_dir).resolve().parent, "--export-dir's parent")
+    train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
+    val_text = load_corpus(args.corpus, "validation")
+    val = tokenizer.encode_tensor(val_text)
     import torch
 
     if args.threads:
@@ -121,10 +129,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     seed_everything(train_cfg.seed)  # the model's initialisation
     model = GPT(model_cfg)
     n_params = model.num_params()  # (a sharded strategy empties the model's own tensors)
-    trainer = Trainer(model, train, val, train_cfg, tokenizer=tokenizer.to_dict())
-    if args.resume and trainer.resume():
-        if trainer.dist.is_main:
-            print(f"resumed from step {trainer.step}", flush=True)
+    trainer = Trainer(model, train, val, train_cfg, tokenizer=tokenizer.to_dict(),
+                      on_log=_log_lines(train_cfg))
+    _resume(args, trainer)
     trainer.fit()
     # full weights: a sharded strategy gathers them (every rank takes part), and rank 0 then
     # evaluates a one-process copy (the sharded model's forward would wait for the other ranks)
@@ -171,15 +178,18 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from minillm.data.sft import VERIFIABLE_TASKS, load_sft
     from minillm.distributed import shutdown
     from minillm.distributed.memory import state_bytes
-    from minillm.io import atomic_write_json
+    from minillm.io import atomic_write_json, check_writable
     from minillm.peft import frozen_base_nbytes, save_adapter, trainable_parameters
     from minillm.training import TrainConfig, Trainer
 
     train_cfg = TrainConfig(**config_kwargs(args, TrainConfig, renames=TRAIN_RENAMES))
+    _check_run_folder(args, train_cfg)
+    if args.export_dir:  # written at the end: a bad path must not cost the run
+        check_writable(Path(args.export_dir).resolve().parent, "--export-dir's parent")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(train_cfg.seed)
-    model, base_tok = load_model_and_tokenizer(args.checkpoint)
+    model, base_tok = load_model_and_tokenizer(_model_folder(args.checkpoint))
     model, tok = prepare_chat_model(model, base_tok)
     lora = _apply_lora_options(args, model, base_tok.vocab_size, tok.vocab_size)
     seq_len = train_cfg.seq_len or model.config.context_length
@@ -194,9 +204,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
         batches = MixedBatches(batches, text, args.text_rows, seed=train_cfg.seed + 2)
         loss_fn = mixed_loss_fn(args.text_weight)
     trainer = Trainer(model, config=train_cfg, tokenizer=tok.to_dict(), batches=batches,
-                      loss_fn=loss_fn)
-    if args.resume and trainer.resume() and trainer.dist.is_main:
-        print(f"resumed from step {trainer.step}", flush=True)
+                      loss_fn=loss_fn, on_log=_log_lines(train_cfg))
+    _resume(args, trainer)
     first_step, start = trainer.step, time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start
@@ -237,6 +246,53 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_folder(args: argparse.Namespace, config) -> None:
+    """Before any compute: a run folder that already holds a run (latest.json) is continued
+    (--resume, --resume-from), started over (--overwrite-output-dir: its checkpoints go), or
+    refused; a multi-process strategy without torchrun is warned about."""
+    folder = Path(config.out_dir)
+    if (folder / "latest.json").exists() and not (args.resume or args.resume_from):
+        if not args.overwrite_output_dir:
+            raise ValueError(f"--output-dir {folder} already holds a run (latest.json): pass "
+                             "--resume to continue it, --overwrite-output-dir to start over, or "
+                             "another --output-dir")
+        if int(os.environ.get("RANK", 0)) == 0:  # (under torchrun, rank 0 clears it)
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+            (folder / "latest.json").unlink(missing_ok=True)
+    if config.strategy not in ("auto", "single") and "WORLD_SIZE" not in os.environ:
+        print(f"minillm {args.command}: warning: --strategy {config.strategy} without torchrun "
+              f"runs one process; launch `torchrun --nproc_per_node=N -m minillm "
+              f"{args.command} ...` to train on N", file=sys.stderr)
+
+
+def _resume(args: argparse.Namespace, trainer) -> None:
+    """--resume-from FOLDER, or --resume from the run folder's latest checkpoint."""
+    if args.resume_from:
+        trainer.resume(args.resume_from)
+    elif not (args.resume and trainer.resume()):
+        return
+    if trainer.dist.is_main:
+        print(f"resumed from step {trainer.step}", flush=True)
+
+
+def _log_lines(config):
+    """When stderr is no terminal (a log file, a scheduler) and --progress is not forced: a
+    function printing each history entry as one line there, in place of the tqdm bar."""
+    if config.progress is not None or sys.stderr.isatty():
+        return None
+
+    def log(entry: dict) -> None:
+        step = f"step {entry['step']}/{config.max_steps}"
+        if "val_loss" in entry:
+            line = f"{step} val_loss {entry['val_loss']:.4f}"
+        else:
+            line = (f"{step} loss {entry['loss']:.4f} lr {entry['lr']:.3g} grad_norm "
+                    f"{entry['grad_norm']:.3g} tokens/s {entry['tokens_per_s']:.0f}")
+        print(line, file=sys.stderr, flush=True)
+
+    return log
+
+
 def _apply_lora_options(args: argparse.Namespace, model, base_vocab: int, vocab: int):
     """LoRA (or QLoRA) on `model` as the --lora-* options ask; the chat template's new tokens
     (ids base_vocab..vocab-1) get trained embedding rows. Returns the LoraConfig or None."""
@@ -254,36 +310,110 @@ def _apply_lora_options(args: argparse.Namespace, model, base_vocab: int, vocab:
     return config
 
 
-# `minillm generate`'s own defaults (the rest are GenerationConfig's); no assistant model can
-# be given on the command line, so its field is not an option
-GENERATE_DEFAULTS = {"max_new_tokens": 200, "temperature": 0.8}
+# `minillm generate`'s own defaults (the rest are GenerationConfig's): greedy unless --do-sample,
+# as in transformers; no assistant model can be given on the command line, so its field is not
+# an option
+GENERATE_DEFAULTS = {"max_new_tokens": 200, "temperature": 0.8, "do_sample": False}
 GENERATE_SKIP = ("num_assistant_tokens",)
 
 
+def _shipped(text: str, kind: str) -> Path:
+    """A folder the user named: the path itself, or, when no such path exists and `text` is a
+    bare name, the folder of that name shipped with minillm (data_dir() / kind / name)."""
+    path = Path(text)
+    if not path.exists() and len(path.parts) == 1:
+        from minillm.data import data_dir
+
+        shipped = data_dir() / kind / text
+        if shipped.is_dir():
+            return shipped
+    return path
+
+
+def _model_folder(text: str) -> Path:
+    """--checkpoint: a checkpoint folder, a run's --output-dir (the checkpoint its latest.json
+    names) or the name of a shipped checkpoint (shakespeare_byte, shakespeare_sft, ...)."""
+    from minillm.training.checkpoint import latest_checkpoint
+
+    folder = _shipped(text, "checkpoints")
+    if not (folder / "config.json").exists() and (folder / "latest.json").exists():
+        return latest_checkpoint(folder)
+    return folder
+
+
+def _check_prompt(prompt: str) -> str:
+    """The prompt, or a ValueError if the shell passed bytes that are not UTF-8 (Python keeps
+    them as lone surrogates, which no tokenizer can encode)."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = prompt[e.start].encode("utf-8", "surrogateescape")
+        raise ValueError(f"--prompt is not valid UTF-8 (byte 0x{bad.hex()} at character "
+                         f"{e.start}); pass UTF-8 text") from None
+    return prompt
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    import codecs
+
     import torch
 
-    from minillm.generation import GenerationConfig, generate
+    from minillm.generation import GenerationConfig, generate, stream
     from minillm.models import GPT
     from minillm.tokenizers import tokenizer_for_model
     from minillm.utils import choose_device
 
     config = GenerationConfig(**{**GENERATE_DEFAULTS,
                                  **config_kwargs(args, GenerationConfig, GENERATE_SKIP)})
-    folder = Path(args.checkpoint)
+    prompt = _check_prompt(args.prompt)
+    folder = _model_folder(args.checkpoint)
     model = GPT.from_checkpoint(folder, map_location=choose_device(args.device))
     tokenizer = tokenizer_for_model(folder, model.config.vocab_size)
-    ids = torch.tensor([tokenizer.encode(args.prompt)])
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    room = model.config.context_length - ids.size(1)
+    if ids.size(1) + config.max_new_tokens > model.config.context_length \
+            and not args.sliding_window:
+        raise ValueError(f"--max-new-tokens {config.max_new_tokens} after a {ids.size(1)}-token "
+                         f"prompt is more than the model attends to (context_length="
+                         f"{model.config.context_length}): pass --max-new-tokens "
+                         f"{max(room, 0)} or less, or --sliding-window to continue past it")
     gen = torch.Generator().manual_seed(args.seed)
-    out = generate(model, ids, generation_config=config, generator=gen)
-    print(tokenizer.decode(out[0].tolist()))
+    live = sys.stdout.isatty() if args.stream is None else args.stream
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    shown = [text.decode(tokenizer.decode_bytes(ids[0].tolist()))]
+    if live:
+        print(shown[0], end="", flush=True)
+    made = 0
+    try:
+        if config.num_beams > 1:  # beam search picks its tokens at the end
+            new = generate(model, ids, generation_config=config, generator=gen)[0, ids.size(1):]
+            tokens = ([t] for t in new.tolist())
+        else:
+            tokens = (t.tolist() for t in stream(model, ids, generation_config=config,
+                                                 generator=gen))
+        for token in tokens:
+            made += 1
+            shown.append(text.decode(tokenizer.decode_bytes(token)))
+            if live:
+                print(shown[-1], end="", flush=True)
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    shown.append(text.decode(b"", final=True))
+    print(shown[-1] if live else "".join(shown), flush=True)
+    if interrupted:
+        print(f"minillm generate: interrupted after {made} tokens (the text above is what "
+              "was generated)", file=sys.stderr)
+        return 130
     return 0
 
 
 def cmd_dpo(args: argparse.Namespace) -> int:
     from minillm.alignment.dpo_run import DPOConfig, run, summary
 
-    config = DPOConfig(**config_kwargs(args, DPOConfig))
+    config = DPOConfig(**config_kwargs(args, DPOConfig, renames=DPO_RENAMES))
+    if config.checkpoint:
+        config.checkpoint = str(_model_folder(config.checkpoint))
     print(summary(run(config, "minillm " + " ".join(args.argv))))
     return 0
 
@@ -298,12 +428,22 @@ def _check_sft(args: argparse.Namespace) -> str | None:
     return None
 
 
+CHECKPOINT_HELP = ("a checkpoint folder, a run's --output-dir (its latest checkpoint), or a "
+                   "shipped checkpoint's name: shakespeare_byte, shakespeare_bpe, shakespeare_sft")
+
+
 def _add_run_options(parser: argparse.ArgumentParser, corpus_help: str,
                      final_eval_help: str) -> None:
     """The options `train` and `sft` share beside TrainConfig's."""
     parser.add_argument("--corpus", default="shakespeare", help=corpus_help)
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                         help="continue from --output-dir's latest checkpoint")
+    parser.add_argument("--resume-from", default=None, metavar="CHECKPOINT",
+                        help="continue from this checkpoint folder (e.g. an earlier one of "
+                             "--output-dir/checkpoints when the latest is damaged)")
+    parser.add_argument("--overwrite-output-dir", action=argparse.BooleanOptionalAction,
+                        default=False, help="start over in an --output-dir that holds a run "
+                        "(its checkpoints are deleted); without it, or --resume, that is refused")
     parser.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=False,
                         help=final_eval_help)
     parser.add_argument("--threads", type=int, default=0,
@@ -341,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also save the final model (config, weights, tokenizer, training "
                             "record; no optimizer state) to this folder")
     train.add_argument("--tokenizer", default=None,
-                       help="a saved tokenizer folder, e.g. data/tokenizers/shakespeare_bpe_2048 "
-                            "(default: bytes); vocab_size follows it")
+                       help="a saved tokenizer folder, or a shipped one's name: "
+                            "shakespeare_bpe_2048 (default: bytes); vocab_size follows it")
     add_config_options(train, GPTConfig, "model (GPTConfig)", skip=("vocab_size",),
                        renames=MODEL_RENAMES)
     add_config_options(train, TrainConfig, "training (TrainConfig)", **TRAIN_OPTIONS)
@@ -352,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="instruction-tune a checkpoint on data/sft (chat template, "
                          "response-only loss, plain text mixed in)")
     checkpoint = sft.add_argument("--checkpoint", default=None,
-                                  help="the checkpoint to start from (required)")
+                                  help=f"the model to start from (required): {CHECKPOINT_HELP}")
     sft.needed["checkpoint"] = "--checkpoint"  # here or as the deprecated --base
     add_deprecated(sft, "--base", checkpoint)
     sft.add_argument("--data", default=None, help="instruction set folder (default data/sft)")
@@ -390,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dpo = sub.add_parser("dpo", help="DPO / IPO / KTO / SimPO / ORPO from the SFT checkpoint on "
                          "data/preference, measured by the gold reward and KL on samples")
-    options = add_config_options(dpo, DPOConfig, "DPO runs (DPOConfig)")
+    options = add_config_options(dpo, DPOConfig, "DPO runs (DPOConfig)", renames=DPO_RENAMES)
     add_deprecated(dpo, "--steps", options["max_steps"])
     add_deprecated(dpo, "--eval-every", options["eval_steps"])
     add_deprecated(dpo, "--out", options["output_dir"], "--output-dir DIR --run-name NAME "
@@ -399,11 +539,17 @@ def build_parser() -> argparse.ArgumentParser:
                                        "run_name": Path(file).stem})
     dpo.set_defaults(func=cmd_dpo)
 
-    gen = sub.add_parser("generate", help="sample text from a checkpoint")
-    gen.add_argument("--checkpoint", required=True, help="a checkpoint folder")
+    gen = sub.add_parser("generate", help="continue a prompt with a checkpoint (greedy; "
+                         "--do-sample samples)")
+    gen.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     gen.add_argument("--prompt", default="\n", help="the text to continue")
     gen.add_argument("--seed", type=int, default=0, help="seeds the sampling generator")
     gen.add_argument("--device", default="auto", help='"auto" = cuda > mps > cpu')
+    gen.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                     help="print each token as it comes (default: when stdout is a terminal)")
+    gen.add_argument("--sliding-window", action=argparse.BooleanOptionalAction, default=False,
+                     help="allow more tokens than the context holds: the model then sees only "
+                          "the last context_length tokens (default: refuse)")
     add_config_options(gen, GenerationConfig, "decoding (GenerationConfig)", skip=GENERATE_SKIP,
                        defaults=GENERATE_DEFAULTS,
                        converters={"eos_token_id": _parse_ids,
@@ -422,15 +568,21 @@ def _one_line(error: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from minillm.io import CheckpointError
-    from minillm.training.trainer import TrainingDiverged
+    from minillm.training import TrainingDiverged, TrainingInterrupted
 
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with exported runs
     try:
         return args.func(args)
-    except (ValueError, OSError, CheckpointError, TrainingDiverged) as e:
+    except (ValueError, OSError, CheckpointError, TrainingDiverged, ImportError) as e:
         print(f"minillm {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:  # SIGINT / SIGTERM: the step's checkpoint is saved
+        print(f"minillm {args.command}: {e}; continue with --resume", file=sys.stderr)
+        return 128 + getattr(signal.Signals, e.signal_name, signal.SIGTERM).value
+    except KeyboardInterrupt:
+        print(f"minillm {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

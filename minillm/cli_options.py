@@ -20,6 +20,7 @@ message says the fix.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -70,6 +71,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, check: Callable | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # `--lr -1e-3` is a value, as `--lr -0.001` is to argparse: its own pattern for
+        # negative numbers has no exponent, so it took "-1e-3" for an option
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
         self.check = check
         self.needed: dict[str, str] = {}
 

@@ -168,16 +168,18 @@ def check_writable(folder: str | Path, what: str = "the folder") -> Path:
     return folder
 
 
-def _require(path: Path, what: str) -> Path:
+def _require(path: Path, what: str, folder: str = "checkpoint folder") -> Path:
     if not path.parent.is_dir():
-        raise CheckpointError(f"checkpoint folder {path.parent} does not exist")
+        raise CheckpointError(f"{folder} {path.parent} does not exist; check the path")
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {what}")
+        raise CheckpointError(f"{path} is missing: a {folder} needs {what}")
     return path
 
 
-def read_json(path: str | Path, what: str = "this file") -> dict:
-    path = _require(Path(path), what)
+def read_json(path: str | Path, what: str = "this file", folder: str = "checkpoint folder"
+              ) -> dict:
+    """A JSON file of a folder; `folder` is what the messages call that folder."""
+    path = _require(Path(path), what, folder)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -199,5 +201,11 @@ def torch_load_safe(path: str | Path, what: str = "this state") -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a truncated zip
+        if type(e).__name__ == "UnpicklingError" and "Weights only load failed" in str(e):
+            # torch's restricted unpickler met an object it will not build; its advice (turn
+            # weights_only off) is exactly what must not be done with a file one did not write
+            raise CheckpointError(f"{path} refused: not a weights-only file (it holds pickled "
+                                  "objects, which could run code); minillm never unpickles. "
+                                  "Use a checkpoint minillm wrote") from None
         raise CheckpointError(f"{path} is corrupt or truncated ({e}); "
                               "restore it or re-save the checkpoint") from e

@@ -193,6 +193,10 @@ def test_a_trainer_state_holding_a_pickled_object_is_refused_unrun(tmp_path):
     folder = tmp_path / "checkpoints" / "step_000001"
     marker = tmp_path / "code_ran"
     torch.save({"optimizer": _Payload(marker)}, folder / "trainer_state.pt")
-    with pytest.raises(CheckpointError, match="trainer_state.pt"):
+    with pytest.raises(CheckpointError, match="trainer_state.pt") as refused:
         load_trainer_state(folder)
     assert not marker.exists()
+    # said as it is: refused, not "corrupt", and without torch's advice to turn weights_only off
+    message = str(refused.value)
+    assert "refused: not a weights-only file" in message and "never unpickles" in message
+    assert "corrupt" not in message and "weights_only=False" not in message

@@ -197,7 +197,8 @@ def test_flag_names_are_one_convention_across_commands():
     bool_fields = {f.name for cls in (GPTConfig, TrainConfig, GenerationConfig, DPOConfig)
                    for f in fields(cls) if str(f.type) in ("bool", "bool | None")}
     assert {"bias", "compile", "do_sample"} <= bool_fields
-    banned = {"--out-dir", "--out", "--steps", "--eval-every", "--eval-interval", "--base"}
+    banned = {"--out-dir", "--out", "--steps", "--eval-every", "--eval-interval", "--base",
+              "--log-interval"}
     shown = {}
     for name, parser in _commands(build_parser()):
         shown[name] = {s for a in _options(parser) for s in a.option_strings}
@@ -212,6 +213,7 @@ def test_flag_names_are_one_convention_across_commands():
     for flag, commands in {"--output-dir": {"course run", "train", "sft", "dpo"},
                            "--max-steps": {"train", "sft", "dpo"},
                            "--eval-steps": {"train", "sft", "dpo"},
+                           "--log-steps": {"train", "sft", "dpo"},
                            "--checkpoint": {"sft", "dpo", "generate"}}.items():
         assert {c for c, flags in shown.items() if flag in flags} == commands, flag
     # --top-k is sampling's alone; MoE's experts per token is --num-experts-per-tok
@@ -220,9 +222,9 @@ def test_flag_names_are_one_convention_across_commands():
     assert not {c for c, flags in shown.items() if "--model" in flags}
     # the old spellings are still there, hidden, as deprecated aliases
     old = {name: set(_deprecated(parser)) for name, parser in _commands(build_parser())}
-    assert old["train"] == {"--out-dir", "--eval-interval", "--top-k"}
-    assert old["sft"] == {"--base", "--out-dir", "--eval-interval"}
-    assert old["dpo"] == {"--out", "--steps", "--eval-every"}
+    assert old["train"] == {"--out-dir", "--eval-interval", "--log-interval", "--top-k"}
+    assert old["sft"] == {"--base", "--out-dir", "--eval-interval", "--log-interval"}
+    assert old["dpo"] == {"--out", "--steps", "--eval-every", "--log-interval"}
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -293,3 +295,77 @@ def test_a_bad_dpo_option_is_one_line_naming_the_field(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "runs: 'dpo:-1': beta=-1.0" in err
     assert not list(tmp_path.iterdir())  # refused before anything ran
+
+
+# ------------------------------------------------------------------------- issue 33's probes
+def test_every_help_builds_without_any_data(monkeypatch, capsys):
+    """No default touches the data folder when the parser is built: with MINILLM_DATA naming
+    nothing (data_dir() then raises), `--help` of every command still prints."""
+    from minillm.cli import build_parser, main
+    from minillm.data import data_dir
+
+    monkeypatch.setenv("MINILLM_DATA", "/nonexistent/minillm-data")
+    with pytest.raises(FileNotFoundError, match="MINILLM_DATA=/nonexistent/minillm-data"):
+        data_dir()
+    commands = [name.split() for name, _ in _commands(build_parser())]
+    assert {"train", "sft", "dpo", "generate"} <= {c[0] for c in commands}
+    for command in [[], *commands]:
+        with pytest.raises(SystemExit) as done:
+            main([*command, "--help"])
+        assert done.value.code == 0 and "usage: minillm" in capsys.readouterr().out
+
+
+def test_data_dir_prefers_minillm_data_then_the_wheels_then_the_clones(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    import minillm.data.corpus as corpus
+
+    monkeypatch.delenv("MINILLM_DATA", raising=False)
+    clone = Path(corpus.__file__).resolve().parents[2] / "data"
+    assert corpus.data_dir() == clone  # this checkout: no minillm/_data
+    monkeypatch.setenv("MINILLM_DATA", str(tmp_path))
+    assert corpus.data_dir() == tmp_path
+    fake = tmp_path / "site" / "minillm"  # an installed copy: minillm/_data beside the code
+    (fake / "data").mkdir(parents=True)
+    (fake / "_data").mkdir()
+    monkeypatch.setattr(corpus, "__file__", str(fake / "data" / "corpus.py"))
+    monkeypatch.delenv("MINILLM_DATA")
+    assert corpus.data_dir() == fake / "_data"
+    (fake / "_data").rmdir()
+    with pytest.raises(FileNotFoundError, match="set MINILLM_DATA to a clone's data/ folder"):
+        corpus.data_dir()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--eval-steps", "0"], "eval_steps=0 must be positive"),
+    (["--eval-every", "0"], "eval_steps=0 must be positive"),  # the probe's old spelling
+    (["--runs", "dpo:0.1", "nope:0.1"], "runs: 'nope:0.1': method='nope'; choose one of"),
+    (["--runs", "dpo"], "write METHOD:BETA"),
+    (["--max-steps", "0"], "max_steps=0 must be positive"),
+])
+def test_dpo_refuses_bad_arguments_before_any_compute(monkeypatch, capsys, tmp_path, args,
+                                                      message):
+    from minillm.alignment import dpo_run
+    from minillm.cli import main
+
+    loaded = []
+    monkeypatch.setattr(dpo_run, "load_model_and_tokenizer", lambda *a: loaded.append(a))
+    assert main(["dpo", "--output-dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err  # (after --eval-every's deprecation note)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
+    assert loaded == []
+
+
+def test_dpo_refuses_an_unwritable_output_before_any_compute(monkeypatch, capsys, tmp_path):
+    from minillm.alignment import dpo_run
+    from minillm.cli import main
+
+    loaded = []
+    monkeypatch.setattr(dpo_run, "load_model_and_tokenizer", lambda *a: loaded.append(a))
+    (tmp_path / "a_file").write_text("")
+    for out in (["--output-dir", str(tmp_path / "a_file")],
+                ["--out", str(tmp_path / "a_file" / "runs.json")]):
+        assert main(["dpo", *out]) == 2
+        err = capsys.readouterr().err
+        assert "a_file is a file, not a folder; choose another path" in err and loaded == []

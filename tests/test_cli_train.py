@@ -80,3 +80,86 @@ def test_a_run_whose_weights_overflow_exits_2_and_writes_no_summary(tmp_path, ca
     err = capsys.readouterr().err
     assert "the run diverged" in err and "step " in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "summary.json").exists()
+
+
+# ------------------------------------------------------------------------- issue 33's probes
+def test_a_fresh_train_into_a_run_folder_is_refused_without_resume_or_overwrite(tmp_path,
+                                                                                 capsys):
+    import json
+
+    from minillm.cli import main
+
+    assert main(_train_args(tmp_path)) == 0
+    pointer = (tmp_path / "latest.json").read_text()
+    capsys.readouterr()
+    assert main(_train_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "already holds a run" in err
+    assert "--resume" in err and "--overwrite-output-dir" in err
+    assert (tmp_path / "latest.json").read_text() == pointer  # the old run is untouched
+    assert main(_train_args(tmp_path, "--max-steps", "2", "--overwrite-output-dir")) == 0
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_000002"]
+
+
+def test_a_negative_looking_value_is_a_value(tmp_path, capsys, no_fit):
+    from minillm.cli import main
+
+    assert main(_train_args(tmp_path, "--lr", "-1e-3")) == 2  # not "expected one argument"
+    assert "lr=-0.001 must be positive" in capsys.readouterr().err and no_fit == []
+
+
+def test_a_multi_process_strategy_without_torchrun_warns(tmp_path, capsys, no_fit, monkeypatch):
+    from minillm.cli import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(_train_args(tmp_path, "--strategy", "ddp")) == 0
+    assert "--strategy ddp without torchrun runs one process" in capsys.readouterr().err
+
+
+def test_without_a_terminal_train_logs_one_line_per_log_step(tmp_path, capsys):
+    from minillm.cli import main
+
+    assert main(_train_args(tmp_path, "--max-steps", "4", "--log-steps", "2")) == 0
+    lines = capsys.readouterr().err.strip().splitlines()  # pytest's stderr is no terminal
+    assert [line.split()[:2] for line in lines] == [["step", "2/4"], ["step", "4/4"]]
+    assert all(" loss " in line and "tokens/s" in line for line in lines)
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    args = _train_args(tmp_path, "--max-steps", "100000", "--log-steps", "1",
+                       "--checkpoint-interval", "0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "minillm", *args], stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stderr.readline().startswith("step 1/")  # training is under way
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + signal.SIGTERM
+    last = err.strip().splitlines()[-1]
+    step = json.loads((tmp_path / "latest.json").read_text())["step"]
+    assert 1 <= step < 100000
+    assert last.startswith(f"minillm train: stopped by SIGTERM after step {step}; checkpoint "
+                           "saved to") and last.endswith("continue with --resume")
+
+
+def test_a_damaged_latest_checkpoint_names_the_intact_earlier_one(tmp_path, capsys):
+    from minillm.cli import main
+
+    assert main(_train_args(tmp_path, "--max-steps", "4", "--checkpoint-interval", "2")) == 0
+    latest = tmp_path / "checkpoints" / "step_000004"
+    weights = latest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    capsys.readouterr()
+    assert main(_train_args(tmp_path, "--max-steps", "6", "--resume")) == 2
+    err = capsys.readouterr().err
+    earlier = tmp_path / "checkpoints" / "step_000002"
+    assert len(err.strip().splitlines()) == 1 and "corrupt or truncated" in err
+    assert f"--resume-from {earlier}" in err
+    assert main(_train_args(tmp_path, "--max-steps", "6", "--resume-from", str(earlier))) == 0
+    assert "resumed from step 2" in capsys.readouterr().out

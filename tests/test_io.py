@@ -39,3 +39,17 @@ def test_the_package_never_unpickles():
                     ast.unparse(node.value) in ("numpy", "np"):
                 pytest.fail(f"{path}: {ast.unparse(node)} can unpickle (allow_pickle)")
     assert loads >= 1  # the trainer state's loader was found and checked
+
+
+def test_a_missing_tokenizer_folder_is_called_a_tokenizer_folder(tmp_path):
+    from minillm.io import CheckpointError
+    from minillm.tokenizers import load_tokenizer_folder
+
+    with pytest.raises(CheckpointError) as missing:
+        load_tokenizer_folder(tmp_path / "nope")
+    assert str(missing.value) == \
+        f"tokenizer folder {tmp_path / 'nope'} does not exist; check the path"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError,
+                       match="is missing: a tokenizer folder needs tokenizer.json"):
+        load_tokenizer_folder(tmp_path / "empty")

@@ -65,3 +65,39 @@ def test_a_failing_rank_ends_every_rank(tmp_path):
                          text=True, timeout=240)
     assert run.returncode != 0
     assert "rank 1 fails at step 2" in run.stderr
+
+
+def test_a_signal_stops_fit_after_the_step_with_its_checkpoint(tmp_path):
+    import signal
+
+    from minillm.models import GPT, GPTConfig
+    from minillm.training import TrainConfig, Trainer, TrainingInterrupted, lm_loss_fn
+
+    def interrupted(runner, batch):  # Ctrl-C arrives inside step 2
+        if trainer.step == 1:
+            signal.raise_signal(signal.SIGINT)
+        return lm_loss_fn(runner, batch)
+
+    before = signal.getsignal(signal.SIGINT)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, context_length=16, d_model=16, n_layer=1, n_head=2))
+    cfg = TrainConfig(max_steps=50, batch_size=2, warmup_steps=1, eval_interval=0, device="cpu",
+                      checkpoint_interval=0, out_dir=str(tmp_path), progress=False)
+    trainer = Trainer(model, torch.randint(0, 257, (400,)), None, cfg, loss_fn=interrupted)
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGINT after step 2; checkpoint "
+                                                  "saved to") as stop:
+        trainer.fit()
+    assert stop.value.folder == tmp_path / "checkpoints" / "step_000002"
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is before  # the handlers are put back
+    resumed = Trainer(model, torch.randint(0, 257, (400,)), None, cfg)
+    assert resumed.resume() and resumed.step == 2
+
+
+def test_by_default_a_run_with_an_out_dir_saves_before_its_end():
+    """What a SIGKILL can cost is bounded: checkpoints come every checkpoint_interval steps by
+    default, more than once in a run of the default length."""
+    from minillm.training import TrainConfig
+
+    default = TrainConfig()
+    assert 0 < default.checkpoint_interval < default.max_steps

@@ -16,11 +16,13 @@ from minillm.course.runner import (
     find_chapters,
     format_table,
     interact,
+    parameter_defaults,
     parse_parameter,
+    require_course_extra,
     run_chapters,
     significant,
 )
 
 __all__ = ["ChapterResult", "chapter_parameters", "chapters_dir", "check_parameters",
-           "find_chapters", "format_table", "interact", "parse_parameter", "run_chapters",
-           "significant"]
+           "find_chapters", "format_table", "interact", "parameter_defaults", "parse_parameter",
+           "require_course_extra", "run_chapters", "significant"]

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["ChapterResult", "chapter_parameters", "chapters_dir", "check_parameters",
-           "find_chapters", "interact", "run_chapters", "parse_parameter", "significant"]
+           "find_chapters", "interact", "parameter_defaults", "require_course_extra",
+           "run_chapters", "parse_parameter", "significant"]
 
 
 CONTROLS_NOTE = ("(interactive controls: run this cell in Jupyter to turn them; "
@@ -124,6 +125,9 @@ def find_chapters(names: list[str] | None = None, folder: Path | None = None) ->
     """Chapter notebooks by number ("03"), stem ("03_transformer") or path; all when empty."""
     folder = folder or chapters_dir()
     every = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not every and not all(Path(n).suffix == ".ipynb" for n in names or []):
+        raise ValueError(f"no chapters in {folder}: run from a clone's root (it has chapters/) "
+                         "or name the notebooks by path (an installed minillm has none)")
     if not names:
         return every
     found = []
@@ -152,8 +156,12 @@ def parse_parameter(text: str) -> tuple[str, object]:
     return name.strip(), value
 
 
-def chapter_parameters(path: str | Path) -> list[str]:
-    """The names a chapter's `parameters`-tagged cell assigns (its knobs), in order.
+_NOT_A_LITERAL = object()  # a parameter whose default is computed (its type is not checked)
+
+
+def parameter_defaults(path: str | Path) -> dict[str, object]:
+    """The names a chapter's `parameters`-tagged cell assigns (its knobs), in order, with their
+    default values (where a default is not a plain literal: a marker, and no type to check).
 
     Read with `ast`, so a comment holding "=" does not hide a line (papermill's own inspection
     skips such lines with "Unable to parse line ..."). A notebook without such a cell has none.
@@ -161,7 +169,7 @@ def chapter_parameters(path: str | Path) -> list[str]:
     import json
 
     cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
-    names: list[str] = []
+    defaults: dict[str, object] = {}
     for cell in cells:
         if "parameters" not in cell.get("metadata", {}).get("tags", []):
             continue
@@ -169,24 +177,84 @@ def chapter_parameters(path: str | Path) -> list[str]:
         for node in ast.parse(source).body:
             targets = (node.targets if isinstance(node, ast.Assign) else
                        [node.target] if isinstance(node, ast.AnnAssign) else [])
-            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
-    return names
+            try:
+                value = ast.literal_eval(node.value) if node.value is not None else None
+            except (ValueError, SyntaxError, AttributeError, TypeError):
+                value = _NOT_A_LITERAL
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id not in defaults:
+                    defaults[t.id] = value
+    return defaults
+
+
+def chapter_parameters(path: str | Path) -> list[str]:
+    """The names of a chapter's knobs, in order (`parameter_defaults`' keys)."""
+    return list(parameter_defaults(path))
+
+
+# what a value given for a default of each type must be (an int is a fine float), and its name
+_KINDS = {bool: ((bool,), "True or False"), int: ((int,), "a whole number"),
+          float: ((int, float), "a number"), str: ((str,), "text"),
+          list: ((list, tuple), "a list, e.g. [1, 2]"), tuple: ((list, tuple), "a tuple"),
+          dict: ((dict,), "a dict")}
+
+
+def _type_problem(name: str, value: object, default: object, stem: str) -> str | None:
+    """Why `value` cannot replace the chapter's `default` for `name` (None: it can)."""
+    if default is None or default is _NOT_A_LITERAL or type(default) not in _KINDS:
+        return None
+    kinds, what = _KINDS[type(default)]
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
+        return None
+    return (f"-p {name}={value!r} is a {type(value).__name__}, but {stem} sets {name} = "
+            f"{default!r}: pass {what}")
 
 
 def check_parameters(paths: list[Path], parameters: dict) -> None:
     """Refuse a parameter that none of the chapters declares (a typo would otherwise be
-    injected, ignored, and the run would pass with the default).
+    injected, ignored, and the run would pass with the default), or whose value has another
+    type than a chapter's default (it would fail deep in a cell, after minutes).
 
     Raises:
-        ValueError: naming the unknown parameters and each chapter's knobs.
+        ValueError: naming the unknown parameters and each chapter's knobs, or the parameter,
+            its value and the type the chapter expects.
     """
-    known = {path.stem: chapter_parameters(path) for path in paths}
+    known = {path.stem: parameter_defaults(path) for path in paths}
     unknown = sorted(set(parameters) - {name for names in known.values() for name in names})
     if unknown:
         knobs = "; ".join(f"{stem}: {', '.join(names) or '(none)'}"
                           for stem, names in known.items())
         raise ValueError(f"unknown chapter parameter(s) {', '.join(unknown)}; the parameters "
                          f"are {knobs}")
+    for name, value in parameters.items():
+        for stem, defaults in known.items():
+            problem = _type_problem(name, value, defaults.get(name), stem)
+            if problem:
+                raise ValueError(problem)
+
+
+def require_course_extra() -> None:
+    """Refuse to run chapters without the `[course]` extra's packages, naming the extra.
+
+    Raises:
+        ImportError: one line: what is missing and `pip install "minillm[course]"`.
+    """
+    import importlib.metadata
+    import importlib.util
+    import re
+
+    try:
+        requires = importlib.metadata.requires("minillm") or []
+    except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+        requires = []
+    names = [re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0] for r in requires
+             if re.search(r"""extra\s*==\s*["']course["']""", r)]
+    modules = {"ipykernel", "nbformat", "papermill"} | {n.lower().replace("-", "_")
+                                                          for n in names if n != "jupyterlab"}
+    missing = sorted(m for m in modules if importlib.util.find_spec(m) is None)
+    if missing:
+        raise ImportError(f"running chapters needs the [course] extra ({', '.join(missing)} "
+                          f"not installed): pip install \"minillm[course]\"")
 
 
 def run_chapters(
@@ -205,6 +273,7 @@ def run_chapters(
     """
     import os
 
+    require_course_extra()
     import nbformat
     import papermill as pm
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from minillm.data.corpus import data_dir
+from minillm.data.jsonl import read_jsonl
 
 __all__ = ["NEGATIVE_WORDS", "POSITIVE_WORDS", "PreferencePair", "bradley_terry_probability",
            "build_preference_pairs", "gold_reward", "load_preferences", "preference_prompts",
@@ -178,10 +179,9 @@ def write_preferences(pairs: Sequence[PreferencePair], path: str | Path) -> None
 
 def load_preferences(split: str = "train", folder: str | Path | None = None
                      ) -> list[PreferencePair]:
-    """Read data/preference/{split}.jsonl."""
+    """Read data/preference/{split}.jsonl (`read_jsonl`: a bad line is a one-line error)."""
     path = Path(folder or data_dir() / "preference") / f"{split}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; regenerate it with "
                                 "`python data/preference/make_preference_data.py`")
-    return [PreferencePair(**json.loads(line))
-            for line in path.read_text(encoding="utf-8").splitlines()]
+    return read_jsonl(path, PreferencePair)

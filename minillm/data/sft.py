@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from minillm.data.corpus import SPLITS, data_dir
+from minillm.data.jsonl import read_jsonl
 
 __all__ = ["TASKS", "VERIFIABLE_TASKS", "SFTExample", "Speech", "build_sft_dataset",
            "load_sft", "modernise", "play_texts", "speeches", "write_sft_dataset"]
@@ -289,6 +290,6 @@ def load_sft(split: str = "train", folder: str | Path | None = None, task: str |
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; regenerate it with "
                                 "`python data/sft/make_sft_data.py`")
-    rows = [SFTExample(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = read_jsonl(path, SFTExample)
     return [e for e in rows if (task is None or e.task == task)
             and (heldout is None or e.heldout == heldout)]

@@ -47,7 +47,7 @@ def load_tokenizer_folder(folder: str | Path) -> ByteTokenizer | BPETokenizer:
         CheckpointError: tokenizer.json is missing or corrupt, or describes no tokenizer.
     """
     folder = Path(folder)
-    d = read_json(folder / "tokenizer.json", "tokenizer.json")
+    d = read_json(folder / "tokenizer.json", "tokenizer.json", folder="tokenizer folder")
     try:
         return tokenizer_from_dict(d, folder)
     except (ValueError, KeyError) as e:

@@ -10,10 +10,12 @@ from minillm.training.evaluate import (
     lm_nll_bits,
     text_bits_per_byte,
 )
+from minillm.training.interrupt import TrainingInterrupted
 from minillm.training.tracked import moe_stats, tracked_fit
 from minillm.training.trainer import LossFn, TrainConfig, Trainer, TrainingDiverged, lm_loss_fn
 
-__all__ = ["LossFn", "TrainConfig", "Trainer", "TrainingDiverged", "bits_per_byte",
+__all__ = ["LossFn", "TrainConfig", "Trainer", "TrainingDiverged", "TrainingInterrupted",
+           "bits_per_byte",
            "configure_optimizer", "estimate_loss", "evaluate_loss", "latest_checkpoint",
            "lm_loss_fn", "lm_nll_bits", "load_trainer_state", "lr_at", "moe_stats",
            "param_groups", "text_bits_per_byte", "tracked_fit"]

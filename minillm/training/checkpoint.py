@@ -35,6 +35,7 @@ from minillm.io import (
     atomic_folder,
     atomic_write_json,
     check_writable,
+    load_tensors,
     read_json,
     restore_interrupted_replace,
     torch_load_safe,
@@ -42,6 +43,7 @@ from minillm.io import (
 )
 
 __all__ = ["save_training_checkpoint", "latest_checkpoint", "load_trainer_state",
+           "intact_checkpoint_before",
            "prepare_out_dir", "remove_stale_files", "CHECKPOINT_FILES"]
 
 # the files every training checkpoint folder has (tokenizer.json is optional); start-up removes a
@@ -103,7 +105,7 @@ def _remove_folder(folder: Path) -> None:
 def _pause_for_tests(phase: str) -> None:
     """Test hook: with MINILLM_TEST_CHECKPOINT_PAUSE=SECONDS in the environment, print
     `minillm-checkpoint: PHASE` on stderr and sleep, so that a test can SIGKILL the process
-    inside that phase of a save (tests/test_robustness.py). Unset, it does nothing."""
+    inside that phase of a save (tests/test_checkpoint.py). Unset, it does nothing."""
     seconds = os.environ.get("MINILLM_TEST_CHECKPOINT_PAUSE")
     if seconds:
         print(f"minillm-checkpoint: {phase}", file=sys.stderr, flush=True)
@@ -185,6 +187,25 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     if not folder.is_dir():
         raise CheckpointError(f"latest.json points to {folder}, which does not exist")
     return folder
+
+
+def intact_checkpoint_before(folder: str | Path) -> Path | None:
+    """The newest checkpoint in `folder`'s checkpoints/ older than `folder` whose files all
+    load (for a message when `folder` itself is damaged); None if there is none."""
+    folder = Path(folder)
+    current = re.fullmatch(r"step_(\d+)", folder.name)
+    steps = sorted((s for s in _steps(folder.parent) if current is None
+                    or s < int(current.group(1))), reverse=True)
+    for step in steps:
+        earlier = folder.parent / f"step_{step:06d}"
+        try:
+            load_trainer_state(earlier)
+            load_tensors(earlier / "model.safetensors")
+            read_json(earlier / "config.json", "config.json")
+        except CheckpointError:
+            continue
+        return earlier
+    return None
 
 
 def load_trainer_state(folder: str | Path) -> tuple[dict, dict]:

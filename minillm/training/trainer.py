@@ -41,14 +41,16 @@ from tqdm.auto import tqdm
 from minillm.data.batching import BatchSource, TokenStreamBatches, check_tokens
 from minillm.distributed import DistInfo, all_reduce_mean, get_strategy, init_from_env
 from minillm.distributed.strategy import strategy_names
-from minillm.io import load_tensors
+from minillm.io import CheckpointError, load_tensors
 from minillm.optim import lr_at
 from minillm.training.checkpoint import (
+    intact_checkpoint_before,
     latest_checkpoint,
     load_trainer_state,
     prepare_out_dir,
     save_training_checkpoint,
 )
+from minillm.training.interrupt import TrainingInterrupted, stop_requests
 from minillm.utils import (
     check_finite_fields,
     choose_device,
@@ -110,7 +112,8 @@ class TrainConfig:
     eval_interval: int = 100       # steps between validation estimates (0 = never)
     eval_batches: int = 10         # batches per validation estimate
     log_interval: int = 10         # steps between entries in the history
-    checkpoint_interval: int = 0   # steps between checkpoints (0 = only at the end)
+    checkpoint_interval: int = 500 # steps between checkpoints (0 = only at the end): bounds
+                                   # what a killed run loses (SIGINT/SIGTERM save at once)
     keep_checkpoints: int = 2      # checkpoint folders kept in out_dir/checkpoints
     out_dir: str | None = None     # where checkpoints go (None = no checkpoints)
     seed: int = 1337               # seeds the data stream and dropout
@@ -167,12 +170,19 @@ class Trainer:
         dist: a `DistInfo`; default reads torchrun's environment.
         batches: a `BatchSource`; default `TokenStreamBatches(train_tokens, val_tokens, ...)`.
         loss_fn: `loss_fn(runner, batch) -> (loss, metrics)`; default `lm_loss_fn`.
+        on_log: called on rank 0 with each new `history` entry and each `eval_history` entry
+            (the command line prints them to stderr when it shows no progress bar).
+
+    SIGINT or SIGTERM during `fit` stops the run after the step in flight: that step's
+    checkpoint is saved (with an `out_dir`) and `TrainingInterrupted` is raised
+    (`minillm.training.interrupt`); `resume()` continues from it.
     """
 
     def __init__(self, model: nn.Module, train_tokens: torch.Tensor | None = None,
                  val_tokens: torch.Tensor | None = None, config: TrainConfig | None = None,
                  tokenizer: dict | None = None, dist: DistInfo | None = None, *,
-                 batches: BatchSource | None = None, loss_fn: LossFn | None = None):
+                 batches: BatchSource | None = None, loss_fn: LossFn | None = None,
+                 on_log: Callable[[dict], None] | None = None):
         self.config = config or TrainConfig()
         c = self.config
         ctx = model.config.context_length
@@ -212,6 +222,7 @@ class Trainer:
             train_tokens, val_tokens, c.batch_size, self.seq_len, c.seed, self.dist.rank,
             self.dist.world_size)
         self.loss_fn = loss_fn or lm_loss_fn
+        self.on_log = on_log
         seed_everything(c.seed, libraries=("torch",))  # dropout
         self.step = 0
         self.tokens = 0  # training tokens consumed so far (all ranks)
@@ -273,7 +284,16 @@ class Trainer:
             latest_checkpoint(self.config.out_dir) if self.config.out_dir else None)
         if folder is None:
             return False
-        state, meta = load_trainer_state(folder)  # everything is checked before anything loads
+        try:
+            state, meta = load_trainer_state(folder)  # everything is checked before it loads
+            weights = load_tensors(folder / "model.safetensors")
+        except CheckpointError as e:
+            earlier = intact_checkpoint_before(folder) if path is None else None
+            if earlier is None:
+                raise
+            raise CheckpointError(f"{e}; the earlier checkpoint {earlier} is intact: resume "
+                                  f"from it with --resume-from {earlier} "
+                                  "(Trainer.resume(path))") from e
         if meta.get("world_size", 1) != self.dist.world_size:
             raise ValueError(
                 f"checkpoint {folder} was written by {meta['world_size']} processes but this run "
@@ -285,7 +305,7 @@ class Trainer:
                 f"{self.config.strategy!r}; optimizer states are stored per strategy: resume "
                 "with the same --strategy")
         self.strategy.load_model_state_dict(
-            self.model, load_tensors(folder / "model.safetensors"),
+            self.model, weights,
             source=folder / "model.safetensors",
             fix="resume with the model options of the run that wrote it")
         # the checkpoint brings the Adam moments; decay, betas, eps and the kernel choice are
@@ -383,6 +403,20 @@ class Trainer:
         c = self.config
         return c.batch_size * c.grad_accum_steps * self.seq_len * self.dist.world_size
 
+    def _log(self, entries: list[dict], entry: dict) -> None:
+        entries.append(entry)
+        if self.on_log is not None and self.dist.is_main:
+            self.on_log(entry)
+
+    def _stop_requested(self, stop) -> bool:
+        """Whether a stop signal came, to this process or (under torchrun) to any rank: every
+        rank then stops after the same step, so that the checkpoint's gathers line up."""
+        if not self.dist.enabled:
+            return bool(stop)
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
     def fit(self) -> list[dict]:
         """Train until `max_steps` (from wherever `resume` left off); return the history.
 
@@ -396,38 +430,48 @@ class Trainer:
         first_step = self.step
         window_start, window_steps, window_tokens = time.perf_counter(), 0, self.tokens
         window_metrics: dict[str, float] = {}
-        while self.step < c.max_steps:
-            loss, grad_norm = self.train_step()
-            if not math.isfinite(loss):
-                raise _diverged(self.step, f"the training loss is {loss}", c.out_dir)
-            window_steps += 1
-            for name, value in self.last_metrics.items():
-                window_metrics[name] = window_metrics.get(name, 0.0) + value
-            bar.update(1)
-            if self.step % c.log_interval == 0 or self.step == c.max_steps:
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                seconds = time.perf_counter() - window_start
-                loss = all_reduce_mean(torch.tensor(loss), self.dist).item()
-                self.history.append({
-                    "step": self.step, "loss": loss, "grad_norm": grad_norm,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "tokens": self.tokens,
-                    "tokens_per_s": (self.tokens - window_tokens) / seconds,
-                    **{name: value / window_steps for name, value in window_metrics.items()},
-                })
-                bar.set_postfix(loss=f"{loss:.3f}")
-                window_start, window_steps, window_tokens = time.perf_counter(), 0, self.tokens
-                window_metrics = {}
-            if c.eval_interval and (self.step % c.eval_interval == 0 or self.step == c.max_steps):
-                val = self.evaluate()
-                if val is not None:
-                    self.eval_history.append({"step": self.step, "val_loss": val})
-                    bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}")
-            if c.checkpoint_interval and self.step % c.checkpoint_interval == 0:
-                self.save_checkpoint()
+        saved = False
+        with stop_requests() as stop:
+            while self.step < c.max_steps:
+                loss, grad_norm = self.train_step()
+                if not math.isfinite(loss):
+                    raise _diverged(self.step, f"the training loss is {loss}", c.out_dir)
+                window_steps += 1
+                for name, value in self.last_metrics.items():
+                    window_metrics[name] = window_metrics.get(name, 0.0) + value
+                bar.update(1)
+                if self.step % c.log_interval == 0 or self.step == c.max_steps:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    seconds = time.perf_counter() - window_start
+                    loss = all_reduce_mean(torch.tensor(loss), self.dist).item()
+                    self._log(self.history, {
+                        "step": self.step, "loss": loss, "grad_norm": grad_norm,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "tokens": self.tokens,
+                        "tokens_per_s": (self.tokens - window_tokens) / seconds,
+                        **{name: value / window_steps for name, value in window_metrics.items()},
+                    })
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                    window_start, window_steps, window_tokens = time.perf_counter(), 0, self.tokens
+                    window_metrics = {}
+                if c.eval_interval and (self.step % c.eval_interval == 0
+                                        or self.step == c.max_steps):
+                    val = self.evaluate()
+                    if val is not None:
+                        self._log(self.eval_history, {"step": self.step, "val_loss": val})
+                        bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}")
+                saved = bool(c.checkpoint_interval) and self.step % c.checkpoint_interval == 0
+                if saved:
+                    self.save_checkpoint()
+                if self._stop_requested(stop):
+                    bar.close()
+                    if not saved:
+                        self.save_checkpoint()
+                    folder = latest_checkpoint(c.out_dir) if c.out_dir is not None else None
+                    raise TrainingInterrupted(stop.name or "a signal to another rank",
+                                              self.step, folder)
         bar.close()
-        saved = c.checkpoint_interval and self.step % c.checkpoint_interval == 0
         if c.out_dir is not None and self.step > first_step and not saved:
             self.save_checkpoint()  # (nothing new to save when resumed at max_steps)
         return self.history
