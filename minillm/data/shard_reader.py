@@ -102,7 +102,7 @@ class TokenData:
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(1 << 23):
+        while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 

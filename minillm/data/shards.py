@@ -54,7 +54,7 @@ __all__ = ["MANIFEST", "PREPARING_MARK", "PrepareConfig", "ValidationDraw", "pre
 MANIFEST = "manifest.json"
 PREPARING_MARK = ".minillm-prepare"  # inside a prepare's hidden temporary folder
 FORMAT = "minillm-token-shards"
-BUFFER_TOKENS = 1 << 20  # ids collected before they are appended to a shard
+BUFFER_TOKENS = 1 << 18  # ids collected before they are appended to a shard
 
 
 @dataclass
@@ -178,12 +178,12 @@ def tokenizer_from_spec(spec: str) -> ByteTokenizer | BPETokenizer:
 
 
 def _token_arrays(tokenizer, pieces: Iterable[str]) -> Iterator[np.ndarray]:
-    """The ids of "".join(pieces) as int64 arrays of at most BUFFER_TOKENS."""
+    """The ids of "".join(pieces) as integer arrays of at most BUFFER_TOKENS."""
     if isinstance(tokenizer, ByteTokenizer):  # one id per byte: any cut is safe
         for piece in pieces:
             data = piece.encode("utf-8")
             for i in range(0, len(data), BUFFER_TOKENS):
-                yield np.frombuffer(data[i:i + BUFFER_TOKENS], np.uint8).astype(np.int64)
+                yield np.frombuffer(data, np.uint8, min(BUFFER_TOKENS, len(data) - i), i)
         return
     if isinstance(tokenizer, BPETokenizer) and not isinstance(tokenizer, _TiktokenBPE):
         tokenizer = _TiktokenBPE(tokenizer)
@@ -313,8 +313,10 @@ def prepare_shards(config: PrepareConfig, tokenizer=None, log=None) -> dict:
             writer.close()
         total = counts["train"]["documents"] + counts["val"]["documents"]
         if counts["train"]["documents"] == 0:
-            raise ValueError(f"all {total} documents fell in validation: lower --val-fraction "
-                             f"({config.val_fraction}) or give more documents")
+            raise ValueError(f"all of the {total} documents fell in validation (--val-fraction "
+                             f"{config.val_fraction}, split by document): give more documents "
+                             "(e.g. --text-unit paragraph for one long file) or lower "
+                             "--val-fraction")
         if config.val_fraction > 0 and counts["val"]["documents"] == 0:
             raise ValueError(f"none of the {total} documents fell in validation (--val-fraction "
                              f"{config.val_fraction}, split by document): give more documents "
