@@ -503,3 +503,29 @@ def test_a_50_mb_corpus_is_prepared_and_streamed_in_a_few_mb(tmp_path):
     assert m["peak_mb"] - m["baseline_mb"] < corpus_mb / 5
     # and reading does not accumulate (one mapping kept open would grow by ~30 MB here)
     assert grew < 4
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_torchrun_processes_on_shards_follow_one_process(shards, tmp_path):
+    from safetensors.torch import load_file
+
+    from minillm.training import latest_checkpoint
+
+    def train(out, batch_size, launcher):
+        argv = [*launcher, "-m", "minillm", "train", "--data", str(shards), "--output-dir",
+                str(out), "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+                "--context-length", "32", "--batch-size", str(batch_size), "--max-steps", "4",
+                "--warmup-steps", "1", "--eval-steps", "2", "--eval-batches", "2",
+                "--threads", "1", "--device", "cpu"]
+        done = subprocess.run(argv, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                         "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return load_file(str(latest_checkpoint(out) / "model.safetensors"))
+
+    one = train(tmp_path / "one", 8, [sys.executable])
+    two = train(tmp_path / "two", 4, [sys.executable, "-m", "torch.distributed.run",
+                                      "--standalone", "--nproc_per_node=2"])
+    assert one.keys() == two.keys()
+    for k in one:
+        torch.testing.assert_close(one[k], two[k], atol=1e-5, rtol=1e-4, msg=k)
