@@ -68,7 +68,7 @@ def main() -> int:
     parser.add_argument("--suffix", default="", help="appended to the run names (e.g. _500)")
     parser.add_argument("--table", action="store_true", help="print the README table and stop")
     args = parser.parse_args()
-    common = ["--checkpoint", "data/checkpoints/shakespeare_byte", "--max-steps", str(args.steps),
+    common = ["--checkpoint", "data/checkpoints/shakespeare_byte_d128", "--max-steps", str(args.steps),
               "--batch-size", "8", "--text-rows", "0", "--warmup-steps", "25",
               "--min-lr", "1e-4", "--eval-steps", "0", "--log-interval", "25",
               "--seed", "1337", "--threads", "1", "--device", "cpu", "--final-eval"]

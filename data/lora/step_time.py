@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    base, base_tok = load_model_and_tokenizer(ROOT / "data/checkpoints/shakespeare_byte")
+    base, base_tok = load_model_and_tokenizer(ROOT / "data/checkpoints/shakespeare_byte_d128")
     base, tok = prepare_chat_model(base, base_tok)
     new_tokens = list(range(base_tok.vocab_size, tok.vocab_size))
     variants = {"full": copy.deepcopy(base)}

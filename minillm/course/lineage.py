@@ -6,10 +6,18 @@ bytes) is the one axis on which a word 5-gram, a byte-level GPT, its SFT descend
 tokens. The table ships as `data/lineage/lineage.json`; this module regenerates it
 (`python -m minillm.course.lineage --write`), re-scores a row from its source (the tests do this for
 every row whose source ships), and draws it (`plot_lineage`), the current chapter's models
-highlighted and a chapter's live runs added as open markers.
+highlighted and a chapter's live runs added as open markers. Every number is
+`minillm.training.text_bits_per_byte` (the text prefixed by <|endoftext|>, windows of the
+model's context advancing by half of it, every byte scored once) and every FLOP count
+`minillm.scaling.training_flops`.
+
+`plot_lineage` also prints the rows it drew, one per line (`lineage_lines`), so an executed
+chapter keeps them as text: a test compares every chapter's stored lines with the table, and a
+chapter executed before the table last changed fails it.
 
 A row's `source` says how to rebuild its number:
-- `checkpoint:<folder under data/>` — a shipped checkpoint, scored on the whole split;
+- `checkpoint:<folder under data/>` — a shipped checkpoint (GPT, MLP or RNN LM), scored on the
+  whole split;
 - `quantized:<folder>:<scheme>` — that checkpoint quantized with `minillm.quantization`
   (RTN / NF4 need no calibration, so the number is deterministic);
 - `ngram:<words|bytes>:<order>` — a modified Kneser-Ney n-gram model fitted on the training
@@ -33,7 +41,7 @@ from minillm.io import atomic_write_json, read_json
 from minillm.tokenizers import ByteTokenizer
 
 __all__ = ["LineageRow", "ROWS", "lineage_path", "load_lineage", "score_source", "build_lineage",
-           "write_lineage", "plot_lineage"]
+           "write_lineage", "lineage_lines", "plot_lineage"]
 
 WHOLE_SPLIT = "whole validation split"
 
@@ -62,12 +70,24 @@ ROWS: list[tuple[str, str, str, str, str]] = [
      "ngram:words:3"),
     ("KN 5-gram (bytes)", "01", "bytes", "modified Kneser-Ney counts on the training plays",
      "ngram:bytes:5"),
+    ("MLP LM (shakespeare_mlp)", "02", "bytes",
+     "chapter 02's MLP (16-byte window), trained on as many bytes as shakespeare_byte "
+     "(data/checkpoints/shakespeare_mlp)",
+     "checkpoint:checkpoints/shakespeare_mlp"),
+    ("LSTM LM (shakespeare_lstm)", "02", "bytes",
+     "chapter 02's LSTM (256 units), trained on as many bytes as shakespeare_byte "
+     "(data/checkpoints/shakespeare_lstm)",
+     "checkpoint:checkpoints/shakespeare_lstm"),
+    ("GPT d128 x 6 (shakespeare_byte_d128)", "04", "bytes",
+     "the course's previous base: 2,500 AdamW steps x 16 x 256 bytes; the BPE model's byte twin "
+     "and the SFT model's start (data/checkpoints/shakespeare_byte_d128)",
+     "checkpoint:checkpoints/shakespeare_byte_d128"),
     ("GPT d128 x 6, BPE 2,048 (shakespeare_bpe)", "04", "BPE tokens (2,048)",
-     "shakespeare_byte's recipe (2,500 steps) on chapter 04's BPE tokens "
+     "shakespeare_byte_d128's recipe (2,500 steps) on chapter 04's BPE tokens "
      "(data/checkpoints/shakespeare_bpe)",
      "checkpoint:checkpoints/shakespeare_bpe"),
-    ("GPT d128 x 6 (shakespeare_byte)", "06", "bytes",
-     "2,500 AdamW steps, cosine schedule (data/checkpoints/shakespeare_byte)",
+    ("GPT d192 x 6 (shakespeare_byte)", "06", "bytes",
+     "3,000 AdamW steps x 32 x 256 bytes, cosine schedule (data/checkpoints/shakespeare_byte)",
      "checkpoint:checkpoints/shakespeare_byte"),
     ("best sweep run at 3e12 FLOPs", "07", "bytes",
      "chapter 07's IsoFLOP sweep, lowest validation loss at the largest budget",
@@ -76,13 +96,13 @@ ROWS: list[tuple[str, str, str, str, str]] = [
      "3,000 steps, top-1 routing with the balance loss (data/moe/switch_e8)",
      "checkpoint:moe/switch_e8"),
     ("SFT (shakespeare_sft)", "11", "bytes",
-     "shakespeare_byte tuned on the instruction set, plain text mixed in",
+     "shakespeare_byte_d128 tuned on the instruction set, plain text mixed in",
      "checkpoint:checkpoints/shakespeare_sft"),
-    ("shakespeare_byte, NF4", "15", "bytes", "NF4 weights, block 64, no calibration",
-     "quantized:checkpoints/shakespeare_byte:nf4"),
-    ("shakespeare_byte, int4 RTN g64", "15", "bytes",
+    ("shakespeare_byte_d128, NF4", "15", "bytes", "NF4 weights, block 64, no calibration",
+     "quantized:checkpoints/shakespeare_byte_d128:nf4"),
+    ("shakespeare_byte_d128, int4 RTN g64", "15", "bytes",
      "round-to-nearest 4-bit, groups of 64, no calibration",
-     "quantized:checkpoints/shakespeare_byte:rtn4-g64"),
+     "quantized:checkpoints/shakespeare_byte_d128:rtn4-g64"),
 ]
 
 
@@ -103,15 +123,18 @@ def _validation() -> str:
 def _checkpoint(folder: str):
     # lazy: the alignment layer loads a checkpoint with its own tokenizer
     from minillm.alignment.recipe import load_model_and_tokenizer
-    from minillm.models import GPT
+    from minillm.models import load_model
 
     path = data_dir() / folder
     if (path / "tokenizer.json").is_file():
         return load_model_and_tokenizer(path)
-    return GPT.from_checkpoint(path), ByteTokenizer()
+    return load_model(path), ByteTokenizer()
 
 
 def _neural_compute(model, folder: str) -> tuple[int, float | None]:
+    """(every parameter once, training FLOPs by `training_flops` for the tokens it trained on)."""
+    from minillm.scaling import training_flops
+
     n = sum(p.numel() for p in model.parameters())
     path = data_dir() / folder
     for name in ("training.json", "run.json"):
@@ -120,7 +143,7 @@ def _neural_compute(model, folder: str) -> tuple[int, float | None]:
             history = record.get("history") or []
             tokens = history[-1].get("tokens") if history else None
             if tokens:
-                return n, 6.0 * model.num_params() * tokens
+                return n, training_flops(model, tokens)
     return n, None
 
 
@@ -194,6 +217,12 @@ def write_lineage(rows: list[LineageRow], path: str | Path | None = None) -> Pat
     return path
 
 
+def lineage_lines(rows: list[LineageRow] | None = None) -> list[str]:
+    """The rows as text, one line each: "lineage <chapter> <bits per byte> <model>"."""
+    rows = load_lineage() if rows is None else rows
+    return [f"lineage {r.chapter} {r.bits_per_byte:.4f} {r.model}" for r in rows]
+
+
 def plot_lineage(highlight: str | Iterable[str] = (), extra: Mapping[str, float] | None = None,
                  rows: list[LineageRow] | None = None, ax=None, title: str | None = None):
     """The lineage as one dot per model (bits per byte, lower is better), in chapter order.
@@ -201,8 +230,10 @@ def plot_lineage(highlight: str | Iterable[str] = (), extra: Mapping[str, float]
     highlight: chapter numbers ("11" or ["06", "11"]) whose rows are drawn in colour.
     extra: {label: bits per byte} of the chapter's own live runs, drawn as open markers at the
         bottom (their labels should say what text they were scored on if it is not the whole
-        split). Returns the axes."""
+        split). Prints the table's rows (`lineage_lines`), so the executed chapter keeps them
+        as text. Returns the axes."""
     rows = load_lineage() if rows is None else rows
+    print("\n".join(lineage_lines(rows)))
     marked = {highlight} if isinstance(highlight, str) else set(highlight)
     extra = dict(extra or {})
     if ax is None:
