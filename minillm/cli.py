@@ -10,9 +10,13 @@
                 [--max-steps N --eval-steps N --lr LR ...]
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
                      --do-sample --top-k K --top-p P --num-beams N --seed S ...]
+    minillm checkpoint consolidate RUN_OR_CHECKPOINT --output-dir DIR
 
 `minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel); pick the
-engine with `--strategy ddp|own_ddp|zero1|zero2|zero3|fsdp`.
+engine with `--strategy ddp|own_ddp|zero1|zero2|zero3|fsdp`, or lay the processes out with
+`--dp-replicate/--dp-shard/--tp` (the "parallel" strategy: FSDP2, HSDP, tensor parallel, a model
+built on the meta device, sharded DCP checkpoints that `checkpoint consolidate` turns into a
+model folder).
 
 One convention in every command, Hugging Face's (transformers' TrainingArguments, trl) where
 they overlap: `--output-dir` for what a command writes, `--checkpoint` for the model it reads,
@@ -122,12 +126,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
     val_text = load_corpus(args.corpus, "validation")
     val = tokenizer.encode_tensor(val_text)
+    import contextlib
+
     import torch
+
+    from minillm.distributed import resolve_strategy, strategy_class
 
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(train_cfg.seed)  # the model's initialisation
-    model = GPT(model_cfg)
+    # the "parallel" strategy builds on the meta device: each rank materialises only its shards
+    # (with the numbers this seed gives a normal build)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    meta = strategy_class(resolve_strategy(train_cfg.strategy, world, train_cfg)).meta_init
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = GPT(model_cfg)
     n_params = model.num_params()  # (a sharded strategy empties the model's own tensors)
     trainer = Trainer(model, train, val, train_cfg, tokenizer=tokenizer.to_dict(),
                       on_log=_log_lines(train_cfg))
@@ -135,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.fit()
     # full weights: a sharded strategy gathers them (every rank takes part), and rank 0 then
     # evaluates a one-process copy (the sharded model's forward would wait for the other ranks)
-    sharded = trainer.strategy.needs_process_group
+    sharded = trainer.strategy.needs_process_group or trainer.strategy.sharded_checkpoints
     gather = args.export_dir or (args.final_eval and sharded)
     weights = trainer.strategy.model_state_dict(trainer.model) if gather else None
     if trainer.dist.is_main:
@@ -337,8 +350,19 @@ def _model_folder(text: str) -> Path:
 
     folder = _shipped(text, "checkpoints")
     if not (folder / "config.json").exists() and (folder / "latest.json").exists():
-        return latest_checkpoint(folder)
+        folder = latest_checkpoint(folder)
+    if (folder / "dcp").is_dir() and not (folder / "model.safetensors").exists():
+        raise ValueError(f"{folder} is a sharded (DCP) checkpoint: make a model folder of it "
+                         f"with `minillm checkpoint consolidate {text} --output-dir DIR`")
     return folder
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from minillm.training.checkpoint import consolidate_checkpoint
+
+    folder = consolidate_checkpoint(args.source, args.output_dir)
+    print(f"wrote {args.output_dir} (config.json, model.safetensors) from {folder}")
+    return 0
 
 
 def _check_prompt(prompt: str) -> str:
@@ -555,6 +579,15 @@ def build_parser() -> argparse.ArgumentParser:
                        converters={"eos_token_id": _parse_ids,
                                    "early_stopping": _parse_early_stopping})
     gen.set_defaults(func=cmd_generate)
+
+    ckpt = sub.add_parser("checkpoint", help="work on training checkpoints")
+    ckpt_sub = ckpt.add_subparsers(dest="checkpoint_command", required=True)
+    cons = ckpt_sub.add_parser("consolidate", help="a sharded (DCP) checkpoint -> a model folder "
+                               "(config.json + model.safetensors) for generate and from_checkpoint")
+    cons.add_argument("source", metavar="RUN_OR_CHECKPOINT",
+                      help="a checkpoint folder, or a run's --output-dir (its latest checkpoint)")
+    cons.add_argument("--output-dir", required=True, help="the model folder to write")
+    cons.set_defaults(func=cmd_checkpoint)
     return parser
 
 
