@@ -421,10 +421,11 @@ class Trainer:
         load_sharded(folder, self.model, self.optimizer)
         self.batches.load_state_dict(state["batches"])
         rows = state["torch_rng_per_rank"]
-        torch.set_rng_state(rows[self.dist.rank % rows.shape[0]])
+        # (a copy: set_rng_state reads a row with a storage offset from its storage's start)
+        torch.set_rng_state(rows[self.dist.rank % rows.shape[0]].clone())
         if "cuda_rng_per_rank" in state and torch.cuda.is_available():
             cuda = state["cuda_rng_per_rank"]
-            torch.cuda.set_rng_state(cuda[self.dist.rank % cuda.shape[0]])
+            torch.cuda.set_rng_state(cuda[self.dist.rank % cuda.shape[0]].clone())
         self.step, self.tokens = meta["step"], meta["tokens"]
         self.history, self.eval_history = meta["history"], meta["eval_history"]
         return True
