@@ -30,8 +30,10 @@ kept. So `torch.manual_seed(s); GPT(config)` and the sharded model hold the same
 bit, while no rank ever holds more than its shards plus one full tensor (the largest: the
 embedding). Every rank draws every tensor (CPU time ~ the whole model's, once).
 
-Pipeline stages (`minillm.distributed.pp`) are parallelized the same way, one stage per rank
-of mesh["pp"].
+Pipeline parallelism (pp > 1; GPipe 1811.06965, 1F1B 2104.04473): each rank of mesh["pp"] keeps
+one `GPTStage` (minillm.distributed.pipeline: its blocks under their one-process names, the
+embeddings on the first stage, the norm and head on the last), parallelizes it as above, and
+`PipelineSchedule` drives torch.distributed.pipelining's `Schedule1F1B` over the stages.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ from torch import nn
 from minillm.distributed.mesh import ParallelDims
 from minillm.distributed.tensor_parallel import check_tensor_parallel, copy_to_tensor_parallel
 
-__all__ = ["FusedQKVColwise", "ParallelizeConfig", "check_parallelizable", "clip_grad_norm",
-           "local_bytes", "materialize_gpt", "parallelize_gpt", "qkv_pieces"]
+__all__ = ["FusedQKVColwise", "ParallelizeConfig", "PipelineSchedule", "check_parallelizable",
+           "clip_grad_norm", "local_bytes", "materialize_gpt", "parallelize_gpt",
+           "pipeline_micro_batches", "qkv_pieces"]
 
 
 @dataclass
@@ -78,6 +81,10 @@ def check_parallelizable(config, dims: ParallelDims) -> None:
         from minillm.distributed.pipeline import check_pipeline
 
         check_pipeline(config, dims.pp)
+        if config.tie_embeddings:
+            raise ValueError("tie_embeddings=True with pp > 1: the first and last stages would "
+                             "each hold a copy of the shared matrix, whose gradients are not "
+                             "summed here; use --no-tie-embeddings (tie_embeddings=False)")
 
 
 class FusedQKVColwise(nn.Linear):
@@ -225,21 +232,25 @@ def _full_twin(module: nn.Module) -> nn.Module:
     return twin
 
 
-def _keep_shard(module: nn.Module, twin: nn.Module) -> int:
-    """Copy this rank's part of each of twin's full tensors into module's (DTensor) parameters;
-    returns the bytes of the largest full tensor."""
+def _keep_shard(module: nn.Module, twin: nn.Module, targets: dict[int, list]) -> int:
+    """Copy this rank's part of each of twin's full tensors into the parameters that stand for
+    module's (`targets`: the parameter itself, or a pipeline stage's copy of it); returns the
+    bytes of the largest full tensor."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     largest = 0
-    for name, p in module.named_parameters(recurse=False):
+    for name, source in module._parameters.items():
+        if source is None:
+            continue
         full = twin._parameters[name].data
         largest = max(largest, full.numel() * full.element_size())
-        if isinstance(p, DTensor):
-            local = distribute_tensor(full.to(p.device), p.device_mesh, p.placements,
-                                      src_data_rank=None).to_local()
-            p.to_local().copy_(local)
-        else:
-            p.data.copy_(full)
+        for p in targets.get(id(source), []):
+            if isinstance(p, DTensor):
+                local = distribute_tensor(full.to(p.device), p.device_mesh, p.placements,
+                                          src_data_rank=None).to_local()
+                p.to_local().copy_(local)
+            else:
+                p.data.copy_(full)
     return largest
 
 
@@ -251,7 +262,8 @@ def _post_order(module: nn.Module):
 
 
 @torch.no_grad()
-def materialize_gpt(model: nn.Module, device: torch.device | str, seed: int) -> dict[str, int]:
+def materialize_gpt(model: nn.Module, device: torch.device | str, seed: int,
+                    source: nn.Module | None = None) -> dict[str, int]:
     """Give a parallelized meta-device GPT storage and the values `GPT(config)` would draw.
 
     Equal, bit for bit, to `torch.manual_seed(seed); GPT(config)` (then sharded), for dense
@@ -263,16 +275,25 @@ def materialize_gpt(model: nn.Module, device: torch.device | str, seed: int) -> 
         model: the output of `parallelize_gpt` for a model built on the meta device.
         device: where this rank's shards live.
         seed: the seed a one-process build would have used.
+        source: the whole meta-device GPT when `model` is a pipeline stage of it (holding some
+            of its modules under the same names): the draws are replayed over all of `source`,
+            and the stage keeps what it holds.
 
     Returns:
         {"local_bytes": bytes of this rank's shards, "largest_full_tensor_bytes": the most
         memory one full tensor took while initialising}.
     """
     model.to_empty(device=device)
+    source = model if source is None else source
+    mine = dict(model.named_parameters(remove_duplicate=False))
+    targets: dict[int, list] = {}
+    for name, p in source.named_parameters(remove_duplicate=False):
+        if name in mine:  # (a tied weight has two names: both lead to the one parameter)
+            targets.setdefault(id(p), []).append(mine[name])
     torch.manual_seed(seed)
     largest = 0
     seen: set[int] = set()
-    for module in model.modules():  # 1. the constructors' draws, in construction order
+    for module in source.modules():  # 1. the constructors' draws, in construction order
         if id(module) in seen or not any(True for _ in module.parameters(recurse=False)):
             continue
         seen.add(id(module))
@@ -281,15 +302,70 @@ def materialize_gpt(model: nn.Module, device: torch.device | str, seed: int) -> 
             twin.reset_parameters()
         elif hasattr(twin, "weight"):  # a norm without reset_parameters (RMSNorm): ones
             twin.weight.fill_(1.0)
-        largest = max(largest, _keep_shard(module, twin))
-    init = getattr(model, "_init_weights", None)
+        largest = max(largest, _keep_shard(module, twin, targets))
+    init = getattr(source, "_init_weights", None)
     if init is not None:  # 2. GPT._init_weights over Module.apply's order
-        for module in _post_order(model):
+        for module in _post_order(source):
             if isinstance(module, nn.Linear | nn.Embedding):
                 twin = _full_twin(module)  # _init_weights sets all of a Linear's / Embedding's
                 init(twin)
-                largest = max(largest, _keep_shard(module, twin))
+                largest = max(largest, _keep_shard(module, twin, targets))
     return {"local_bytes": local_bytes(model), "largest_full_tensor_bytes": largest}
+
+
+def pipeline_micro_batches(batch_size: int, pp: int) -> int:
+    """Micro-batches per step: the largest divisor of batch_size up to 2 * pp (1F1B's bubble is
+    (pp - 1) / (m + pp - 1): more is better, each as large as the batch allows)."""
+    return max(d for d in range(1, min(batch_size, 2 * pp) + 1) if batch_size % d == 0)
+
+
+class PipelineSchedule:
+    """This rank's pipeline stage under torch.distributed.pipelining's `Schedule1F1B`.
+
+    Every rank of a pp group calls `step` with the same batch: the first stage feeds the tokens,
+    the last computes each micro-batch's mean loss (times `scale`) and starts its backward; the
+    schedule divides the gradients by the number of micro-batches, so they are those of the
+    whole batch's mean loss. The loss is then sent from the last stage to the others.
+
+    Args:
+        stage_module: this rank's `GPTStage`, parallelized.
+        dims: the `ParallelDims` (its mesh built).
+        device: this rank's device.
+        batch_size: sequences per step and data-parallel rank (cut into micro-batches).
+    """
+
+    def __init__(self, stage_module: nn.Module, dims: ParallelDims, device, batch_size: int):
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+
+        pp_mesh = dims.mesh["pp"]
+        self.index, self.n = pp_mesh.get_local_rank(), dims.pp
+        self.first, self.last = self.index == 0, self.index == self.n - 1
+        self.group = pp_mesh.get_group()
+        self.last_rank = dist.get_global_rank(self.group, self.n - 1)
+        self.device = torch.device(device)
+        self.micro_batches = pipeline_micro_batches(batch_size, self.n)
+        self.scale = 1.0
+        stage = PipelineStage(stage_module, self.index, self.n, self.device, group=self.group)
+        self.schedule = Schedule1F1B(stage, n_microbatches=self.micro_batches, loss_fn=self._loss)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        from minillm.models.base import lm_loss
+
+        return lm_loss(logits, labels) * self.scale
+
+    def step(self, input_ids: torch.Tensor, labels: torch.Tensor, scale: float = 1.0,
+             train: bool = True) -> torch.Tensor:
+        """Forward and (if `train`) backward of one batch through every stage; returns the
+        batch's mean loss on every rank of the pp group (unscaled)."""
+        self.scale = scale
+        losses: list[torch.Tensor] = []
+        args = (input_ids,) if self.first else ()
+        kwargs = {"target": labels, "losses": losses} if self.last else {}
+        (self.schedule.step if train else self.schedule.eval)(*args, **kwargs)
+        loss = (torch.stack([x.detach() for x in losses]).mean() / scale if self.last
+                else torch.zeros((), device=self.device))
+        dist.broadcast(loss, src=self.last_rank, group=self.group)
+        return loss
 
 
 def local_bytes(model: nn.Module) -> int:

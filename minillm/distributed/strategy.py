@@ -69,10 +69,16 @@ class Strategy:
     needs_process_group = False  # True: refuses to run in one process (the sharded ones)
     sharded_checkpoints = False  # True: each rank saves its shards (DCP), not full weights
     meta_init = False            # True: accepts a model on the meta device and initialises it
+    pipeline = None              # a PipelineSchedule: it runs forward and backward (pp > 1)
 
     def __init__(self, dist: DistInfo, config: Any = None):
         self.dist = dist
         self.config = config  # the TrainConfig (strategies that need more than dist read it)
+
+    def local_model(self, model: nn.Module) -> nn.Module:
+        """The module this rank trains and saves after `wrap`: the model, or its pipeline
+        stage."""
+        return model
 
     def data_slice(self) -> tuple[int, int]:
         """(this rank's index, the number of ranks) among those that read different data."""
@@ -372,24 +378,34 @@ class ParallelStrategy(FSDPStrategy):
         from minillm.distributed.mesh import ParallelDims
         from minillm.distributed.parallelize import (
             ParallelizeConfig,
+            PipelineSchedule,
+            check_parallelizable,
             materialize_gpt,
             parallelize_gpt,
         )
+        from minillm.distributed.pipeline import GPTStage
 
         c = self.config
         self.dims = ParallelDims(c.dp_replicate, c.dp_shard, c.tp, c.pp, self.dist.world_size)
-        if self.dims.pp > 1:
-            raise ValueError(f"pp={self.dims.pp}: pipeline stages are not wired into the "
-                             "Trainer yet; use pp=1")
+        check_parallelizable(model.config, self.dims)
         self.dims.build_mesh(torch.device(device).type)
         meta = any(p.is_meta for p in model.parameters())
         if not meta and self.dist.enabled:
             with torch.no_grad():  # every rank shards the same weights: rank 0's
                 for t in [*model.parameters(), *model.buffers()]:
                     torch.distributed.broadcast(t, src=0)
-        self.runner = parallelize_gpt(model, self.dims, ParallelizeConfig(compile=compile))
-        self.init_stats = materialize_gpt(model, device, c.seed) if meta else None
+        whole, self.module = model, model
+        if self.dims.pp > 1:  # this rank's stage (copies of its modules, one-process names)
+            self.module = GPTStage(model, self.dims.mesh["pp"].get_local_rank(), self.dims.pp)
+        self.runner = parallelize_gpt(self.module, self.dims, ParallelizeConfig(compile=compile))
+        self.init_stats = (materialize_gpt(self.module, device, c.seed, source=whole) if meta
+                           else None)
+        if self.dims.pp > 1:
+            self.pipeline = PipelineSchedule(self.runner, self.dims, device, c.batch_size)
         return self.runner
+
+    def local_model(self, model):
+        return self.module
 
     def data_slice(self):
         return self.dims.dp_rank(), self.dims.dp
@@ -397,14 +413,23 @@ class ParallelStrategy(FSDPStrategy):
     def clip_grad_norm(self, model, max_norm):
         from minillm.distributed.parallelize import clip_grad_norm
 
-        return clip_grad_norm(list(model.parameters()), max_norm)
+        pp_group = self.dims.mesh["pp"].get_group() if self.dims.pp > 1 else None
+        return clip_grad_norm(list(model.parameters()), max_norm, pp_group)
 
     def model_state_dict(self, model):
-        """Full weights on rank 0 only (the other ranks get {}), on the CPU."""
+        """Full weights on rank 0 only (the other ranks get {}), on the CPU; with pp > 1 the
+        stages' parts are gathered there too."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return _without_aliases(model, get_model_state_dict(
-            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
+        if self.dims.pp == 1:
+            return _without_aliases(model, get_model_state_dict(
+                model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
+        part = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        part = {k: v.cpu() for k, v in part.items()}
+        parts = [None] * self.dims.pp
+        torch.distributed.all_gather_object(parts, part, group=self.dims.mesh["pp"].get_group())
+        full = {k: v for p in parts for k, v in p.items()}
+        return _without_aliases(model, full) if self.dist.is_main else {}
 
 
 def _zero(stage: int) -> type[ZeroStrategy]:

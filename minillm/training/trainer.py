@@ -137,7 +137,8 @@ class TrainConfig:
     dp_shard: int = -1             # parallel: ranks each replica's weights are sharded over
                                    # (FSDP2); -1 = the processes the other dims leave
     tp: int = 1                    # parallel: tensor-parallel ranks per block (divide n_head)
-    pp: int = 1                    # parallel: pipeline stages (not wired into the Trainer yet)
+    pp: int = 1                    # parallel: pipeline stages, 1F1B (divide n_layer; untied
+                                   # embeddings, no dropout)
 
     def __post_init__(self) -> None:
         check_finite_fields(self)
@@ -243,6 +244,7 @@ class Trainer:
         # the runner is what the loop calls: the model itself, or a DDP / ZeRO / FSDP wrapper
         # (a meta-device model is given its shards' storage and initial values here)
         self.runner = self.strategy.wrap(self.model, self.device, c.compile)
+        self.model = self.strategy.local_model(self.model)  # (a pipeline stage: its part)
         data_rank, self.data_ranks = self.strategy.data_slice()
         self.optimizer = self.strategy.build_optimizer(self.model, c, self.device.type)
         # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
@@ -253,6 +255,9 @@ class Trainer:
         self.batches = batches if batches is not None else TokenStreamBatches(
             train_tokens, val_tokens, c.batch_size, self.seq_len, c.seed, data_rank,
             self.data_ranks)
+        if self.strategy.pipeline is not None and loss_fn is not None:
+            raise ValueError("pp > 1 trains with the language-model loss of the last stage; "
+                             "a custom loss_fn is not supported there (use pp=1)")
         self.loss_fn = loss_fn or lm_loss_fn
         self.on_log = on_log
         seed_everything(c.seed, libraries=("torch",))  # dropout
@@ -451,6 +456,10 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             for _ in range(self.config.eval_batches):
                 batch = self._to_device(self.batches.next_batch("val"))
+                if self.strategy.pipeline is not None:  # through every stage
+                    losses.append(self.strategy.pipeline.step(
+                        batch["input_ids"], batch["labels"], train=False).item())
+                    continue
                 loss, metrics = self.loss_fn(self.model, batch)
                 losses.append(metrics.get("lm_loss", loss.item()))
         self.model.train(was_training)
@@ -477,10 +486,16 @@ class Trainer:
             last = micro == c.grad_accum_steps - 1
             sync = contextlib.nullcontext() if last else self.strategy.no_sync(self.runner)
             with sync:
-                with self._autocast():
-                    loss, step_metrics = self.loss_fn(self.runner, batch)
-                scaled = loss / c.grad_accum_steps
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                if self.strategy.pipeline is not None:  # the schedule runs both directions
+                    with self._autocast():
+                        loss = self.strategy.pipeline.step(
+                            batch["input_ids"], batch["labels"], 1 / c.grad_accum_steps)
+                    step_metrics = {"lm_loss": loss.item()}
+                else:
+                    with self._autocast():
+                        loss, step_metrics = self.loss_fn(self.runner, batch)
+                    scaled = loss / c.grad_accum_steps
+                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item()
             for name, value in step_metrics.items():
                 metrics[name] = metrics.get(name, 0.0) + value / c.grad_accum_steps
