@@ -171,7 +171,27 @@ def test_cli_dp_shard_by_tp_matches_one_process_and_its_export_generates(tmp_pat
     one = load_file(str(tmp_path / "one" / "checkpoints" / "step_000004" / "model.safetensors"))
     assert _max_diff(mesh, one) < 1e-4
     model = GPT.from_checkpoint(tmp_path / "export")
-    assert generate(model, torch.tensor([[10, 11, 12]]), 5).shape == (1, 8)
+    prompt = torch.tensor([[10, 11, 12]])
+    assert generate(model, prompt, 5).shape == (1, 8)
+    hf = GPT.from_hf_gpt2(model.to_hf_gpt2_state_dict(), n_head=2)  # GPT-2's names and layout
+    torch.testing.assert_close(hf(prompt).logits, model(prompt).logits, rtol=0, atol=0)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_cli_two_pipeline_stages_match_one_process(tmp_path):
+    untied = ("--no-tie-embeddings", "--eval-steps", "2", "--eval-batches", "2")
+    _run(_train(tmp_path / "pp", "--pp", "2", *untied), 2)  # both stages read the same batch
+    _run(_train(tmp_path / "one", *untied), 1)
+    pp = _consolidated(tmp_path / "pp", 4, tmp_path / "export")  # the stages' shards, merged
+    one = load_file(str(tmp_path / "one" / "checkpoints" / "step_000004" / "model.safetensors"))
+    assert _max_diff(pp, one) < 1e-4
+    history = [json.loads((tmp_path / run / "checkpoints" / "step_000004" / "trainer.json")
+                          .read_text()) for run in ("pp", "one")]
+    for a, b in zip(history[0]["history"] + history[0]["eval_history"],
+                    history[1]["history"] + history[1]["eval_history"], strict=True):
+        key = "loss" if "loss" in a else "val_loss"
+        assert abs(a[key] - b[key]) < 1e-5, (a, b)
 
 
 @pytest.fixture(scope="module")
