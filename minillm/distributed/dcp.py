@@ -25,7 +25,8 @@ Departures, to keep minillm's rule that nothing it loads is unpickled:
   DCP would pickle other objects and load them with `torch.load(weights_only=False)`;
 - DCP's `.metadata` is a pickle of DCP's own dataclasses: `SafeFileSystemReader` unpickles it
   with an allow-list of those classes (and torch's dtypes, layouts and Size, paths), so a crafted file cannot run
-  code. A checkpoint folder is trusted no further than that.
+  code (torch's own weights-only unpickler cannot read the protocol-4 frames DCP writes). This
+  is the one module of minillm that imports pickle (tests/test_io.py names it). A checkpoint folder is trusted no further than that.
 """
 
 from __future__ import annotations
