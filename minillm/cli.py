@@ -157,19 +157,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                    "non_embedding_params": n_params}
         if trainer.eval_history:
             summary["final_val_estimate"] = trainer.eval_history[-1]["val_loss"]
+        full_model = trainer.model  # (a sharded run's gathered weights in a one-process copy)
+        if sharded and weights is not None:
+            full_model = GPT(model_cfg).to(trainer.device)
+            full_model.load_weights(weights)
         if args.final_eval:
-            eval_model = trainer.model
-            if sharded:
-                eval_model = GPT(model_cfg).to(trainer.device)
-                eval_model.load_weights(weights)
-            summary.update(_final_eval(eval_model, tokenizer, val_text))
+            summary.update(_final_eval(full_model, tokenizer, val_text))
         print(json.dumps(json_safe(summary), allow_nan=False))
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
             record = {"command": "minillm " + " ".join(args.argv), "summary": summary,
                       "train_config": trainer.config.to_dict(), "history": trainer.history,
                       "eval_history": trainer.eval_history}
-            trainer.model.save(args.export_dir, extra_files={
+            full_model.save(args.export_dir, extra_files={
                 "tokenizer.json": tokenizer.to_dict(), "training.json": record}, weights=weights)
     shutdown()
     return 0

@@ -181,11 +181,14 @@ def test_cli_dp_shard_by_tp_matches_one_process_and_its_export_generates(tmp_pat
 @pytest.mark.slow
 def test_cli_two_pipeline_stages_match_one_process(tmp_path):
     untied = ("--no-tie-embeddings", "--eval-steps", "2", "--eval-batches", "2")
-    _run(_train(tmp_path / "pp", "--pp", "2", *untied), 2)  # both stages read the same batch
+    _run(_train(tmp_path / "pp", "--pp", "2", "--export-dir", str(tmp_path / "gathered"),
+                *untied), 2)  # both stages read the same batch
     _run(_train(tmp_path / "one", *untied), 1)
     pp = _consolidated(tmp_path / "pp", 4, tmp_path / "export")  # the stages' shards, merged
     one = load_file(str(tmp_path / "one" / "checkpoints" / "step_000004" / "model.safetensors"))
     assert _max_diff(pp, one) < 1e-4
+    gathered = load_file(str(tmp_path / "gathered" / "model.safetensors"))  # --export-dir
+    assert all(torch.equal(gathered[k], pp[k]) for k in pp)
     history = [json.loads((tmp_path / run / "checkpoints" / "step_000004" / "trainer.json")
                           .read_text()) for run in ("pp", "one")]
     for a, b in zip(history[0]["history"] + history[0]["eval_history"],

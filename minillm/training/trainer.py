@@ -246,6 +246,12 @@ class Trainer:
         self.runner = self.strategy.wrap(self.model, self.device, c.compile)
         self.model = self.strategy.local_model(self.model)  # (a pipeline stage: its part)
         data_rank, self.data_ranks = self.strategy.data_slice()
+        if batches is not None and (data_rank, self.data_ranks) != (self.dist.rank,
+                                                                  self.dist.world_size):
+            raise ValueError(f"this layout reads data on {self.data_ranks} of "
+                             f"{self.dist.world_size} ranks (tp or pp ranks share a batch), but "
+                             "a batch source given to the Trainer slices by rank; use tp=1 and "
+                             "pp=1 with it (FSDP / HSDP slice by rank), or the default stream")
         self.optimizer = self.strategy.build_optimizer(self.model, c, self.device.type)
         # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
         # backward, unscale before clipping, skip steps whose gradients overflowed and adapt the
@@ -303,6 +309,15 @@ class Trainer:
 
     def _save_sharded(self) -> Path:
         """Every rank writes its shards (DCP); rank 0 the rest (`save_sharded_checkpoint`)."""
+        bad = next((n for n, p in self.model.named_parameters()
+                    if not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()),
+                   None)
+        flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+        if self.dist.enabled:  # every rank stops, or none
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item():
+            raise _diverged(self.step, f"weight {bad or 'on another rank'} holds NaN or infinity",
+                            self.config.out_dir)
         state = {"batches": self.batches.state_dict(), **self._rng_per_rank()}
         meta = {"step": self.step, "tokens": self.tokens, "train_config": self.config.to_dict(),
                 "world_size": self.dist.world_size, "strategy": self.strategy.name,
