@@ -242,3 +242,17 @@ def test_dcp_reshards_from_two_to_four_to_one_process(two_process_run, tmp_path)
     resharded = _consolidated(run, 6, tmp_path / "r")
     uninterrupted = _consolidated(two_process_run, 6, tmp_path / "u")
     assert _max_diff(resharded, uninterrupted) < 1e-4
+
+
+def test_the_readme_memory_table_is_the_zero_formula():
+    import re
+
+    from minillm.distributed.memory import MIXED_PRECISION_ADAM, zero_memory_formula
+
+    text = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (125M|1\.3B|7B) \| (.+) \|$", text, flags=re.M))
+    assert set(rows) == {"125M", "1.3B", "7B"}
+    for name, psi in (("125M", 125e6), ("1.3B", 1.3e9), ("7B", 7e9)):
+        shown = [float(x) for x in rows[name].split(" | ")]
+        assert shown == [round(zero_memory_formula(psi, 8, stage, **MIXED_PRECISION_ADAM)
+                               ["total"] / 2**30, 1) for stage in range(4)], name
