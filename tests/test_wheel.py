@@ -2,12 +2,14 @@
 fresh venv (`wheel_venv.py` says how), used from a folder outside the repository.
 
 It runs `minillm --help` and every command's `--help`, the README's package example (with
-`max_steps` shortened) and `minillm generate` on the shipped checkpoint; `minillm course run`
+`max_steps` shortened), `minillm generate` on the shipped checkpoint, and `minillm data prepare`
++ `minillm train --data` on a small corpus of the user's written there; `minillm course run`
 says it needs the `[course]` extra; with that extra's packages added, it runs chapter 09 (the
 quickest, and it needs no shipped results) from a copy outside the repository.
 """
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -109,6 +111,31 @@ def test_generate_on_the_shipped_checkpoint_from_an_installed_wheel(installed):
                 "--prompt", "ROMEO.", "--max-new-tokens", "20")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ROMEO.") and len(done.stdout) > len("ROMEO.\n")
+
+
+def test_own_text_prepared_then_trained_on_from_an_installed_wheel(installed):
+    corpus = installed["cwd"] / "my_text"  # the user's corpus: text files and JSON lines
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"note_{i}.txt").write_text(f"Note {i}: " + "a small corpus of my own. " * 20)
+    (corpus / "more.jsonl").write_text("".join(f'{{"text": "line {i} of json text, long '
+                                               f'enough to count"}}\n' for i in range(6)))
+    done = _run(installed, "minillm", "data", "prepare", "--input", "my_text", "--output-dir",
+                "my_data", "--val-fraction", "0.25")
+    assert done.returncode == 0, done.stderr
+    prepared = json.loads(done.stdout)
+    assert prepared["train"]["documents"] + prepared["val"]["documents"] == 12
+    assert prepared["val"]["documents"] >= 2 and prepared["dtype"] == "uint16"
+    done = _run(installed, "minillm", "train", "--data", "my_data", "--output-dir", "my_run",
+                "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--context-length", "32",
+                "--batch-size", "4", "--max-steps", "3", "--warmup-steps", "1",
+                "--eval-steps", "3", "--final-eval", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((installed["cwd"] / "my_run" / "summary.json").read_text())
+    assert summary["step"] == 3 and summary["val_bits_per_byte"] > 0
+    done = _run(installed, "minillm", "generate", "--checkpoint", "my_run", "--prompt", "Note",
+                "--max-new-tokens", "8")
+    assert done.returncode == 0 and done.stdout.startswith("Note"), done.stderr
 
 
 def test_the_course_needs_its_extra_then_runs_a_chapter(installed):

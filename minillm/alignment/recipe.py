@@ -29,7 +29,7 @@ from minillm.alignment.sft import SFTBatches, decode_answers, plain_prompt, toke
 from minillm.data.sft import SFTExample
 from minillm.generation import generate, left_pad
 from minillm.io import read_json
-from minillm.models import GPT, load_model
+from minillm.models import load_model
 from minillm.tokenizers import tokenizer_from_dict
 
 __all__ = ["load_model_and_tokenizer", "prepare_chat_model", "sample_chat", "sample_chat_ids",

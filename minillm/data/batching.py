@@ -18,7 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["BatchSource", "TokenStreamBatches", "check_tokens", "sample_batch"]
+__all__ = ["BatchSource", "TokenStreamBatches", "check_tokens", "sample_batch",
+           "window_starts"]
 
 
 def check_tokens(data: torch.Tensor, context_length: int, what: str = "data",
@@ -55,6 +56,23 @@ def check_tokens(data: torch.Tensor, context_length: int, what: str = "data",
         )
 
 
+def window_starts(n_tokens: int, batch_size: int, context_length: int,
+                  generator: torch.Generator, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Where this rank's windows of `context_length` + 1 tokens start in a stream of `n_tokens`:
+    one draw of `batch_size * world_size` starts, uniform in [0, n_tokens - context_length),
+    of which rank r keeps the r-th slice of `batch_size`. Every batch source of token windows
+    draws through this function, whether the tokens sit in a tensor or in files on disk.
+
+    Returns:
+        (batch_size,) int64 start positions.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+    return torch.randint(
+        0, n_tokens - context_length, (batch_size * world_size,), generator=generator
+    )[rank * batch_size : (rank + 1) * batch_size]
+
+
 def sample_batch(
     data: torch.Tensor,
     batch_size: int,
@@ -76,11 +94,7 @@ def sample_batch(
         x, y: (batch_size, context_length) int64; y is x shifted left by one token.
     """
     check_tokens(data, context_length)
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
-    starts = torch.randint(
-        0, data.numel() - context_length, (batch_size * world_size,), generator=generator
-    )[rank * batch_size : (rank + 1) * batch_size]
+    starts = window_starts(data.numel(), batch_size, context_length, generator, rank, world_size)
     offsets = torch.arange(context_length + 1)
     windows = data[starts[:, None] + offsets]  # (B, T+1)
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
@@ -148,9 +162,15 @@ class TokenStreamBatches:
         if self.tokens[split] is None:
             raise ValueError(f"there are no {split} tokens: pass val_tokens to evaluate")
         gen = self.generator if split == "train" else self.val_generator
-        x, y = sample_batch(self.tokens[split], self.batch_size, self.seq_len, gen, self.rank,
-                            self.world_size)
+        x, y = self._windows(self.tokens[split], gen)
         return {"input_ids": x, "labels": y}
+
+    def _windows(self, tokens: torch.Tensor, generator: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's (inputs, targets) of one draw from `tokens` (a subclass may keep its
+        tokens elsewhere, e.g. on disk: `minillm.data.shard_reader.ShardBatches`)."""
+        return sample_batch(tokens, self.batch_size, self.seq_len, generator, self.rank,
+                            self.world_size)
 
     def tokens_in(self, batch: dict[str, torch.Tensor]) -> int:
         """Every input position is a training token."""

@@ -115,6 +115,12 @@ class ParallelDims:
             return self.mesh["dp_replicate", "dp_shard"]
         return self.mesh["dp_shard"]
 
+    def data_slice(self, rank: int) -> tuple[int, int]:
+        """(dp index, dp) of global rank `rank`, from the mesh's row-major layout alone (no mesh
+        needed: what a data loader built before the model asks): rank = ((p * R + r) * S + s)
+        * T + t, so the dp index r * S + s is (rank // tp) % dp."""
+        return (rank // self.tp) % self.dp, self.dp
+
     def dp_rank(self) -> int:
         """This rank's index among the dp ranks (replica-major): which slice of a batch it
         reads."""

@@ -110,6 +110,8 @@ class DecodeState:
                              "column): the next token is read from the last column. Pad with "
                              "minillm.generation.left_pad")
         cache_len = min(self.ctx, max_length)
+        # chapter 02's MLP and RNN LMs have no KV cache: they re-read the window every step
+        use_cache = use_cache and hasattr(model.config, "n_kv_head")
         self.cache = KVCache.for_model(model, self.seq.size(0), cache_len) if use_cache else None
         self.n_seen = 0  # tokens of `seq` whose keys/values are in the cache
         self.capture_hidden = capture_hidden
@@ -131,8 +133,8 @@ class DecodeState:
         was_training = self.model.training
         if was_training:
             self.model.eval()
-        try:
-            out = self.model(idx, **kwargs)
+        try:   # an argument left at None is not passed: models without it (RNN LMs) work too
+            out = self.model(idx, **{k: v for k, v in kwargs.items() if v is not None})
         finally:
             if was_training:
                 self.model.train()

@@ -246,12 +246,13 @@ class Trainer:
         self.runner = self.strategy.wrap(self.model, self.device, c.compile)
         self.model = self.strategy.local_model(self.model)  # (a pipeline stage: its part)
         data_rank, self.data_ranks = self.strategy.data_slice()
-        if batches is not None and (data_rank, self.data_ranks) != (self.dist.rank,
-                                                                  self.dist.world_size):
-            raise ValueError(f"this layout reads data on {self.data_ranks} of "
-                             f"{self.dist.world_size} ranks (tp or pp ranks share a batch), but "
-                             "a batch source given to the Trainer slices by rank; use tp=1 and "
-                             "pp=1 with it (FSDP / HSDP slice by rank), or the default stream")
+        given = (getattr(batches, "rank", self.dist.rank),  # (a source that says its slice)
+                 getattr(batches, "world_size", self.dist.world_size))
+        if batches is not None and given != (data_rank, self.data_ranks):
+            raise ValueError(f"this layout reads data as rank {data_rank} of {self.data_ranks} "
+                             f"(tp and pp ranks share a batch), but the batch source slices as "
+                             f"{given[0]} of {given[1]}; build it with the strategy's "
+                             "data_slice() (minillm train --data does), or use tp=pp=1")
         self.optimizer = self.strategy.build_optimizer(self.model, c, self.device.type)
         # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
         # backward, unscale before clipping, skip steps whose gradients overflowed and adapt the

@@ -62,6 +62,9 @@ def main() -> None:
     ref = GPT(config)  # the one-process build, every rank alike
     dims = ParallelDims(a.dp_replicate, a.dp_shard, a.tp, 1, world)
     dims.build_mesh("cpu")
+    if dims.dp_rank() != dims.data_slice(rank)[0]:  # the mesh and the formula a loader uses
+        raise RuntimeError(f"rank {rank}: mesh dp rank {dims.dp_rank()} != data_slice "
+                           f"{dims.data_slice(rank)}")
     with torch.device("meta"):
         model = GPT(config)
     parallelize_gpt(model, dims)
