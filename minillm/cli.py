@@ -12,9 +12,13 @@
                 [--max-steps N --eval-steps N --lr LR ...]
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
                      --do-sample --top-k K --top-p P --num-beams N --seed S ...]
+    minillm checkpoint consolidate RUN_OR_CHECKPOINT --output-dir DIR
 
 `minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel); pick the
-engine with `--strategy ddp|own_ddp|zero1|zero2|zero3|fsdp`.
+engine with `--strategy ddp|own_ddp|zero1|zero2|zero3|fsdp`, or lay the processes out with
+`--dp-replicate/--dp-shard/--tp` (the "parallel" strategy: FSDP2, HSDP, tensor parallel, a model
+built on the meta device, sharded DCP checkpoints that `checkpoint consolidate` turns into a
+model folder).
 
 One convention in every command, Hugging Face's (transformers' TrainingArguments, trl) where
 they overlap: `--output-dir` for what a command writes, `--checkpoint` for the model it reads,
@@ -177,10 +181,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_writable(Path(args.export_dir).resolve().parent, "--export-dir's parent")
     batches, train, val, val_text = None, None, None, None
     if data is not None:  # streamed from disk: each rank reads only its own windows
+        data_rank, data_ranks = _data_slice(train_cfg)
         batches = ShardBatches(data, train_cfg.batch_size,
                                train_cfg.seq_len or model_cfg.context_length, train_cfg.seed,
-                               rank=int(os.environ.get("RANK", 0)),  # torchrun's; 0 / 1 alone
-                               world_size=int(os.environ.get("WORLD_SIZE", 1)))
+                               rank=data_rank, world_size=data_ranks)
         if args.final_eval and not batches.has_split("val"):
             raise ValueError(f"--final-eval needs a validation split but {args.data} has none: "
                              "prepare it with --val-fraction above 0, or drop --final-eval")
@@ -188,12 +192,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         train = tokenizer.encode_tensor(load_corpus(args.corpus, "train"))
         val_text = load_corpus(args.corpus, "validation")
         val = tokenizer.encode_tensor(val_text)
+    import contextlib
+
     import torch
+
+    from minillm.distributed import resolve_strategy, strategy_class
 
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(train_cfg.seed)  # the model's initialisation
-    model = GPT(model_cfg)
+    # the "parallel" strategy builds on the meta device: each rank materialises only its shards
+    # (with the numbers this seed gives a normal build)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    meta = strategy_class(resolve_strategy(train_cfg.strategy, world, train_cfg)).meta_init
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = GPT(model_cfg)
     n_params = model.num_params()  # (a sharded strategy empties the model's own tensors)
     trainer = Trainer(model, train, val, train_cfg, tokenizer=tokenizer.to_dict(),
                       batches=batches, on_log=_log_lines(train_cfg))
@@ -201,7 +214,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.fit()
     # full weights: a sharded strategy gathers them (every rank takes part), and rank 0 then
     # evaluates a one-process copy (the sharded model's forward would wait for the other ranks)
-    sharded = trainer.strategy.needs_process_group
+    sharded = trainer.strategy.needs_process_group or trainer.strategy.sharded_checkpoints
     gather = args.export_dir or (args.final_eval and sharded)
     weights = trainer.strategy.model_state_dict(trainer.model) if gather else None
     if trainer.dist.is_main:
@@ -210,20 +223,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                    "non_embedding_params": n_params}
         if trainer.eval_history:
             summary["final_val_estimate"] = trainer.eval_history[-1]["val_loss"]
+        full_model = trainer.model  # (a sharded run's gathered weights in a one-process copy)
+        if sharded and weights is not None:
+            full_model = GPT(model_cfg).to(trainer.device)
+            full_model.load_weights(weights)
         if args.final_eval:
-            eval_model = trainer.model
-            if sharded:
-                eval_model = GPT(model_cfg).to(trainer.device)
-                eval_model.load_weights(weights)
-            summary.update(_final_eval_shards(eval_model, data) if data is not None
-                           else _final_eval(eval_model, tokenizer, val_text))
+            summary.update(_final_eval_shards(full_model, data) if data is not None
+                           else _final_eval(full_model, tokenizer, val_text))
         print(json.dumps(json_safe(summary), allow_nan=False))
         atomic_write_json(Path(train_cfg.out_dir, "summary.json"), summary)
         if args.export_dir:
             record = {"command": "minillm " + " ".join(args.argv), "summary": summary,
                       "train_config": trainer.config.to_dict(), "history": trainer.history,
                       "eval_history": trainer.eval_history}
-            trainer.model.save(args.export_dir, extra_files={
+            full_model.save(args.export_dir, extra_files={
                 "tokenizer.json": tokenizer.to_dict(), "training.json": record}, weights=weights)
     shutdown()
     return 0
@@ -404,8 +417,32 @@ def _model_folder(text: str) -> Path:
 
     folder = _shipped(text, "checkpoints")
     if not (folder / "config.json").exists() and (folder / "latest.json").exists():
-        return latest_checkpoint(folder)
+        folder = latest_checkpoint(folder)
+    if (folder / "dcp").is_dir() and not (folder / "model.safetensors").exists():
+        raise ValueError(f"{folder} is a sharded (DCP) checkpoint: make a model folder of it "
+                         f"with `minillm checkpoint consolidate {text} --output-dir DIR`")
     return folder
+
+
+def _data_slice(train_cfg) -> tuple[int, int]:
+    """(this rank's index, the number of ranks) among those reading different data: torchrun's
+    RANK / WORLD_SIZE, or under the "parallel" strategy the data-parallel group's (tp and pp
+    ranks of one replica read the same batch)."""
+    from minillm.distributed import ParallelDims, resolve_strategy
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if resolve_strategy(train_cfg.strategy, world, train_cfg) != "parallel":
+        return rank, world
+    c = train_cfg
+    return ParallelDims(c.dp_replicate, c.dp_shard, c.tp, c.pp, world).data_slice(rank)
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from minillm.training.checkpoint import consolidate_checkpoint
+
+    folder = consolidate_checkpoint(args.source, args.output_dir)
+    print(f"wrote {args.output_dir} (config.json, model.safetensors) from {folder}")
+    return 0
 
 
 def _check_prompt(prompt: str) -> str:
@@ -639,6 +676,15 @@ def build_parser() -> argparse.ArgumentParser:
                        converters={"eos_token_id": _parse_ids,
                                    "early_stopping": _parse_early_stopping})
     gen.set_defaults(func=cmd_generate)
+
+    ckpt = sub.add_parser("checkpoint", help="work on training checkpoints")
+    ckpt_sub = ckpt.add_subparsers(dest="checkpoint_command", required=True)
+    cons = ckpt_sub.add_parser("consolidate", help="a sharded (DCP) checkpoint -> a model folder "
+                               "(config.json + model.safetensors) for generate and from_checkpoint")
+    cons.add_argument("source", metavar="RUN_OR_CHECKPOINT",
+                      help="a checkpoint folder, or a run's --output-dir (its latest checkpoint)")
+    cons.add_argument("--output-dir", required=True, help="the model folder to write")
+    cons.set_defaults(func=cmd_checkpoint)
     return parser
 
 

@@ -109,15 +109,22 @@ def torch_save_atomic(path: str | Path, obj) -> None:
 
 
 @contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
+def atomic_folder(path: str | Path, tmp: str | Path | None = None) -> Iterator[Path]:
     """Write a folder's files into a temporary sibling; on success swap it into `path`.
 
     If the body raises, the temporary folder is removed and whatever was at `path` stays.
+
+    Args:
+        path: the folder to write.
+        tmp: an existing temporary sibling to finish (other processes wrote into it first, as
+            a sharded checkpoint's ranks do); default a fresh `.NAME.*.tmp`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    if tmp is None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+    tmp = Path(tmp)
     try:
         yield tmp
         _fsync_dir(tmp)

@@ -176,7 +176,8 @@ def test_every_option_of_every_command_has_a_help_line():
     from minillm.cli import build_parser
 
     commands = dict(_commands(build_parser()))
-    assert set(commands) == {"course run", "data prepare", "train", "sft", "dpo", "generate"}
+    assert set(commands) == {"course run", "data prepare", "train", "sft", "dpo", "generate",
+                             "checkpoint consolidate"}
     for name, parser in commands.items():
         for action in [*_options(parser), *(a for a in parser._actions if not a.option_strings)]:
             text = re.sub(r"\((default: .*|required)\)$", "", action.help or "").strip()
@@ -210,7 +211,8 @@ def test_flag_names_are_one_convention_across_commands():
             assert not boolean or isinstance(action, argparse.BooleanOptionalAction), \
                 (name, action.option_strings)
     # the same concept has the same name wherever it exists
-    for flag, commands in {"--output-dir": {"course run", "data prepare", "train", "sft", "dpo"},
+    for flag, commands in {"--output-dir": {"course run", "data prepare", "train", "sft", "dpo",
+                                            "checkpoint consolidate"},
                            "--max-steps": {"train", "sft", "dpo"},
                            "--eval-steps": {"train", "sft", "dpo"},
                            "--log-steps": {"train", "sft", "dpo"},

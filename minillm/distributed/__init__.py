@@ -2,9 +2,12 @@
 
 `init_from_env` reads torchrun's RANK / LOCAL_RANK / WORLD_SIZE and starts the process group;
 a `Strategy` wraps the model for the Trainer (compile, DistributedDataParallel), builds its
-optimizer, and says how to clip gradients and gather the weights for a checkpoint. Built in:
-"single" and "ddp"; `strategies` adds the written-out bucketed DDP ("own_ddp", `ddp`), ZeRO
-stages 1-3 over flat shards ("zero1/2/3", `zero`) and torch's FSDP2 ("fsdp", `fsdp`). `memory`
+optimizer, and says how to clip gradients and gather the weights for a checkpoint. Built in
+(`strategy`): "single", "ddp", the written-out bucketed DDP ("own_ddp", `ddp`), ZeRO stages 1-3
+over flat shards ("zero1/2/3", `zero`), torch's FSDP2 ("fsdp", `fsdp`) and the composed path
+("parallel"): `mesh` lays the processes out as a named `DeviceMesh` (`ParallelDims`),
+`parallelize` applies tensor parallel and FSDP2/HSDP to a GPT built on the meta device, and
+`dcp` saves and loads its shards with torch.distributed.checkpoint. `memory`
 measures per-rank bytes and communication beside the ZeRO paper's formulas, `launch` starts
 worker processes and ends them all when one fails, `expert_parallel` spreads a mixture of
 experts over ranks, `tensor_parallel` splits each block's matrices over ranks (Megatron-LM), and
@@ -16,15 +19,18 @@ strategies) and `scripts/distributed/parallel_bench.py` (tensor and pipeline par
 one process).
 """
 
-from minillm.distributed import strategies  # noqa: F401  (registers the sharded strategies)
 from minillm.distributed.env import DistInfo, all_reduce_mean, init_from_env, shutdown
+from minillm.distributed.mesh import ParallelDims
 from minillm.distributed.strategy import (
     DDPStrategy,
     Strategy,
     get_strategy,
     register_strategy,
+    resolve_strategy,
+    strategy_class,
     strategy_names,
 )
 
-__all__ = ["DDPStrategy", "DistInfo", "Strategy", "all_reduce_mean", "get_strategy",
-           "init_from_env", "register_strategy", "shutdown", "strategy_names"]
+__all__ = ["DDPStrategy", "DistInfo", "ParallelDims", "Strategy", "all_reduce_mean",
+           "get_strategy", "init_from_env", "register_strategy", "resolve_strategy", "shutdown",
+           "strategy_class", "strategy_names"]

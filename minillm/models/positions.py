@@ -74,7 +74,9 @@ def rope_inv_freq(rot_dim: int, base: float = 10000.0, ntk_scale: float = 1.0) -
         raise ValueError(f"rotary dimension {rot_dim} must be even")
     if ntk_scale != 1.0:
         base = base * ntk_scale ** (rot_dim / (rot_dim - 2))
-    return 1.0 / base ** (torch.arange(0, rot_dim, 2, dtype=torch.float64) / rot_dim)
+    # a constant on the CPU, even under torch.device("meta") (a model built there for sharded
+    # init keeps it: it is no parameter or buffer to materialise); rope_cos_sin moves it
+    return 1.0 / base ** (torch.arange(0, rot_dim, 2, dtype=torch.float64, device="cpu") / rot_dim)
 
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, interpolation: float = 1.0

@@ -9,6 +9,18 @@
         trainer.json                  step, train config, metrics history
         tokenizer.json                optional
 
+A sharded run (strategy "parallel") writes, in place of model.safetensors, every rank's shards
+of the weights and the Adam moments with torch.distributed.checkpoint (`minillm.distributed.dcp`):
+
+      checkpoints/step_000300/
+        config.json  trainer.json  trainer_state.pt  tokenizer.json
+        dcp/.metadata  dcp/__0_0.distcp  dcp/__1_0.distcp ...
+
+All ranks write into one temporary `.step_N.sharded.tmp` folder (on a filesystem they share),
+then rank 0 adds the JSON files and trainer_state.pt, renames the folder into place and moves
+latest.json: the same contract. `minillm checkpoint consolidate` turns such a folder into
+config.json + model.safetensors for `GPT.from_checkpoint` and `minillm generate`.
+
 `GPT.from_checkpoint(folder)` reads only config.json + model.safetensors; `load_trainer_state`
 reads the rest. `trainer_state.pt` is read with `torch.load(weights_only=True)`: no pickled
 objects. `latest.json` is replaced only after its folder is complete, so a run killed at any
@@ -42,13 +54,21 @@ from minillm.io import (
     torch_save_atomic,
 )
 
-__all__ = ["save_training_checkpoint", "latest_checkpoint", "load_trainer_state",
-           "intact_checkpoint_before",
-           "prepare_out_dir", "remove_stale_files", "CHECKPOINT_FILES"]
+__all__ = ["consolidate_checkpoint", "save_training_checkpoint", "save_sharded_training_checkpoint", "latest_checkpoint",
+           "load_trainer_state", "intact_checkpoint_before", "is_complete_checkpoint",
+           "prepare_out_dir", "remove_stale_files", "CHECKPOINT_FILES", "SHARDED_CHECKPOINT_FILES"]
 
 # the files every training checkpoint folder has (tokenizer.json is optional); start-up removes a
 # step_N folder missing one of them (a save that writes another set must change this tuple)
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "trainer_state.pt", "trainer.json")
+SHARDED_CHECKPOINT_FILES = ("config.json", "dcp/.metadata", "trainer_state.pt", "trainer.json")
+
+
+def is_complete_checkpoint(folder: str | Path) -> bool:
+    """Whether `folder` has every file of a checkpoint, gathered or sharded."""
+    folder = Path(folder)
+    return any(all((folder / f).is_file() for f in files)
+               for files in (CHECKPOINT_FILES, SHARDED_CHECKPOINT_FILES))
 
 
 def save_training_checkpoint(
@@ -82,13 +102,62 @@ def save_training_checkpoint(
         torch_save_atomic(tmp / "trainer_state.pt", trainer_state)
     _pause_for_tests("replaced")
     atomic_write_json(out_dir / "latest.json", {"step": step, "path": str(rel)})
+    _prune(out_dir, step, keep)
+    return out_dir / rel
+
+
+def save_sharded_training_checkpoint(
+    out_dir: str | Path, step: int, config: dict, write_shards, trainer_state: dict,
+    trainer_json: dict, tokenizer: dict | None = None, keep: int = 2, is_main: bool = True,
+    barrier=lambda: None,
+) -> Path:
+    """The sharded form of `save_training_checkpoint` (collective: every rank calls it).
+
+    Args:
+        out_dir, step, trainer_state, trainer_json, tokenizer, keep: as there (the last four are
+            used on rank 0 only).
+        config: the model's config dict (config.json).
+        write_shards: `write_shards(folder)` writes this rank's shards into folder/dcp
+            (`minillm.distributed.dcp.save_sharded`).
+        is_main: this is rank 0.
+        barrier: waits for every rank (`torch.distributed.barrier`).
+
+    Returns:
+        The new checkpoint folder.
+    """
+    out_dir = Path(out_dir)
+    rel = Path("checkpoints") / f"step_{step:06d}"
+    tmp = out_dir / "checkpoints" / f".step_{step:06d}.sharded.tmp"
+    if is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier()  # the folder exists for every rank
+    write_shards(tmp)
+    barrier()  # every rank's shards (and rank 0's .metadata) are written
+    if is_main:
+        files = {"config.json": config, "trainer.json": trainer_json}
+        if tokenizer is not None:
+            files["tokenizer.json"] = tokenizer
+        with atomic_folder(out_dir / rel, tmp=tmp):
+            for name, obj in files.items():
+                atomic_write_json(tmp / name, obj)
+            _pause_for_tests("writing")
+            torch_save_atomic(tmp / "trainer_state.pt", trainer_state)
+        _pause_for_tests("replaced")
+        atomic_write_json(out_dir / "latest.json", {"step": step, "path": str(rel)})
+        _prune(out_dir, step, keep)
+    barrier()  # no rank goes on (or resumes) before latest.json moved
+    return out_dir / rel
+
+
+def _prune(out_dir: Path, step: int, keep: int) -> None:
+    """Remove older steps beyond the newest keep - 1 (0 = keep all); the one just written never
+    goes, nor do later steps left in out_dir by another run (they are not this run's to delete)."""
     if keep > 0:
-        # older steps beyond the newest keep - 1 go; the one just written never does, nor do
-        # later steps left in out_dir by another run (they are not this run's to delete)
         older = sorted(s for s in _steps(out_dir / "checkpoints") if s < step)
         for old in older[: max(0, len(older) - (keep - 1))]:
             _remove_folder(out_dir / "checkpoints" / f"step_{old:06d}")
-    return out_dir / rel
 
 
 def _remove_folder(folder: Path) -> None:
@@ -160,8 +229,7 @@ def remove_stale_files(out_dir: str | Path) -> list[Path]:
             pointed = None
     for step in _steps(ckpts):
         folder = ckpts / f"step_{step:06d}"
-        if folder.resolve() != pointed and not all((folder / f).is_file()
-                                                    for f in CHECKPOINT_FILES):
+        if folder.resolve() != pointed and not is_complete_checkpoint(folder):
             _remove_folder(folder)
             removed.append(folder)
     return removed
@@ -200,7 +268,8 @@ def intact_checkpoint_before(folder: str | Path) -> Path | None:
         earlier = folder.parent / f"step_{step:06d}"
         try:
             load_trainer_state(earlier)
-            load_tensors(earlier / "model.safetensors")
+            if not (earlier / "dcp" / ".metadata").is_file():  # (a sharded one: its files)
+                load_tensors(earlier / "model.safetensors")
             read_json(earlier / "config.json", "config.json")
         except CheckpointError:
             continue
@@ -218,3 +287,37 @@ def load_trainer_state(folder: str | Path) -> tuple[dict, dict]:
     state = torch_load_safe(folder / "trainer_state.pt", "trainer_state.pt to resume training")
     meta = read_json(folder / "trainer.json", "trainer.json to resume training")
     return state, meta
+
+
+def consolidate_checkpoint(source: str | Path, output_dir: str | Path) -> Path:
+    """Turn a sharded (DCP) checkpoint into a model folder: config.json + model.safetensors
+    (+ tokenizer.json), which `GPT.from_checkpoint` and `minillm generate` load. One process,
+    no process group; it holds the full model (the output is the full model).
+
+    Args:
+        source: a checkpoint folder, or a run folder (its latest checkpoint).
+        output_dir: the model folder to write (atomically).
+
+    Returns:
+        The checkpoint folder read.
+
+    Raises:
+        ValueError: the folder holds no sharded weights (then it loads as it is).
+        CheckpointError: a file is missing or corrupt.
+    """
+    from minillm.distributed.dcp import is_sharded_checkpoint, load_full_weights
+    from minillm.models import GPT, GPTConfig
+
+    folder = Path(source)
+    if not (folder / "config.json").exists() and (folder / "latest.json").exists():
+        folder = latest_checkpoint(folder)
+    if not is_sharded_checkpoint(folder):
+        raise ValueError(f"{folder} holds no sharded (DCP) checkpoint (dcp/.metadata); a folder "
+                         "with model.safetensors loads as it is")
+    model = GPT(GPTConfig.from_dict(read_json(folder / "config.json", "config.json")))
+    load_full_weights(folder, model)
+    extra = {"consolidated_from.json": {"checkpoint": str(folder.resolve())}}
+    if (folder / "tokenizer.json").is_file():
+        extra["tokenizer.json"] = read_json(folder / "tokenizer.json", "tokenizer.json")
+    model.save(output_dir, extra_files=extra)
+    return folder

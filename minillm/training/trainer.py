@@ -12,7 +12,11 @@ for bit on the CPU, as a run never interrupted.
 
 Data parallelism: under torchrun each rank draws the same global batch and trains on its own
 slice; DistributedDataParallel averages gradients, so N ranks with batch_size B follow one
-process with batch_size N*B. Only rank 0 writes checkpoints and prints.
+process with batch_size N*B. Only rank 0 writes checkpoints and prints. Under the "parallel"
+strategy the slices are the data-parallel group's (dp_replicate x dp_shard ranks; tp and pp
+ranks of one replica read the same batch), the model may be built on the meta device (each rank
+then materialises only its shards), and every rank writes its shards of each checkpoint (DCP),
+which resumes under another world size too.
 
 Extension points (what SFT, DPO and the distributed strategies plug into):
 - `batches=`: a `minillm.data.BatchSource` (default `TokenStreamBatches` over `train_tokens`,
@@ -40,7 +44,8 @@ from tqdm.auto import tqdm
 
 from minillm.data.batching import BatchSource, TokenStreamBatches, check_tokens
 from minillm.distributed import DistInfo, all_reduce_mean, get_strategy, init_from_env
-from minillm.distributed.strategy import strategy_names
+from minillm.distributed.dcp import is_sharded_checkpoint, load_sharded, save_sharded
+from minillm.distributed.strategy import resolve_strategy, strategy_names
 from minillm.io import CheckpointError, load_tensors
 from minillm.optim import lr_at
 from minillm.training.checkpoint import (
@@ -48,6 +53,7 @@ from minillm.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     prepare_out_dir,
+    save_sharded_training_checkpoint,
     save_training_checkpoint,
 )
 from minillm.training.interrupt import TrainingInterrupted, stop_requests
@@ -122,9 +128,17 @@ class TrainConfig:
                                    # "float16" adds dynamic loss scaling (GradScaler)
     compile: bool = False          # torch.compile the model (the saved weights stay uncompiled)
     progress: bool | None = None   # tqdm bar; None = only when stderr is a terminal
-    strategy: str = "auto"         # how the model is wrapped: "auto" (ddp under torchrun, else
-                                   # single), "single", "ddp", "own_ddp", "zero1", "zero2",
-                                   # "zero3", "fsdp" (minillm.distributed.strategy)
+    strategy: str = "auto"         # how the model is wrapped: "auto" (parallel if a dim below is
+                                   # set, else ddp under torchrun, else single), "single", "ddp",
+                                   # "own_ddp", "zero1", "zero2", "zero3", "fsdp", "parallel"
+                                   # (minillm.distributed.strategy)
+    dp_replicate: int = 1          # parallel: replicas that all-reduce gradients (HSDP across
+                                   # nodes when dp_shard > 1 too)
+    dp_shard: int = -1             # parallel: ranks each replica's weights are sharded over
+                                   # (FSDP2); -1 = the processes the other dims leave
+    tp: int = 1                    # parallel: tensor-parallel ranks per block (divide n_head)
+    pp: int = 1                    # parallel: pipeline stages, 1F1B (divide n_layer; untied
+                                   # embeddings, no dropout)
 
     def __post_init__(self) -> None:
         check_finite_fields(self)
@@ -146,6 +160,18 @@ class TrainConfig:
         if self.strategy != "auto" and self.strategy not in strategy_names():
             raise ValueError(f"strategy={self.strategy!r} is not registered; choose 'auto' or "
                              f"one of {strategy_names()}")
+        for name in ("dp_replicate", "tp", "pp"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.dp_shard < 1 and self.dp_shard != -1:
+            raise ValueError(f"dp_shard={self.dp_shard} must be >= 1, or -1 (what is left)")
+        dims_set = (self.dp_replicate, self.tp, self.pp) != (1, 1, 1) or self.dp_shard != -1
+        if dims_set and self.strategy not in ("auto", "parallel"):
+            raise ValueError(f"dp_replicate/dp_shard/tp/pp are the 'parallel' strategy's dims, "
+                             f"but strategy={self.strategy!r}; use strategy='parallel' (or 'auto')")
+        if self.dtype == "float16" and self.strategy == "parallel":
+            raise ValueError("dtype='float16' needs a sharded loss scaler the 'parallel' strategy "
+                             "does not have; use 'bfloat16' (its default on CUDA) or 'float32'")
 
     def to_dict(self) -> dict:
         """The fields as a JSON-able dict (saved in trainer.json)."""
@@ -206,12 +232,27 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = default_dtype_for(self.device) if c.dtype == "auto" else DTYPES[c.dtype]
-        self.model = model.to(self.device)  # the raw module: what we save
+        self.strategy = get_strategy(c.strategy, self.dist, c)
+        on_meta = any(p.is_meta for p in model.parameters())
+        if on_meta and not self.strategy.meta_init:
+            raise ValueError(f"the model is on the meta device (no weights) but strategy="
+                             f"{self.strategy.name!r} needs real ones; build it normally, or use "
+                             "strategy='parallel', which initialises each rank's shards")
+        self.model = model if on_meta else model.to(self.device)  # the raw module: what we save
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.tokenizer = tokenizer
-        self.strategy = get_strategy(c.strategy, self.dist)
         # the runner is what the loop calls: the model itself, or a DDP / ZeRO / FSDP wrapper
+        # (a meta-device model is given its shards' storage and initial values here)
         self.runner = self.strategy.wrap(self.model, self.device, c.compile)
+        self.model = self.strategy.local_model(self.model)  # (a pipeline stage: its part)
+        data_rank, self.data_ranks = self.strategy.data_slice()
+        given = (getattr(batches, "rank", self.dist.rank),  # (a source that says its slice)
+                 getattr(batches, "world_size", self.dist.world_size))
+        if batches is not None and given != (data_rank, self.data_ranks):
+            raise ValueError(f"this layout reads data as rank {data_rank} of {self.data_ranks} "
+                             f"(tp and pp ranks share a batch), but the batch source slices as "
+                             f"{given[0]} of {given[1]}; build it with the strategy's "
+                             "data_slice() (minillm train --data does), or use tp=pp=1")
         self.optimizer = self.strategy.build_optimizer(self.model, c, self.device.type)
         # float16's 5-bit exponent flushes small gradients to zero: scale the loss up before
         # backward, unscale before clipping, skip steps whose gradients overflowed and adapt the
@@ -219,8 +260,11 @@ class Trainer:
         self.scaler = (torch.amp.GradScaler(self.device.type)
                        if self.amp_dtype == torch.float16 else None)
         self.batches = batches if batches is not None else TokenStreamBatches(
-            train_tokens, val_tokens, c.batch_size, self.seq_len, c.seed, self.dist.rank,
-            self.dist.world_size)
+            train_tokens, val_tokens, c.batch_size, self.seq_len, c.seed, data_rank,
+            self.data_ranks)
+        if self.strategy.pipeline is not None and loss_fn is not None:
+            raise ValueError("pp > 1 trains with the language-model loss of the last stage; "
+                             "a custom loss_fn is not supported there (use pp=1)")
         self.loss_fn = loss_fn or lm_loss_fn
         self.on_log = on_log
         seed_everything(c.seed, libraries=("torch",))  # dropout
@@ -248,10 +292,52 @@ class Trainer:
             state["grad_scaler"] = self.scaler.state_dict()
         return state
 
+    def _rng_per_rank(self) -> dict[str, torch.Tensor]:
+        """Every rank's torch (and CUDA) generator state, stacked (world_size, n): a sharded
+        checkpoint restores each rank's own (row rank % the rows, under another world size)."""
+        states = {"torch_rng_per_rank": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            states["cuda_rng_per_rank"] = torch.cuda.get_rng_state()
+        if not self.dist.enabled:
+            return {k: v[None] for k, v in states.items()}
+        device = self.device if self.dist.backend == "nccl" else torch.device("cpu")
+        out = {}
+        for k, v in states.items():
+            rows = [torch.empty_like(v, device=device) for _ in range(self.dist.world_size)]
+            torch.distributed.all_gather(rows, v.to(device))
+            out[k] = torch.stack(rows).cpu()
+        return out
+
+    def _save_sharded(self) -> Path:
+        """Every rank writes its shards (DCP); rank 0 the rest (`save_sharded_checkpoint`)."""
+        bad = next((n for n, p in self.model.named_parameters()
+                    if not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()),
+                   None)
+        flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+        if self.dist.enabled:  # every rank stops, or none
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item():
+            raise _diverged(self.step, f"weight {bad or 'on another rank'} holds NaN or infinity",
+                            self.config.out_dir)
+        state = {"batches": self.batches.state_dict(), **self._rng_per_rank()}
+        meta = {"step": self.step, "tokens": self.tokens, "train_config": self.config.to_dict(),
+                "world_size": self.dist.world_size, "strategy": self.strategy.name,
+                "history": self.history, "eval_history": self.eval_history}
+        barrier = torch.distributed.barrier if torch.distributed.is_initialized() else (
+            lambda: None)
+        return save_sharded_training_checkpoint(
+            self.config.out_dir, self.step, self.model.config.to_dict(),
+            lambda folder: save_sharded(folder, self.model, self.optimizer), state, meta,
+            tokenizer=self.tokenizer, keep=self.config.keep_checkpoints,
+            is_main=self.dist.is_main, barrier=barrier)
+
     def save_checkpoint(self) -> Path | None:
-        """Write a checkpoint of the current step (rank 0 only); returns its folder."""
+        """Write a checkpoint of the current step (rank 0 only; every rank writes its shards
+        under a sharded strategy); returns its folder."""
         if self.config.out_dir is None:
             return None
+        if self.strategy.sharded_checkpoints:
+            return self._save_sharded()
         folder = None
         # sharded strategies gather full weights and optimizer state: every rank takes part
         weights = self.strategy.model_state_dict(self.model)
@@ -284,6 +370,12 @@ class Trainer:
             latest_checkpoint(self.config.out_dir) if self.config.out_dir else None)
         if folder is None:
             return False
+        if is_sharded_checkpoint(folder):
+            return self._resume_sharded(folder)
+        if self.strategy.sharded_checkpoints:
+            raise ValueError(f"checkpoint {folder} holds full weights (strategy "
+                             f"{self._saved_strategy(folder)!r}) but strategy='parallel' resumes "
+                             "sharded (DCP) checkpoints; resume with the strategy that wrote it")
         try:
             state, meta = load_trainer_state(folder)  # everything is checked before it loads
             weights = load_tensors(folder / "model.safetensors")
@@ -330,6 +422,35 @@ class Trainer:
         self.history, self.eval_history = meta["history"], meta["eval_history"]
         return True
 
+    @staticmethod
+    def _saved_strategy(folder: Path) -> str:
+        meta = load_trainer_state(folder)[1]
+        c = meta.get("train_config", {})
+        return meta.get("strategy") or resolve_strategy(c.get("strategy", "auto"),
+                                                        meta.get("world_size", 1), None)
+
+    def _resume_sharded(self, folder: Path) -> bool:
+        """Resume from a DCP checkpoint, resharded onto this run's mesh (any world size: the
+        data stream continues where it was if the global batch, batch_size x data-parallel
+        ranks, is the same; each rank takes generator state row rank % the rows saved)."""
+        state, meta = load_trainer_state(folder)
+        if not self.strategy.sharded_checkpoints:
+            raise ValueError(f"checkpoint {folder} holds sharded weights (DCP) written by "
+                             f"strategy={meta.get('strategy', 'parallel')!r}; resume with "
+                             "--strategy parallel, or make a model folder of it with `minillm "
+                             "checkpoint consolidate`")
+        load_sharded(folder, self.model, self.optimizer)
+        self.batches.load_state_dict(state["batches"])
+        rows = state["torch_rng_per_rank"]
+        # (a copy: set_rng_state reads a row with a storage offset from its storage's start)
+        torch.set_rng_state(rows[self.dist.rank % rows.shape[0]].clone())
+        if "cuda_rng_per_rank" in state and torch.cuda.is_available():
+            cuda = state["cuda_rng_per_rank"]
+            torch.cuda.set_rng_state(cuda[self.dist.rank % cuda.shape[0]].clone())
+        self.step, self.tokens = meta["step"], meta["tokens"]
+        self.history, self.eval_history = meta["history"], meta["eval_history"]
+        return True
+
     # ---- the loop ------------------------------------------------------------------------
     def _autocast(self):
         if self.amp_dtype == torch.float32:
@@ -351,6 +472,10 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             for _ in range(self.config.eval_batches):
                 batch = self._to_device(self.batches.next_batch("val"))
+                if self.strategy.pipeline is not None:  # through every stage
+                    losses.append(self.strategy.pipeline.step(
+                        batch["input_ids"], batch["labels"], train=False).item())
+                    continue
                 loss, metrics = self.loss_fn(self.model, batch)
                 losses.append(metrics.get("lm_loss", loss.item()))
         self.model.train(was_training)
@@ -377,10 +502,16 @@ class Trainer:
             last = micro == c.grad_accum_steps - 1
             sync = contextlib.nullcontext() if last else self.strategy.no_sync(self.runner)
             with sync:
-                with self._autocast():
-                    loss, step_metrics = self.loss_fn(self.runner, batch)
-                scaled = loss / c.grad_accum_steps
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                if self.strategy.pipeline is not None:  # the schedule runs both directions
+                    with self._autocast():
+                        loss = self.strategy.pipeline.step(
+                            batch["input_ids"], batch["labels"], 1 / c.grad_accum_steps)
+                    step_metrics = {"lm_loss": loss.item()}
+                else:
+                    with self._autocast():
+                        loss, step_metrics = self.loss_fn(self.runner, batch)
+                    scaled = loss / c.grad_accum_steps
+                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total += loss.item()
             for name, value in step_metrics.items():
                 metrics[name] = metrics.get(name, 0.0) + value / c.grad_accum_steps
@@ -394,14 +525,14 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.tokens += tokens * self.dist.world_size
+        self.tokens += tokens * self.data_ranks
         self.last_metrics = metrics
         return total / c.grad_accum_steps, grad_norm
 
     def _tokens_per_step(self) -> int:
         """Tokens per step of the default stream (for checkpoints that predate the count)."""
         c = self.config
-        return c.batch_size * c.grad_accum_steps * self.seq_len * self.dist.world_size
+        return c.batch_size * c.grad_accum_steps * self.seq_len * self.data_ranks
 
     def _log(self, entries: list[dict], entry: dict) -> None:
         entries.append(entry)
