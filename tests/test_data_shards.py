@@ -500,7 +500,8 @@ def test_a_50_mb_corpus_is_prepared_and_streamed_in_a_few_mb(tmp_path):
           f"32 x 256 +{above['peak']:.1f} MB; RSS grew {grew:.1f} MB over the last 300 batches")
     assert m["tokens"] == 50 * 2**20 + 50  # every byte, and one <|endoftext|> per file
     # loading the corpus, its ids or one shard would add 50 to 400 MB; streaming adds a few
-    assert m["peak_mb"] - m["baseline_mb"] < corpus_mb / 5
+    # (4.9-7.6 MB on an idle machine, 10.1 under the full suite: allocator slack, not data)
+    assert m["peak_mb"] - m["baseline_mb"] < corpus_mb / 3
     # and reading does not accumulate (one mapping kept open would grow by ~30 MB here)
     assert grew < 4
 

@@ -27,7 +27,8 @@ from minillm.quantization.int4 import rtn_quantize
 from minillm.tokenizers import ByteTokenizer
 from minillm.training import TrainConfig, Trainer
 
-CKPT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "shakespeare_byte"
+# chapter 15's model: the previous base (d128), whose rows the chapter and the lineage quantize
+CKPT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "shakespeare_byte_d128"
 
 
 # ---- GPTQ against the paper's Algorithm 1 written out ----------------------------------------
