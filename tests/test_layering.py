@@ -23,9 +23,9 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"quantization"},
     {"peft"},
-    {"generation", "distributed"},
+    {"generation", "retrieval", "distributed"},
     {"training"},
-    {"alignment", "scaling", "ngram"},
+    {"alignment", "scaling", "ngram", "evaluation"},
     {"course", "cli", "cli_options", "__init__", "__main__"},
 ]
 LAYER_OF = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
