@@ -185,6 +185,33 @@ def test_cli_dp_shard_by_tp_matches_one_process_and_its_export_generates(tmp_pat
 
 @pytest.mark.distributed
 @pytest.mark.slow
+def test_cli_hsdp_over_two_nodes_on_one_machine_matches_one_process(tmp_path):
+    """Two "nodes" of two processes each (`torchrun --nnodes=2`, a localhost rendezvous): HSDP
+    replicates across the nodes and shards within each, the layout the README gives for several
+    nodes, so only the gradient all-reduce crosses between them."""
+    from minillm.distributed.launch import free_port
+
+    port = str(free_port())
+    run = tmp_path / "nodes"
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={r}",
+         "--nproc_per_node=2", "--master-addr=127.0.0.1", f"--master-port={port}",
+         *_train(run, "--dp-replicate", "2", "--dp-shard", "2", batch=2)],
+        env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for r in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err[-3000:]
+    _run(_train(tmp_path / "one", batch=8), 1)  # the same global batch: 4 dp ranks x 2
+    record = json.loads((run / "checkpoints" / "step_000004" / "trainer.json").read_text())
+    assert record["world_size"] == 4
+    nodes_weights = _consolidated(run, 4, tmp_path / "export")
+    one = load_file(str(tmp_path / "one" / "checkpoints" / "step_000004" / "model.safetensors"))
+    assert 0 < _max_diff(nodes_weights, one) < 2e-5  # (> 0: it ran distributed)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_cli_two_pipeline_stages_match_one_process(tmp_path):
     untied = ("--no-tie-embeddings", "--eval-steps", "2", "--eval-batches", "2")
     _run(_train(tmp_path / "pp", "--pp", "2", "--export-dir", str(tmp_path / "gathered"),
