@@ -229,6 +229,25 @@ def test_decode_answers_is_greedy_decoding_until_the_stop_token(tok):
         assert answer == tok.decode(seq[len(ids):]).strip()
 
 
+def test_decode_answers_cuts_a_long_prompt_to_leave_room_for_the_answer(tok):
+    model = small_gpt(tok.vocab_size, seed=5)
+    ctx = model.config.context_length
+    stop = ChatTemplate().stop_id(tok)
+    long = [tok.encode("To be, or not to be, that is the question. " * 40)]
+    assert len(long[0]) > ctx
+    answer = decode_answers(model, tok, long, [stop], max_new_tokens=10)[0]
+    seq = long[0][-(ctx - 10):]  # reference: the prompt's last ctx - 10 tokens, no cache
+    for _ in range(10):
+        nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+        if nxt == stop:
+            break
+        seq.append(nxt)
+    assert len(seq) <= ctx
+    assert answer == tok.decode(seq[ctx - 10:]).strip()
+    with pytest.raises(ValueError, match="leaves no room"):
+        decode_answers(model, tok, long, [stop], max_new_tokens=ctx)
+
+
 def test_exact_match_by_task_and_plain_prompt():
     scores = exact_match_by_task(["a", "a", "b"], ["7 ", "8", "X"], ["7", "7", "X"])
     assert scores == {"a": 0.5, "b": 1.0, "mean": 0.75}

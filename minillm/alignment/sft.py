@@ -301,6 +301,11 @@ def decode_answers(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int]]
                    stop_text: str | None = None) -> list[str]:
     """Greedy answers to tokenized prompts, batched (left-padded, sorted by length).
 
+    A prompt longer than `context_length - max_new_tokens` loses its first tokens, so that
+    prompt and answer fit the context and decoding keeps its KV cache (past the context,
+    `generate` would recompute the whole window for every new token: ~40x slower for a
+    few-shot prompt that fills the window).
+
     Args:
         prompts: token ids of each prompt (the chat template's prompt part, or a plain one).
         stop_ids: decoding of a row ends at any of these tokens (excluded from the answer).
@@ -310,13 +315,16 @@ def decode_answers(model: nn.Module, tokenizer, prompts: Sequence[Sequence[int]]
     """
     model.eval()
     device = next(model.parameters()).device
-    ctx = model.config.context_length
+    room = model.config.context_length - max_new_tokens  # what the prompt may keep
+    if room < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
+                         f"context_length={model.config.context_length}: lower it")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
     stops = set(stop_ids)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        seqs = [list(prompts[i])[-ctx:] for i in chunk]
+        seqs = [list(prompts[i])[-room:] for i in chunk]
         ids, mask = left_pad(seqs)
         out = generate(model, ids.to(device), max_new_tokens, temperature=0.0,
                        eos_token_id=list(stop_ids), attention_mask=mask.to(device),
