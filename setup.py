@@ -15,7 +15,8 @@ from setuptools.command.build_py import build_py
 # the corpus, its tokenizers, the base (bytes, BPE) and SFT checkpoints, and the instruction
 # and preference sets that `minillm sft` and `minillm dpo` read by default
 DATA_FOLDERS = ("shakespeare", "tokenizers", "checkpoints/shakespeare_byte",
-                "checkpoints/shakespeare_bpe", "checkpoints/shakespeare_sft", "sft", "preference")
+                "checkpoints/shakespeare_bpe", "checkpoints/shakespeare_sft", "sft", "preference",
+                "crawl")
 
 
 class BuildPyWithData(build_py):
