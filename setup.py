@@ -13,9 +13,11 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 # the corpus, its tokenizers, the base (bytes, BPE) and SFT checkpoints, and the instruction
-# and preference sets that `minillm sft` and `minillm dpo` read by default
+# and preference sets that `minillm sft` and `minillm dpo` read by default, and the labelled
+# crawl that `minillm.data.cleaning.load_crawl` reads (chapter 17)
 DATA_FOLDERS = ("shakespeare", "tokenizers", "checkpoints/shakespeare_byte",
-                "checkpoints/shakespeare_bpe", "checkpoints/shakespeare_sft", "sft", "preference")
+                "checkpoints/shakespeare_bpe", "checkpoints/shakespeare_sft", "sft", "preference",
+                "crawl")
 
 
 class BuildPyWithData(build_py):
