@@ -533,7 +533,8 @@ def _check_sft(args: argparse.Namespace) -> str | None:
 
 
 CHECKPOINT_HELP = ("a checkpoint folder, a run's --output-dir (its latest checkpoint), or a "
-                   "shipped checkpoint's name: shakespeare_byte, shakespeare_bpe, shakespeare_sft")
+                   "shipped checkpoint's name: shakespeare_byte, shakespeare_bpe, shakespeare_sft, "
+                   "shakespeare_sft_d128")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, corpus_help: str,
