@@ -28,8 +28,9 @@ they overlap: `--output-dir` for what a command writes, `--checkpoint` for the m
 `--max-steps` and `--eval-steps`, `--flag / --no-flag` for booleans, `--num-experts-per-tok`
 for MoE's top-k (so `--top-k` is sampling's alone). Every field of GPTConfig and TrainConfig is
 an option of `train`, every TrainConfig field one of `sft`, every DPOConfig field one of `dpo`,
-every DistillConfig, GPTConfig (the student's) and TrainConfig field one of `distill`, and every GenerationConfig field (but num_assistant_tokens) one of `generate` (underscores
-become dashes); each option's help is its field's comment (`minillm.utils.field_docs`).
+every DistillConfig, GPTConfig (the student's) and TrainConfig field one of `distill`, and
+every GenerationConfig field (but num_assistant_tokens) one of `generate` (underscores become
+dashes); each option's help is its field's comment (`minillm.utils.field_docs`).
 Old spellings (`--out-dir`, `--eval-interval`, `--log-interval`, `--base`, `--steps`,
 `--eval-every`, `--out`, `--bias true`) still work for one release and say what replaces them on
 stderr.
