@@ -10,6 +10,9 @@
                 [--lora-r 8 --lora-alpha 16 --lora-targets attn.qkv,attn.proj [--qlora]]
     minillm dpo --output-dir DIR [--run-name NAME] [--runs dpo:0.1 ipo:0.1 simpo:2.0 ...]
                 [--max-steps N --eval-steps N --lr LR ...]
+    minillm distill --teacher DIR --output-dir DIR [--d-model 64 --n-layer 2 ...]
+                    [--loss kd|reverse_kl|gjsd|seqkd|feature --temperature T --alpha A --beta B]
+                    [--max-steps N --final-eval --export-dir DIR ...]
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
                      --do-sample --top-k K --top-p P --num-beams N --seed S ...]
     minillm checkpoint consolidate RUN_OR_CHECKPOINT --output-dir DIR
@@ -25,8 +28,9 @@ they overlap: `--output-dir` for what a command writes, `--checkpoint` for the m
 `--max-steps` and `--eval-steps`, `--flag / --no-flag` for booleans, `--num-experts-per-tok`
 for MoE's top-k (so `--top-k` is sampling's alone). Every field of GPTConfig and TrainConfig is
 an option of `train`, every TrainConfig field one of `sft`, every DPOConfig field one of `dpo`,
-and every GenerationConfig field (but num_assistant_tokens) one of `generate` (underscores
-become dashes); each option's help is its field's comment (`minillm.utils.field_docs`).
+every DistillConfig, GPTConfig (the student's) and TrainConfig field one of `distill`, and
+every GenerationConfig field (but num_assistant_tokens) one of `generate` (underscores become
+dashes); each option's help is its field's comment (`minillm.utils.field_docs`).
 Old spellings (`--out-dir`, `--eval-interval`, `--log-interval`, `--base`, `--steps`,
 `--eval-every`, `--out`, `--bias true`) still work for one release and say what replaces them on
 stderr.
@@ -522,6 +526,34 @@ def cmd_dpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    import torch
+
+    from minillm.alignment.distill_run import DistillConfig, build, finish
+    from minillm.models import GPTConfig
+    from minillm.training import TrainConfig
+
+    config = DistillConfig(**config_kwargs(args, DistillConfig))
+    config.teacher = str(_model_folder(config.teacher))
+    if config.tokenizer:
+        config.tokenizer = str(_shipped(config.tokenizer, "tokenizers"))
+    train_cfg = TrainConfig(**config_kwargs(args, TrainConfig, renames=TRAIN_RENAMES))
+    _check_run_folder(args, train_cfg)
+    if args.export_dir:  # written at the end: a bad path must not cost the run
+        from minillm.io import check_writable
+
+        check_writable(Path(args.export_dir).resolve().parent, "--export-dir's parent")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = build(config, config_kwargs(args, GPTConfig, renames=MODEL_RENAMES), train_cfg,
+                corpus=args.corpus, on_log=_log_lines(train_cfg))
+    _resume(args, run.trainer)
+    run.trainer.fit()
+    summary = finish(run, args.final_eval, args.export_dir, "minillm " + " ".join(args.argv))
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
 def _check_sft(args: argparse.Namespace) -> str | None:
     """What `sft`'s options cannot be together (None: nothing)."""
     if args.text_rows and not args.packing:
@@ -660,6 +692,25 @@ def build_parser() -> argparse.ArgumentParser:
                    split=lambda file: {"output_dir": str(Path(file).parent),
                                        "run_name": Path(file).stem})
     dpo.set_defaults(func=cmd_dpo)
+
+    from minillm.alignment.distill_run import DistillConfig
+
+    distill = sub.add_parser("distill", help="train a student from a teacher checkpoint: soft "
+                             "targets (KD), reverse KL, generalized JSD, sequence-level KD or "
+                             "feature distillation")
+    _add_run_options(distill, "the corpus to distil on (its validation split is scored)",
+                     "score the student and the teacher on the whole validation split at the "
+                     "end (bits per byte)")
+    distill.add_argument("--export-dir", default=None,
+                         help="also save the final student (config, weights, tokenizer, "
+                              "training record) to this folder")
+    add_config_options(distill, DistillConfig, "distillation (DistillConfig)",
+                       helps={"teacher": f"the teacher: {CHECKPOINT_HELP}"})
+    add_config_options(distill, GPTConfig, "student model (GPTConfig; unset fields are "
+                       "--student-config's, else the teacher's)", renames=MODEL_RENAMES,
+                       defaults={f: "the teacher's" for f in GPTConfig.__dataclass_fields__})
+    add_config_options(distill, TrainConfig, "training (TrainConfig)", **TRAIN_OPTIONS)
+    distill.set_defaults(func=cmd_distill)
 
     gen = sub.add_parser("generate", help="continue a prompt with a checkpoint (greedy; "
                          "--do-sample samples)")

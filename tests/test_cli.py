@@ -176,8 +176,8 @@ def test_every_option_of_every_command_has_a_help_line():
     from minillm.cli import build_parser
 
     commands = dict(_commands(build_parser()))
-    assert set(commands) == {"course run", "data prepare", "train", "sft", "dpo", "generate",
-                             "checkpoint consolidate"}
+    assert set(commands) == {"course run", "data prepare", "train", "sft", "dpo", "distill",
+                             "generate", "checkpoint consolidate"}
     for name, parser in commands.items():
         for action in [*_options(parser), *(a for a in parser._actions if not a.option_strings)]:
             text = re.sub(r"\((default: .*|required)\)$", "", action.help or "").strip()
@@ -212,15 +212,15 @@ def test_flag_names_are_one_convention_across_commands():
                 (name, action.option_strings)
     # the same concept has the same name wherever it exists
     for flag, commands in {"--output-dir": {"course run", "data prepare", "train", "sft", "dpo",
-                                            "checkpoint consolidate"},
-                           "--max-steps": {"train", "sft", "dpo"},
-                           "--eval-steps": {"train", "sft", "dpo"},
-                           "--log-steps": {"train", "sft", "dpo"},
+                                            "distill", "checkpoint consolidate"},
+                           "--max-steps": {"train", "sft", "dpo", "distill"},
+                           "--eval-steps": {"train", "sft", "dpo", "distill"},
+                           "--log-steps": {"train", "sft", "dpo", "distill"},
                            "--checkpoint": {"sft", "dpo", "generate"}}.items():
         assert {c for c, flags in shown.items() if flag in flags} == commands, flag
     # --top-k is sampling's alone; MoE's experts per token is --num-experts-per-tok
     assert {c for c, flags in shown.items() if "--top-k" in flags} == {"generate"}
-    assert "--num-experts-per-tok" in shown["train"]
+    assert "--num-experts-per-tok" in shown["train"] and "--num-experts-per-tok" in shown["distill"]
     assert not {c for c, flags in shown.items() if "--model" in flags}
     # the old spellings are still there, hidden, as deprecated aliases
     old = {name: set(_deprecated(parser)) for name, parser in _commands(build_parser())}

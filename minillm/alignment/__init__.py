@@ -1,12 +1,24 @@
 """Post-training: supervised fine-tuning (chat template, loss masking, packing), reward models,
-PPO and GRPO (rollouts, KL penalty, clipped losses), and DPO with its relatives (IPO, KTO, SimPO,
-ORPO).
+PPO and GRPO (rollouts, KL penalty, clipped losses), DPO with its relatives (IPO, KTO, SimPO,
+ORPO), and knowledge distillation (soft targets, reverse KL, generalized JSD, sequence-level,
+feature).
 
 The entry points are exported here; everything else is imported from its module
 (e.g. `minillm.alignment.chat`).
 """
 
 from minillm.alignment.chat import ChatTemplate
+from minillm.alignment.distill import (
+    FeatureDistillStudent,
+    distill_loss_fn,
+    forward_kl,
+    generalized_jsd,
+    hidden_mse,
+    kd_loss,
+    reverse_kl,
+    teacher_sequences,
+)
+from minillm.alignment.distill_run import DistillConfig
 from minillm.alignment.dpo import dpo_loss, ipo_loss, kto_loss, orpo_loss, simpo_loss
 from minillm.alignment.dpo_run import DPOConfig
 from minillm.alignment.grpo import GRPOConfig, GRPOTrainer, grpo_loss
@@ -21,8 +33,9 @@ from minillm.alignment.reward import (
 )
 from minillm.alignment.sft import SFTBatches, sft_loss_fn
 
-__all__ = ["bradley_terry_loss", "ChatTemplate", "dpo_loss", "DPOConfig", "grpo_loss",
-           "GRPOConfig", "GRPOTrainer", "ipo_loss", "kto_loss", "mixed_loss_fn", "MixedBatches",
-           "orpo_loss", "PairBatches", "PPOConfig", "PPOTrainer", "preference_loss_fn",
-           "PreferenceBatches", "reward_loss_fn", "RewardModel", "sft_loss_fn", "SFTBatches",
-           "simpo_loss"]
+__all__ = ["bradley_terry_loss", "ChatTemplate", "distill_loss_fn", "DistillConfig", "dpo_loss",
+           "DPOConfig", "FeatureDistillStudent", "forward_kl", "generalized_jsd", "grpo_loss",
+           "GRPOConfig", "GRPOTrainer", "hidden_mse", "ipo_loss", "kd_loss", "kto_loss",
+           "mixed_loss_fn", "MixedBatches", "orpo_loss", "PairBatches", "PPOConfig", "PPOTrainer",
+           "preference_loss_fn", "PreferenceBatches", "reverse_kl", "reward_loss_fn",
+           "RewardModel", "sft_loss_fn", "SFTBatches", "simpo_loss", "teacher_sequences"]
