@@ -1,5 +1,6 @@
 """Decoding: generate and stream, the generation config, the decoding state, logits
-processors, beam search and speculative decoding.
+processors, beam search and speculative decoding; using a model: tool calls, self-consistency
+and few-shot prompts.
 
     >>> from minillm.generation import generate
     >>> out = generate(model, ids, max_new_tokens=50, do_sample=True, top_p=0.9, generator=g)
@@ -7,9 +8,12 @@ processors, beam search and speculative decoding.
 Modules, lowest first: `processors` (temperature, top-k/p, min-p, typical, penalties),
 `state` (`DecodeState`: tokens, padding mask, KV cache), `config` (`GenerationConfig`),
 `beam_search`, `speculative`, and `generate` (`generate`, `stream`, contrastive search).
+Above them: `calculator` (a safe arithmetic evaluator) and `tools` (`generate_with_tools`: the
+model's `<calc>...</calc>` calls answered and spliced in).
 """
 
 from minillm.generation.beam_search import beam_search
+from minillm.generation.calculator import CalcError, CalculatorLimits, calculate, evaluate
 from minillm.generation.config import GenerationConfig, eos_ids
 from minillm.generation.generate import generate, sample_next, stream
 from minillm.generation.processors import (
@@ -26,8 +30,11 @@ from minillm.generation.processors import (
 )
 from minillm.generation.speculative import speculative_generate, verify_draft
 from minillm.generation.state import DecodeState, draw, left_pad
+from minillm.generation.tools import ToolCall, ToolOutput, ToolSpec, find_call, generate_with_tools
 
-__all__ = ["DecodeState", "GenerationConfig", "LogitsProcessor", "MinP", "NoRepeatNGram",
-           "RepetitionPenalty", "Temperature", "TopK", "TopP", "Typical", "apply_processors",
-           "beam_search", "build_processors", "draw", "eos_ids", "generate", "left_pad",
-           "sample_next", "speculative_generate", "stream", "verify_draft"]
+__all__ = ["CalcError", "CalculatorLimits", "DecodeState", "GenerationConfig", "LogitsProcessor",
+           "MinP", "NoRepeatNGram", "RepetitionPenalty", "Temperature", "ToolCall", "ToolOutput",
+           "ToolSpec", "TopK", "TopP", "Typical", "apply_processors", "beam_search",
+           "build_processors", "calculate", "draw", "eos_ids", "evaluate", "find_call",
+           "generate", "generate_with_tools", "left_pad", "sample_next", "speculative_generate",
+           "stream", "verify_draft"]
