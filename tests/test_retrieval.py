@@ -170,7 +170,7 @@ def test_dense_retrieval_ranks_by_the_similarity_and_backends_agree(similarity):
     assert isinstance(torch_r, Retriever)
 
 
-def test_mean_pooled_embedder_averages_the_final_hidden_states(tiny_model):
+def test_mean_pooled_embedder_averages_the_final_hidden_states():
     tok = ByteTokenizer()
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=257, context_length=16, d_model=32, n_layer=1, n_head=2))

@@ -279,8 +279,10 @@ class SteeredGPT(GPT):
     def __init__(self, config, script, at):
         super().__init__(config)
         self.script, self.at = script, at
+        self.fed: list[int] = []     # tokens per forward
 
     def forward(self, idx, targets=None, *, cache=None, **kwargs):
+        self.fed.append(idx.size(1))
         past = cache.length if cache is not None else 0
         out = super().forward(idx, targets, cache=cache, **kwargs)
         for t in range(idx.size(1)):
@@ -315,6 +317,10 @@ def test_tool_loop_equals_decoding_with_the_result_pasted_in(use_cache, sampling
     out = generate_with_tools(model, prompt, tok, n_new, generator=torch.Generator()
                               .manual_seed(3), **kw)
     assert [(c.expression, c.result) for c in out.calls] == [("123*456", "56088")]
+    if use_cache:   # every token goes through the model once: the prompt, then one token a
+        # step, and the call's last token with the answer as one block (nothing is re-encoded)
+        assert sum(model.fed) == out.ids.size(1) - 1
+        assert model.fed[0] == prompt.size(1) and 1 + len("=56088") in model.fed
     def pasted(result):
         # two tokens of the model's own, then the call, the answer pasted in, the model again
         g = torch.Generator().manual_seed(3)
