@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 __all__ = ["BatchSource", "TokenStreamBatches", "check_tokens", "sample_batch",
-           "window_starts"]
+           "scoring_windows", "window_starts"]
 
 
 def check_tokens(data: torch.Tensor, context_length: int, what: str = "data",
@@ -71,6 +71,31 @@ def window_starts(n_tokens: int, batch_size: int, context_length: int,
     return torch.randint(
         0, n_tokens - context_length, (batch_size * world_size,), generator=generator
     )[rank * batch_size : (rank + 1) * batch_size]
+
+
+def scoring_windows(n_targets: int, context_length: int, stride: int
+                    ) -> list[tuple[int, int, int]]:
+    """The windows that score every one of `n_targets` predictions exactly once, each with at
+    least `context_length - stride` tokens of context after the first window.
+
+    Windows of `context_length` end every `stride` tokens and at the end; each keeps only the
+    targets the previous one did not score. The course's scorer (`minillm.training.lm_nll_bits`)
+    and kNN-LM (`minillm.retrieval.knn_lm`) walk the text this way.
+
+    Returns:
+        (start, end, first kept offset) per window: inputs seq[start:end], targets
+        seq[start + 1:end + 1], of which those at offsets >= the third value are scored.
+    """
+    T, S, L = context_length, stride, n_targets
+    if not 0 < S <= T:
+        raise ValueError(f"stride={S} must be in [1, context_length={T}]")
+    ends = list(range(min(T, L), L, S)) + [L] if L > T else [L]
+    jobs, prev = [], 0
+    for e in ends:
+        start = max(0, e - T)
+        jobs.append((start, e, prev - start))
+        prev = e
+    return jobs
 
 
 def sample_batch(

@@ -35,28 +35,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from minillm.data.batching import scoring_windows
 from minillm.retrieval.vector_index import VectorIndex
 from minillm.tokenizers.byte import ByteTokenizer
 
 __all__ = ["Datastore", "build_datastore", "interpolate_logprobs", "knn_lm_bits_per_byte",
            "knn_lm_logprobs", "knn_lm_nll_bits", "knn_logprobs", "window_states"]
-
-
-def score_windows(n_targets: int, context_length: int, stride: int
-                  ) -> list[tuple[int, int, int]]:
-    """(start, end, first kept offset) of each window over `n_targets` predictions: the walk of
-    `lm_nll_bits` (windows of `context_length` ending every `stride` tokens and at the end;
-    each keeps only the targets the previous one did not score)."""
-    T, S, L = context_length, stride, n_targets
-    if not 0 < S <= T:
-        raise ValueError(f"stride={S} must be in [1, context_length={T}]")
-    ends = list(range(min(T, L), L, S)) + [L] if L > T else [L]
-    jobs, prev = [], 0
-    for e in ends:
-        start = max(0, e - T)
-        jobs.append((start, e, prev - start))
-        prev = e
-    return jobs
 
 
 @torch.no_grad()
@@ -80,7 +64,7 @@ def window_states(model: nn.Module, token_ids: Sequence[int] | torch.Tensor, bos
     seq = torch.cat([torch.tensor([bos_id]), torch.as_tensor(token_ids, dtype=torch.long)])
     if seq.numel() < 2:
         raise ValueError("token_ids is empty: there is nothing to predict")
-    jobs = score_windows(seq.numel() - 1, T, S)
+    jobs = scoring_windows(seq.numel() - 1, T, S)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from minillm.data.batching import check_tokens, sample_batch
+from minillm.data.batching import check_tokens, sample_batch, scoring_windows
 from minillm.tokenizers.byte import ByteTokenizer
 
 __all__ = ["evaluate_loss", "estimate_loss", "bits_per_byte", "lm_nll_bits", "text_bits_per_byte"]
@@ -129,19 +129,11 @@ def lm_nll_bits(model: nn.Module, token_ids: list[int] | torch.Tensor, bos_id: i
     """
     T = context_length or model.config.context_length
     S = stride or max(1, T // 2)
-    if not 0 < S <= T:
-        raise ValueError(f"stride={S} must be in [1, context_length={T}]")
     seq = torch.cat([torch.tensor([bos_id]), torch.as_tensor(token_ids, dtype=torch.long)])
-    L = seq.numel() - 1                                  # tokens to score
+    jobs = scoring_windows(seq.numel() - 1, T, S)        # (start, end, first scored offset)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    ends = list(range(min(T, L), L, S)) + [L] if L > T else [L]
-    jobs, prev = [], 0
-    for e in ends:
-        start = max(0, e - T)
-        jobs.append((start, e, prev - start))            # score targets at offsets >= prev - start
-        prev = e
     total = 0.0
     groups: dict[int, list] = {}
     for job in jobs:
