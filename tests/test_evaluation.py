@@ -82,7 +82,7 @@ def pair():
 
 @pytest.fixture(scope="module")
 def manager():
-    return TaskManager(include_path=str(tasks_dir()))
+    return TaskManager(include_path=str(tasks_dir()), include_defaults=False)  # (fast)
 
 
 def _requests(kind: str, args: list[tuple]) -> list[Instance]:

@@ -89,7 +89,10 @@ def run_eval(config: EvalConfig, model=None, tokenizer=None) -> dict:
     from minillm.evaluation.lm_eval_backend import MiniLLMLM
 
     include = [str(tasks_dir())] + ([config.include_path] if config.include_path else [])
-    manager = TaskManager(include_path=include)
+    # lm-eval's thousands of built-in task YAMLs are indexed only when a task is not ours
+    manager = TaskManager(include_path=include, include_defaults=False)
+    if not all(manager.match_tasks([t]) for t in config.task_names):
+        manager = TaskManager(include_path=include)
     unknown = [t for t in config.task_names if not manager.match_tasks([t])]
     if unknown:
         ours = sorted(p.stem for p in tasks_dir().glob("*.yaml"))
