@@ -16,6 +16,7 @@
     minillm generate --checkpoint DIR --prompt TEXT [--max-new-tokens N --temperature T
                      --do-sample --top-k K --top-p P --num-beams N --seed S ...]
     minillm checkpoint consolidate RUN_OR_CHECKPOINT --output-dir DIR
+    minillm eval --checkpoint DIR --tasks T1,T2 [--limit N] [--batch-size B] [--output-path F]
 
 `minillm train` runs unchanged under `torchrun --nproc_per_node=N` (data parallel); pick the
 engine with `--strategy ddp|own_ddp|zero1|zero2|zero3|fsdp`, or lay the processes out with
@@ -587,6 +588,17 @@ def _add_run_options(parser: argparse.ArgumentParser, corpus_help: str,
                         help="torch CPU threads (0 = torch's default)")
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from minillm.evaluation.run import EvalConfig, format_results, run_eval
+
+    config = EvalConfig(checkpoint=str(_model_folder(args.checkpoint)), tasks=args.tasks,
+                        limit=args.limit, batch_size=args.batch_size,
+                        num_fewshot=args.num_fewshot, device=args.device,
+                        output_path=args.output_path, include_path=args.include_path)
+    print(format_results(run_eval(config)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `minillm` parser: one subparser per command (see the module docstring)."""
     from minillm.alignment.dpo_run import DPOConfig
@@ -737,6 +749,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a checkpoint folder, or a run's --output-dir (its latest checkpoint)")
     cons.add_argument("--output-dir", required=True, help="the model folder to write")
     cons.set_defaults(func=cmd_checkpoint)
+
+    ev = sub.add_parser("eval", help="score a checkpoint on lm-evaluation-harness tasks (the "
+                        "course's: data/eval_tasks), offline")
+    ev.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    ev.add_argument("--tasks", required=True, help="comma-separated task names, e.g. "
+                    "shakespeare_speaker_mc,shakespeare_play_mc,shakespeare_sft_exact")
+    ev.add_argument("--limit", type=int, default=None, help="the first N documents per task")
+    ev.add_argument("--batch-size", type=int, default=16, help="rows per forward")
+    ev.add_argument("--num-fewshot", type=int, default=None,
+                    help="demonstrations per prompt (default: the task's)")
+    ev.add_argument("--device", default="auto", help='"auto" = cuda > mps > cpu')
+    ev.add_argument("--output-path", default=None, help="also write the results as JSON here")
+    ev.add_argument("--include-path", default=None,
+                    help="another folder of lm-eval task YAMLs")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 
