@@ -16,12 +16,11 @@ The Mamba block (Fig. 3): x, z = in_proj(RMSNorm(h)); u = silu(causal depthwise 
 y = S6(u) * silu(z); h + out_proj(y).
 
 Scans here: `selective_scan_step` (one token: decoding), `selective_scan_recurrent` (a loop of
-steps), `selective_scan_chunked` (training: within a chunk of L tokens every h_t at once,
-
-    h_t = exp(s_{t,-1}) h_{start} + sum_{i<=t} exp(s_{t,i}) Delta_i B_i u_i,
-    s_{t,i} = sum_{j=i+1..t} Delta_j A         (a segment sum, <= 0: stable)
-
-memory ~ L^2 per channel and state, then the last h carries to the next chunk).
+steps), `selective_scan_chunked` (training: h_t = a_t h_{t-1} + b_t with a_t = exp(Delta_t A),
+b_t = Delta_t B_t u_t is a chain of affine maps, and composing them is associative, so a
+parallel prefix scan (Hillis & Steele 1986; Blelloch 1990; the paper's Sec. 3.3.2) gives every
+h_t of a chunk of L tokens in log2(L) batched steps; the last h carries to the next chunk).
+Every factor a_t is in (0, 1], so no step can overflow.
 
 Departures / notes:
 - no fused CUDA kernel and no hardware-aware recomputation (the paper's point for speed):
@@ -64,7 +63,7 @@ class MambaConfig(RecurrentConfig):
     norm_eps: float = 1e-5          # RMSNorm epsilon
     tie_embeddings: bool = True     # lm_head shares the token embedding (as the reference)
     dropout: float = 0.0            # on the residual branches
-    chunk: int = 8                  # tokens per parallel chunk of the scan (memory ~ chunk^2)
+    chunk: int = 16                 # tokens per parallel scan (log2(chunk) steps each)
 
     def __post_init__(self) -> None:
         self._check(("vocab_size", "context_length", "d_model", "n_layer", "d_state", "expand",
@@ -115,13 +114,17 @@ def selective_scan_recurrent(u, dt, A, B, C, D, h):
 
 
 def selective_scan_chunked(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                           C: torch.Tensor, D: torch.Tensor, h: torch.Tensor, chunk: int = 8
+                           C: torch.Tensor, D: torch.Tensor, h: torch.Tensor, chunk: int = 16
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The scan of `selective_scan_recurrent`, every h_t of a chunk at once (module docstring).
 
+    h_t = a_t h_{t-1} + b_t is a composition of affine maps, and composing is associative:
+    (a, b) then (a', b') is (a' a, a' b + b'). A Hillis-Steele scan doubles the span each
+    map covers, so log2(L) batched steps give every h_t of a chunk of L tokens.
+
     Args:
         u, dt: (B, T, Di); A: (Di, N); B, C: (B, T, N); D: (Di,); h: (B, Di, N) initial state.
-        chunk: tokens per parallel step.
+        chunk: tokens per parallel scan (memory ~ chunk * log2(chunk) per channel and state).
 
     Returns:
         y (B, T, Di) and the state after the last token.
@@ -129,20 +132,16 @@ def selective_scan_chunked(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B
     ys = []
     for s in range(0, u.size(1), chunk):
         uc, dtc, Bc, Cc = u[:, s:s + chunk], dt[:, s:s + chunk], B[:, s:s + chunk], C[:, s:s + chunk]
-        L = uc.size(1)
-        dA = dtc[..., None] * A                               # (B, L, Di, N), <= 0
-        # seg[b, t, i] = sum_{j=i+1..t} dA_j: cumulative sums of dA masked to j > i
-        j = torch.arange(L, device=u.device)
-        later = (j[None, :] > j[:, None])[..., None, None]    # (L_i, L_j, 1, 1): j > i
-        seg = torch.where(later, dA[:, None], 0.0).cumsum(2)  # (B, L_i, L_t, Di, N)
-        seg = seg.transpose(1, 2)                             # (B, L_t, L_i, Di, N)
-        causal = (j[None, :] <= j[:, None])[..., None, None]  # (L_t, L_i): i <= t
-        decay = torch.exp(seg.masked_fill(~causal, float("-inf")))
-        x = (dtc * uc)[..., None] * Bc[:, :, None, :]          # (B, L, Di, N): Delta B u
-        hs = torch.einsum("btidn,bidn->btdn", decay, x) \
-            + torch.exp(dA.cumsum(1)) * h[:, None]            # (B, L, Di, N)
-        ys.append(torch.einsum("btdn,btn->btd", hs, Cc) + D * uc)
-        h = hs[:, -1]
+        a = torch.exp(dtc[..., None] * A)                     # (B, L, Di, N): exp(Delta A)
+        b = (dtc * uc)[..., None] * Bc[:, :, None, :]         # (B, L, Di, N): Delta B u
+        b = torch.cat([b[:, :1] + a[:, :1] * h[:, None], b[:, 1:]], dim=1)  # fold h in
+        span = 1
+        while span < a.size(1):   # (a_t, b_t) covers (t - span, t]; extend it by span
+            b = torch.cat([b[:, :span], a[:, span:] * b[:, :-span] + b[:, span:]], dim=1)
+            a = torch.cat([a[:, :span], a[:, span:] * a[:, :-span]], dim=1)
+            span *= 2
+        ys.append(torch.einsum("btdn,btn->btd", b, Cc) + D * uc)   # b is now h_t
+        h = b[:, -1]
     return torch.cat(ys, dim=1), h
 
 
