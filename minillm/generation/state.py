@@ -83,7 +83,8 @@ class DecodeState:
     """Tokens `seq` (B, L), `mask` (B, L) and an optional KV cache, decoded with `model`.
 
     Args:
-        model: a GPT (anything with `config.context_length` and the cache-aware forward).
+        model: a GPT (anything with `config.context_length` and the cache-aware forward), or
+            a recurrent LM (`init_state`: decoded with its fixed-size state).
         input_ids: (B, T) prompt, left-padded if `attention_mask` has zeros.
         attention_mask: optional (B, T), 1 on real tokens.
         max_length: the longest the sequence will get (sizes the cache).
