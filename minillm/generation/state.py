@@ -19,6 +19,14 @@ decoders (e.g. two `stream`s) may interleave on one model.
 Past the context: once the sequence is longer than `context_length`, the model sees the last
 `context_length` tokens (a sliding window, positions restarting at 0). Absolute positions then
 change at every step, so a cache cannot slide with them: those steps run without the cache.
+
+Recurrent models (chapter 18: linear attention, RWKV, Mamba; anything with `init_state`) carry
+a fixed-size state instead of a KV cache (`use_cache` keeps it): the prompt is folded into
+the state, then each step feeds one token. The state does not slide; past the context RWKV and
+Mamba carry it on (their strength; recomputation would slide a window and differ), while a
+model whose state stops at a position table (`model.state_limit`) recomputes the window as a
+GPT does. Rolling back (speculative decoding, contrastive candidates) restores a snapshot of
+the state, or refolds the kept tokens.
 """
 
 from __future__ import annotations
@@ -75,7 +83,8 @@ class DecodeState:
     """Tokens `seq` (B, L), `mask` (B, L) and an optional KV cache, decoded with `model`.
 
     Args:
-        model: a GPT (anything with `config.context_length` and the cache-aware forward).
+        model: a GPT (anything with `config.context_length` and the cache-aware forward), or
+            a recurrent LM (`init_state`: decoded with its fixed-size state).
         input_ids: (B, T) prompt, left-padded if `attention_mask` has zeros.
         attention_mask: optional (B, T), 1 on real tokens.
         max_length: the longest the sequence will get (sizes the cache).
@@ -110,10 +119,15 @@ class DecodeState:
                              "column): the next token is read from the last column. Pad with "
                              "minillm.generation.left_pad")
         cache_len = min(self.ctx, max_length)
+        # a recurrent model's fixed-size state stands in for the cache
+        self.state = model.init_state(self.seq.size(0)) \
+            if use_cache and hasattr(model, "init_state") else None
+        self.state_limit = getattr(model, "state_limit", None)
+        self._snapshot: tuple[int, object] | None = None  # (n_seen, state) to roll back to
         # chapter 02's MLP and RNN LMs have no KV cache: they re-read the window every step
         use_cache = use_cache and hasattr(model.config, "n_kv_head")
         self.cache = KVCache.for_model(model, self.seq.size(0), cache_len) if use_cache else None
-        self.n_seen = 0  # tokens of `seq` whose keys/values are in the cache
+        self.n_seen = 0  # tokens of `seq` whose keys/values (or state) the model holds
         self.capture_hidden = capture_hidden
         self.hidden: torch.Tensor | None = None
         self._slots: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -145,6 +159,9 @@ class DecodeState:
     def next_logits(self) -> torch.Tensor:
         """Logits (B, n, V) of the n tokens appended since the last call (all, at first)."""
         n_new = self.length - self.n_seen
+        if self.state is not None and (self.state_limit is None
+                                       or self.length <= self.state_limit):
+            return self._state_logits()
         cached = self.cache is not None and self.length <= self.cache.max_length
         # the model counts positions over real tokens from the mask (no mask: 0, 1, ...)
         if cached:
@@ -163,6 +180,23 @@ class DecodeState:
         self.n_seen = self.length
         return logits
 
+    def _state_logits(self) -> torch.Tensor:
+        """Fold the unseen tokens into the recurrent state (pieces of at most context_length,
+        padding masked) and return their logits. The state before is kept as the snapshot a
+        `crop` rolls back to."""
+        self._snapshot = (self.n_seen, self.state.clone())
+        logits, hidden = [], []
+        for s in range(self.n_seen, self.length, self.ctx):
+            piece, pmask = self.seq[:, s:s + self.ctx], self.mask[:, s:s + self.ctx]
+            logits.append(self._forward(piece, state=self.state,
+                                        attention_mask=None if pmask.all() else pmask))
+            if self.hidden is not None:
+                hidden.append(self.hidden)
+        if hidden:
+            self.hidden = torch.cat(hidden, dim=1)
+        self.n_seen = self.length
+        return torch.cat(logits, dim=1)
+
     def append(self, tokens: torch.Tensor) -> None:
         """Append (B,) or (B, n) tokens (all real: mask 1)."""
         tokens = tokens.view(self.seq.size(0), -1).to(self.seq.device)
@@ -172,6 +206,12 @@ class DecodeState:
     def crop(self, length: int) -> None:
         """Keep the first `length` tokens (and their cache entries)."""
         self.seq, self.mask = self.seq[:, :length], self.mask[:, :length]
+        if self.state is not None and length < self.n_seen:
+            if self._snapshot is not None and self._snapshot[0] <= length:
+                self.n_seen, state = self._snapshot     # roll back, then refold the rest
+                self.state = state.clone()
+            else:                                       # no snapshot: refold from the start
+                self.n_seen, self.state = 0, self.model.init_state(self.seq.size(0))
         self.n_seen = min(self.n_seen, length)
         if self.cache is not None and self.cache.length > self.n_seen:
             self.cache.crop(self.n_seen)
@@ -184,6 +224,8 @@ class DecodeState:
         candidate is a batch-B forward, so the cache is never copied k times."""
         start = self.length
         logits, hidden, self._slots = [], [], []
+        if self.state is not None and self.n_seen < self.length:
+            self.next_logits()       # fold what is pending once, not once per candidate
         for j in range(candidates.size(1)):
             self.append(candidates[:, j])
             logits.append(self.next_logits()[:, -1])
@@ -217,3 +259,6 @@ class DecodeState:
         self.seq, self.mask = self.seq[index], self.mask[index]
         if self.cache is not None:
             self.cache.reorder(index)
+        if self.state is not None:
+            self.state.reorder(index)
+        self._snapshot = None

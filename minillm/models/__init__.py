@@ -1,4 +1,5 @@
-"""Models: the one configurable GPT and its parts, the KV cache, and the neural LMs of ch. 02."""
+"""Models: the one configurable GPT and its parts, the KV cache, the neural LMs of ch. 02 and
+the recurrent LMs of ch. 18 (linear attention, RWKV, Mamba)."""
 
 from minillm.models.attention import (
     CausalSelfAttention,
@@ -15,8 +16,19 @@ from minillm.models.loading import load_model
 from minillm.models.mlp import GeluMLP, SwiGLU
 from minillm.models.neural import MLPLM, RNNLM, MLPLMConfig, RNNLMConfig
 from minillm.models.norms import RMSNorm
+from minillm.models.recurrent import (
+    RWKV,
+    LinearAttentionConfig,
+    LinearAttentionLM,
+    Mamba,
+    MambaConfig,
+    RecurrentState,
+    RWKVConfig,
+    decoding_state_nbytes,
+)
 
 __all__ = ["GPT", "GPTConfig", "Block", "CausalSelfAttention", "GeluMLP", "KVCache",
-           "LanguageModel", "MLPLM", "MLPLMConfig", "RMSNorm", "RNNLM", "RNNLMConfig", "SwiGLU",
-           "build_attention_mask", "causal_mask", "kv_cache_nbytes", "lm_loss", "load_model",
-           "naive_attention"]
+           "LanguageModel", "LinearAttentionConfig", "LinearAttentionLM", "MLPLM", "MLPLMConfig",
+           "Mamba", "MambaConfig", "RMSNorm", "RNNLM", "RNNLMConfig", "RWKV", "RWKVConfig",
+           "RecurrentState", "SwiGLU", "build_attention_mask", "causal_mask",
+           "decoding_state_nbytes", "kv_cache_nbytes", "lm_loss", "load_model", "naive_attention"]
