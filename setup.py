@@ -12,12 +12,14 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-# the corpus, its tokenizers, the base (bytes, BPE) and SFT checkpoints, and the instruction
-# and preference sets that `minillm sft` and `minillm dpo` read by default, and the labelled
-# crawl that `minillm.data.cleaning.load_crawl` reads (chapter 17)
+# the corpus, its tokenizers, the base (bytes, BPE) and SFT checkpoints (the current one, and the
+# previous one that `minillm dpo` starts from by default: its preference pairs were sampled from
+# it), the instruction and preference sets that `minillm sft` and `minillm dpo` read by default,
+# the labelled crawl that `minillm.data.cleaning.load_crawl` reads (chapter 17), and the course's
+# lm-evaluation-harness tasks that `minillm eval` runs (chapter 21)
 DATA_FOLDERS = ("shakespeare", "tokenizers", "checkpoints/shakespeare_byte",
-                "checkpoints/shakespeare_bpe", "checkpoints/shakespeare_sft", "sft", "preference",
-                "crawl")
+                "checkpoints/shakespeare_bpe", "checkpoints/shakespeare_sft",
+                "checkpoints/shakespeare_sft_d128", "sft", "preference", "crawl", "eval_tasks")
 
 
 class BuildPyWithData(build_py):

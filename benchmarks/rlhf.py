@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/rlhf.py [--threads 1] [--new-tokens 48] [--steps 4]
 
-On the SFT checkpoint (data/checkpoints/shakespeare_sft) and the shipped reward model
+On the SFT checkpoint (data/checkpoints/shakespeare_sft_d128) and the shipped reward model
 (data/rlhf/reward_model), with chapter 12's configuration:
 
 1. Decoding, as `benchmarks/generate.py` measures it: one prompt, greedy, KV cache.
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sft = data_dir() / "checkpoints" / "shakespeare_sft"
+    sft = data_dir() / "checkpoints" / "shakespeare_sft_d128"
     policy, tok = load_model_and_tokenizer(sft)
     policy.eval()
     template = ChatTemplate()

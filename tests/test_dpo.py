@@ -42,7 +42,7 @@ accelerate = pytest.importorskip("accelerate")
 from trl.experimental.cpo import CPOTrainer  # noqa: E402
 from trl.experimental.orpo import ORPOTrainer  # noqa: E402
 
-SFT = Path(__file__).resolve().parents[1] / "data/checkpoints/shakespeare_sft"
+SFT = Path(__file__).resolve().parents[1] / "data/checkpoints/shakespeare_sft_d128"
 
 
 @pytest.fixture(scope="module")

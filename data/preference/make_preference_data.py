@@ -1,6 +1,6 @@
 """Regenerate the preference set in data/preference/ from the SFT checkpoint.
 
-    python data/preference/make_preference_data.py [--checkpoint data/checkpoints/shakespeare_sft]
+    python data/preference/make_preference_data.py [--checkpoint data/checkpoints/shakespeare_sft_d128]
 
 Prompts: first lines of speeches ("Continue this speech: ..."), from the training plays for
 train.jsonl and from the test plays for test.jsonl. Two continuations per prompt are sampled
@@ -46,7 +46,7 @@ def first_lines(split: str) -> list[tuple[str, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkpoint", default=str(ROOT / "data/checkpoints/shakespeare_sft"))
+    parser.add_argument("--checkpoint", default=str(ROOT / "data/checkpoints/shakespeare_sft_d128"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, tok = load_model_and_tokenizer(args.checkpoint)

@@ -42,7 +42,7 @@ from minillm.training import TrainConfig, Trainer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SFT = ROOT / "data/checkpoints/shakespeare_sft"
+SFT = ROOT / "data/checkpoints/shakespeare_sft_d128"
 KL_COEFS = (0.0, 0.01, 0.03, 0.1)
 
 

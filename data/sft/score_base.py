@@ -33,7 +33,7 @@ ROOT = HERE.parents[1]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--base", default=str(ROOT / "data/checkpoints/shakespeare_byte_d128"))
+    parser.add_argument("--base", default=str(ROOT / "data/checkpoints/shakespeare_byte"))
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(HERE / "base_scores.json"))

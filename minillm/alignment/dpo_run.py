@@ -4,7 +4,7 @@
         --runs dpo:0.05 dpo:0.1 dpo:0.3 dpo:1.0 ipo:0.1 simpo:2.0
 
 A `DPOConfig` holds the options (validated; `minillm dpo` has one flag per field). Each run
-starts from `data/checkpoints/shakespeare_sft` (the policy; a frozen copy is the reference),
+starts from `data/checkpoints/shakespeare_sft_d128` (the policy; a frozen copy is the reference),
 trains with `preference_loss_fn(method, beta)` on `data/preference/train.jsonl` through the
 course's `Trainer` (AdamW, constant learning rate after warm-up), and every `eval_steps` steps
 samples one response per held-out prompt (`test.jsonl`'s prompts) at temperature 1 to measure
@@ -53,7 +53,8 @@ class DPOConfig:
     output_dir: str                # the results go to output_dir/run_name.json
     run_name: str = "runs"         # the results file's name, without .json
     checkpoint: str | None = None  # the SFT model, policy start and frozen reference
-                                   # (None = data/checkpoints/shakespeare_sft)
+                                   # (None = data/checkpoints/shakespeare_sft_d128,
+                                   # the model the preference pairs were sampled from)
     runs: list[str] = field(default_factory=lambda: ["dpo:0.1"])  # METHOD:BETA per run
                                    # (methods: dpo, ipo, kto, simpo, orpo), e.g. dpo:0.1 ipo:0.1
     max_steps: int = 250           # optimizer steps per run
@@ -164,7 +165,7 @@ def run(config: DPOConfig, command: str) -> dict:
     check_writable(c.output_dir, "output_dir")  # a bad path fails now, not after the first run
     torch.set_num_threads(c.threads)
     runs = [parse_run(r) for r in c.runs]
-    sft, tok = load_model_and_tokenizer(c.checkpoint or data_dir() / "checkpoints/shakespeare_sft")
+    sft, tok = load_model_and_tokenizer(c.checkpoint or data_dir() / "checkpoints/shakespeare_sft_d128")
     sft.eval().requires_grad_(False)
     test_pairs = load_preferences("test")
     prompts = [p.prompt for p in test_pairs[:c.eval_prompts]]

@@ -96,8 +96,13 @@ ROWS: list[tuple[str, str, str, str, str]] = [
      "3,000 steps, top-1 routing with the balance loss (data/moe/switch_e8)",
      "checkpoint:moe/switch_e8"),
     ("SFT (shakespeare_sft)", "11", "bytes",
-     "shakespeare_byte_d128 tuned on the instruction set, plain text mixed in",
+     "shakespeare_byte tuned on the instruction set, plain text mixed in "
+     "(data/checkpoints/shakespeare_sft)",
      "checkpoint:checkpoints/shakespeare_sft"),
+    ("SFT d128 (shakespeare_sft_d128)", "11", "bytes",
+     "the same recipe on shakespeare_byte_d128; chapters 12-13's start "
+     "(data/checkpoints/shakespeare_sft_d128)",
+     "checkpoint:checkpoints/shakespeare_sft_d128"),
     ("shakespeare_byte_d128, NF4", "15", "bytes", "NF4 weights, block 64, no calibration",
      "quantized:checkpoints/shakespeare_byte_d128:nf4"),
     ("shakespeare_byte_d128, int4 RTN g64", "15", "bytes",
