@@ -336,3 +336,35 @@ def test_bad_held_out_text_and_discount_are_named():
         NGramLM(2, "kneser_ney", discount=0)
     with pytest.raises(ValueError, match="applies to smoothing='kneser_ney' only"):
         NGramLM(2, "modified_kneser_ney", discount=0.5)
+
+
+# ---- add-k tuned on held-out text, and the PTB's sentence unit --------------------------
+def test_tune_add_k_curve_is_the_models_heldout_perplexity_and_its_minimum():
+    from minillm.ngram import tune_add_k
+
+    rng = np.random.default_rng(0)
+    zipf = lambda n: list(np.minimum(rng.zipf(1.3, n), 60))  # noqa: E731
+    train, held = [zipf(40) for _ in range(60)], [zipf(40) for _ in range(15)]
+    lm, curve = tune_add_k(train, held, order=3)
+    assert lm.config.k == min(curve, key=curve.get)
+    assert lm.perplexity(held) == pytest.approx(curve[lm.config.k], rel=1e-9)
+    for k in (1e-3, 0.1, 1.0):      # the formula equals a model refitted with that k
+        refit = NGramLM(3, "add_k", k=k).fit(train).perplexity(held)
+        assert curve[min(curve, key=lambda x: abs(math.log(x / k)))] == pytest.approx(refit,
+                                                                                  rel=1e-9)
+    assert curve[lm.config.k] < 0.9 * curve[1.0]   # tuning beats Laplace's k = 1 here
+    with pytest.raises(ValueError, match="heldout has no tokens"):
+        tune_add_k(train, [[]], order=2)
+    with pytest.raises(ValueError, match="k_min=1, k_max=0.5"):
+        tune_add_k(train, held, order=2, k_min=1, k_max=0.5)
+
+
+def test_ptb_sentences_by_sentence_runs_across_lines():
+    from minillm.ngram import ptb_sentences
+
+    text = "O'er the Hill,\nand dale. Who?\n\nTWO  roads\nmeet"
+    assert ptb_sentences(text, "sentence") == [["o'er", "the", "hill", "and", "dale"], ["who"],
+                                               ["two", "roads", "meet"]]
+    assert len(ptb_sentences(text)) == 4
+    with pytest.raises(ValueError, match="unit='para'"):
+        ptb_sentences(text, "para")

@@ -3,7 +3,8 @@
 
 Modules, lowest first: `text` (padding symbols, word/byte tokenizers), `discounts` (the
 Kneser-Ney discounts as pure functions), `counts` (vectorised counting and Jelinek-Mercer's EM),
-`model` (`NGramLM`, the smoothing recursion and its queries).
+`model` (`NGramLM`, the smoothing recursion and its queries), `tuning` (add-k's k chosen on
+held-out text).
 """
 
 from minillm.ngram.discounts import absolute_discount, count_of_counts, kneser_ney_discounts
@@ -17,7 +18,8 @@ from minillm.ngram.text import (
     tokenize_bytes,
     tokenize_words,
 )
+from minillm.ngram.tuning import tune_add_k
 
 __all__ = ["BOS", "EOS", "NGramConfig", "NGramLM", "SMOOTHINGS", "TOKENIZERS", "UNK",
            "absolute_discount", "count_of_counts", "kneser_ney_discounts", "ptb_sentences",
-           "tokenize_bytes", "tokenize_words"]
+           "tokenize_bytes", "tokenize_words", "tune_add_k"]

@@ -23,6 +23,7 @@ BOS_ID, EOS_ID, UNK_ID = 0, 1, 2   # their ids in every model's vocabulary
 # is its own token, other runs of spaces stay whole. "".join(tokenize_words(t)) == t.
 _WORDS = re.compile(r"\n| ?\w+(?:'\w+)*| ?[^\w\s]|[^\S\n]+(?!\S)|[^\S\n]+")
 _PTB_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
+_SENTENCE_END = re.compile(r"[.?!]+|\n[^\S\n]*\n")   # sentence punctuation or a blank line
 
 
 def tokenize_words(text: str) -> list[str]:
@@ -38,10 +39,20 @@ def tokenize_bytes(text: str) -> list[int]:
 TOKENIZERS: dict[str, Callable[[str], list]] = {"words": tokenize_words, "bytes": tokenize_bytes}
 
 
-def ptb_sentences(text: str) -> list[list[str]]:
+def ptb_sentences(text: str, unit: str = "line") -> list[list[str]]:
     """Penn-Treebank-like preprocessing (Mikolov's LM setup): lower-cased words without
-    punctuation, one sequence per non-empty line. Lossy: for perplexity, not bits per byte."""
-    return [words for line in text.lower().splitlines() if (words := _PTB_WORD.findall(line))]
+    punctuation. Lossy: for perplexity, not bits per byte.
+
+    unit="line": one sequence per non-empty line (a verse line, a speaker's name, a heading);
+    unit="sentence": the PTB's unit, one sequence per sentence: the text is cut at ".", "?"
+    and "!" and at blank lines, so a sentence runs across verse lines."""
+    if unit == "line":
+        chunks = text.lower().splitlines()
+    elif unit == "sentence":
+        chunks = _SENTENCE_END.split(text.lower())
+    else:
+        raise ValueError(f"unit={unit!r}: choose 'line' or 'sentence'")
+    return [words for chunk in chunks if (words := _PTB_WORD.findall(chunk))]
 
 
 def token_bytes(token: Hashable) -> bytes:
