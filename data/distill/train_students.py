@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 TEACHER = HERE.parent / "checkpoints" / "shakespeare_byte"
 STUDENT = {"d_model": 96, "n_layer": 3, "n_head": 3, "n_kv_head": 3, "d_ff": 384,
            "context_length": 128}
-STEPS, BATCH, SEQ_LEN, LR = 80, 4, 128, 3e-3
+STEPS, BATCH, SEQ_LEN, LR = 120, 4, 128, 3e-3
 ALPHA = 0.1            # the cross-entropy's weight in kd / reverse_kl (Hinton: a low weight)
 FEATURE_ALPHA = 0.5    # feature distillation keeps half the cross-entropy
 MAIN_T = 1.0           # kd / reverse_kl temperature of the main comparison
