@@ -177,7 +177,7 @@ def test_every_option_of_every_command_has_a_help_line():
 
     commands = dict(_commands(build_parser()))
     assert set(commands) == {"course run", "data prepare", "train", "sft", "dpo", "distill",
-                             "generate", "checkpoint consolidate"}
+                             "eval", "generate", "checkpoint consolidate"}
     for name, parser in commands.items():
         for action in [*_options(parser), *(a for a in parser._actions if not a.option_strings)]:
             text = re.sub(r"\((default: .*|required)\)$", "", action.help or "").strip()
@@ -216,7 +216,7 @@ def test_flag_names_are_one_convention_across_commands():
                            "--max-steps": {"train", "sft", "dpo", "distill"},
                            "--eval-steps": {"train", "sft", "dpo", "distill"},
                            "--log-steps": {"train", "sft", "dpo", "distill"},
-                           "--checkpoint": {"sft", "dpo", "generate"}}.items():
+                           "--checkpoint": {"sft", "dpo", "eval", "generate"}}.items():
         assert {c for c, flags in shown.items() if flag in flags} == commands, flag
     # --top-k is sampling's alone; MoE's experts per token is --num-experts-per-tok
     assert {c for c, flags in shown.items() if "--top-k" in flags} == {"generate"}
