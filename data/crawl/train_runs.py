@@ -1,0 +1,152 @@
+"""The shipped training runs of chapter 17: what cleaning does to a model, memorisation, mixture.
+
+    OMP_NUM_THREADS=1 python data/crawl/train_runs.py [--steps 500] [--seeds 0 1 2]
+
+1. The same small GPT (byte tokenizer), same steps and batch, trained on the raw crawl, the
+   filtered crawl and the filtered + deduplicated crawl (`minillm.data.cleaning.pipeline`),
+   each with every seed; bits per byte on the whole validation split (`text_bits_per_byte`).
+2. Memorisation of each of those models: for the crawl's 7 planted passages (1 to 64 copies),
+   the share of 50-byte windows reproduced by greedy decoding from the 64 bytes before them
+   (`minillm.training.memorization.extraction_rate`), and the share of 50-byte windows of
+   unprompted samples found verbatim in the raw crawl (`verbatim_share`).
+3. Mixture: the same model trained for `--mix-steps` on plays and pseudo-French/German/Latin
+   text (`languages.foreign_text`, a seed the crawl does not use) at several foreign shares;
+   loss in bits per byte on validation plays and on held-out foreign text.
+
+Writes data/crawl/runs.json (the settings, every run's numbers, the command, the time taken).
+One thread, CPU: about 25 minutes of one core with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minillm.data import load_corpus
+from minillm.data.cleaning import (
+    ByteNGramLangID,
+    foreign_text,
+    langid_training_set,
+    load_crawl,
+)
+from minillm.data.cleaning.pipeline import STAGES, clean_crawl, join_pages, mixture_text
+from minillm.io import atomic_write_json
+from minillm.models import GPT, GPTConfig
+from minillm.tokenizers import ByteTokenizer
+from minillm.training import TrainConfig, Trainer, text_bits_per_byte
+from minillm.training.memorization import extraction_rate, sample_texts, verbatim_share
+from minillm.utils import configure_threads
+
+HERE = Path(__file__).resolve().parent
+MODEL = {"context_length": 128, "d_model": 64, "n_layer": 2, "n_head": 4}
+TRAIN = {"batch_size": 16, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 50}
+LANGID_BYTES = 200_000          # training-play bytes for the language identifier's "en"
+FOREIGN_SEED = 4242             # the mixture's foreign text (the crawl's generator uses seed 0)
+MIX_CHARS = 300_000             # characters of each mixture's training text
+MIX_EVAL_BYTES = 40_000         # bytes of each validation text scored in the mixture runs
+MEMO = {"prompt_bytes": 64, "target_bytes": 50, "stride": 16}
+SAMPLES = {"n": 16, "length": 300, "temperature": 1.0, "window": 50}
+
+
+def passages(pages) -> dict[int, tuple[int, str]]:
+    """passage id -> (copies in the crawl, its text)."""
+    out = {}
+    for p in pages:
+        for s in p.spans:
+            if s.label == "repeat":
+                out.setdefault(int(s.ref), (p.copies, p.text[s.start:s.end]))
+    return dict(sorted(out.items()))
+
+
+def cleaned_corpora(pages) -> dict[str, str]:
+    """The three training texts of `pipeline.STAGES`."""
+    langid = ByteNGramLangID().fit(
+        *langid_training_set(load_corpus("shakespeare", "train")[:LANGID_BYTES]))
+    cleaned = clean_crawl(pages, langid)
+    return {stage: join_pages(cleaned.texts(stage)) for stage in STAGES}
+
+
+def train(text: str, steps: int, seed: int) -> tuple[GPT, float]:
+    """A fresh model trained on `text` for `steps`; returns it and the seconds it took."""
+    tok = ByteTokenizer()
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, **MODEL))
+    cfg = TrainConfig(max_steps=steps, eval_interval=0, log_interval=steps, seed=seed,
+                      device="cpu", progress=False, checkpoint_interval=0, **TRAIN)
+    t = time.perf_counter()
+    Trainer(model, tok.encode_tensor(text), None, cfg).fit()
+    return model.eval(), time.perf_counter() - t
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--mix-steps", type=int, default=150)
+    parser.add_argument("--mix-shares", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
+    parser.add_argument("--out", default=str(HERE / "runs.json"))
+    args = parser.parse_args()
+    configure_threads(1)
+    start = time.perf_counter()
+    pages = load_crawl()
+    corpora = cleaned_corpora(pages)
+    planted = passages(pages)
+    val = load_corpus("shakespeare", "validation")
+    result = {"command": "OMP_NUM_THREADS=1 python data/crawl/train_runs.py " + " ".join(sys.argv[1:]),
+              "model": MODEL, "train": {**TRAIN, "steps": args.steps}, "seeds": args.seeds,
+              "memorisation": {**MEMO, "samples": SAMPLES},
+              "corpus_bytes": {s: len(t.encode("utf-8")) for s, t in corpora.items()},
+              "passage_copies": {s: [t.count(text) for _, text in planted.values()]
+                                 for s, t in corpora.items()},
+              "crawl_copies": [c for c, _ in planted.values()],
+              "runs": [], "mixture": {"steps": args.mix_steps, "chars": MIX_CHARS,
+                                      "eval_bytes": MIX_EVAL_BYTES, "runs": []}}
+    for stage in STAGES:
+        for seed in args.seeds:
+            model, seconds = train(corpora[stage], args.steps, seed)
+            bpb = text_bits_per_byte(model, val)
+            memo = [extraction_rate(model, [text], **MEMO) for _, text in planted.values()]
+            samples = sample_texts(model, SAMPLES["n"], SAMPLES["length"], seed,
+                                   SAMPLES["temperature"])
+            run = {"stage": stage, "seed": seed, "val_bits_per_byte": bpb, "seconds": seconds,
+                   "extracted": [m["extracted"] for m in memo],
+                   "matched_bytes": [m["matched"] for m in memo],
+                   "windows": [m["windows"] for m in memo],
+                   "sample_verbatim_share": verbatim_share(samples, corpora["raw"],
+                                                           SAMPLES["window"]),
+                   "sample": samples[0][:200]}
+            result["runs"].append(run)
+            print(f"{stage:9s} seed {seed}: {bpb:.3f} bits/byte, extracted "
+                  f"{[round(e, 2) for e in run['extracted']]}, samples verbatim "
+                  f"{run['sample_verbatim_share']:.1%} ({seconds:.0f} s)", flush=True)
+            atomic_write_json(args.out, result)
+    plays = load_corpus("shakespeare", "train")
+    rng = random.Random(FOREIGN_SEED)
+    langs = ("fr", "de", "la")
+    foreign = "\n\n".join(foreign_text(langs[i % 3], 200, rng) for i in range(700))
+    foreign_val = foreign[-MIX_EVAL_BYTES:]              # held out: never in a mixture
+    foreign_train = foreign[:-MIX_EVAL_BYTES]
+    for share in args.mix_shares:
+        for seed in args.seeds:
+            text = mixture_text(plays, foreign_train, share, MIX_CHARS)
+            model, seconds = train(text, args.mix_steps, seed)
+            run = {"foreign_share": share, "seed": seed, "seconds": seconds,
+                   "plays_bits_per_byte": text_bits_per_byte(model, val[:MIX_EVAL_BYTES]),
+                   "foreign_bits_per_byte": text_bits_per_byte(model, foreign_val)}
+            result["mixture"]["runs"].append(run)
+            print(f"mixture {share:.2f} seed {seed}: plays {run['plays_bits_per_byte']:.3f}, "
+                  f"foreign {run['foreign_bits_per_byte']:.3f} ({seconds:.0f} s)", flush=True)
+            atomic_write_json(args.out, result)
+    result["seconds"] = time.perf_counter() - start
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out} in {result['seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
