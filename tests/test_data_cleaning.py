@@ -353,6 +353,46 @@ def test_repeated_spans_hand_made():
         repeated_spans([a], 0)
 
 
+def test_repeated_spans_keep_first_leaves_one_copy():
+    shared = "Now is the winter of our discontent made glorious summer"
+    texts = ["xxxx " + shared + " yyyy", "zz " + shared + "!", "qq " + shared + shared]
+    spans = repeated_spans(texts, min_length=50, keep_first=True)
+    assert spans[0] == []                              # the first occurrence stays
+    kept = [remove_spans(t, s) for t, s in zip(texts, spans, strict=True)]
+    assert sum(k.count(shared) for k in kept) == 1
+    assert kept[1] == "zz!" and kept[2] == "qq"       # " " + shared is repeated too
+
+
+def _covered_later_by_brute_force(texts: list[str], k: int) -> list[list[bool]]:
+    seq = [c for i, t in enumerate(texts) for c in [*t, f"<sep{i}>"]]
+    grams = [tuple(seq[q:q + k]) for q in range(len(seq) - k + 1)]
+    first = {}
+    for q, g in enumerate(grams):
+        first.setdefault(g, q)
+    cov = [False] * len(seq)
+    for q, g in enumerate(grams):
+        if first[g] < q:
+            for p in range(q, q + k):
+                cov[p] = True
+    out, pos = [], 0
+    for t in texts:
+        out.append(cov[pos:pos + len(t)])
+        pos += len(t) + 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_repeated_spans_keep_first_equals_brute_force(seed):
+    rng = random.Random(seed)
+    texts = ["".join(rng.choice("ab") for _ in range(rng.randint(0, 30)))
+             for _ in range(rng.randint(1, 4))]
+    k = rng.randint(1, 6)
+    spans = repeated_spans(texts, min_length=k, keep_first=True)
+    for t, sp, ref in zip(texts, spans, _covered_later_by_brute_force(texts, k), strict=True):
+        mask = [any(s <= i < e for s, e in sp) for i in range(len(t))]
+        assert mask == ref
+
+
 def test_suffix_array_dedup_finds_every_planted_repeat(crawl):
     carriers = [p for p in crawl if 2 <= p.copies <= 8]
     others = [p for p in crawl if p.kind in ("clean", "spam", "foreign")][:40]

@@ -2,7 +2,8 @@
 plays by `webtext` and `languages`), quality filters (`heuristics`: Gopher's rules;
 `perplexity`: CCNet's filter given a scorer), language identification (`langid`), exact,
 near-duplicate and exact-substring deduplication (`dedup`, `minhash`, `suffix_array`), PII
-scrubbing (`pii`), and scoring any filter against the labels (`metrics`)."""
+scrubbing (`pii`), scoring any filter against the labels (`metrics`), and the pipeline that
+makes chapter 17's raw / filtered / deduplicated corpora (`pipeline`)."""
 
 from minillm.data.cleaning.crawl import (
     GENRES,
@@ -51,6 +52,14 @@ from minillm.data.cleaning.perplexity import (
     threshold_for_share,
 )
 from minillm.data.cleaning.pii import PII_TOKENS, find_pii, scrub_pii
+from minillm.data.cleaning.pipeline import (
+    STAGES,
+    CleanedCrawl,
+    PipelineConfig,
+    clean_crawl,
+    join_pages,
+    mixture_text,
+)
 from minillm.data.cleaning.suffix_array import (
     lcp_array,
     remove_spans,
@@ -59,12 +68,13 @@ from minillm.data.cleaning.suffix_array import (
 )
 
 __all__ = ["GENRES", "GOPHER_RULES", "LANGUAGES", "PAGE_KINDS", "PII_TOKENS", "SPAN_LABELS",
-           "ByteNGramLangID", "CrawlConfig", "FilterScore", "GopherConfig", "LangIDConfig",
-           "Page", "Span", "build_crawl", "candidate_pairs", "ccnet_buckets",
-           "duplicate_labels", "estimated_jaccard", "exact_duplicates", "find_pii",
-           "foreign_text", "gopher_keep", "gopher_rules", "gopher_stats", "jaccard",
-           "keep_language", "langid_training_set", "lcp_array", "load_crawl", "lsh_params",
-           "minhash_signature", "minhash_signatures", "near_duplicates", "normalize_text",
-           "perplexity_keep", "perplexity_scores", "quality_labels", "read_crawl",
-           "remove_spans", "repeated_spans", "score_filter", "scrub_pii", "shingles",
-           "suffix_array", "text_key", "threshold_for_share", "write_crawl"]
+           "STAGES", "ByteNGramLangID", "CleanedCrawl", "CrawlConfig", "PipelineConfig",
+           "FilterScore", "GopherConfig", "LangIDConfig", "Page", "Span", "build_crawl",
+           "candidate_pairs", "ccnet_buckets", "clean_crawl", "duplicate_labels",
+           "estimated_jaccard", "exact_duplicates", "find_pii", "foreign_text", "gopher_keep",
+           "gopher_rules", "gopher_stats", "jaccard", "join_pages", "keep_language",
+           "langid_training_set", "lcp_array", "load_crawl", "lsh_params", "minhash_signature",
+           "minhash_signatures", "mixture_text", "near_duplicates", "normalize_text",
+           "perplexity_keep", "perplexity_scores", "quality_labels", "read_crawl", "remove_spans",
+           "repeated_spans", "score_filter", "scrub_pii", "shingles", "suffix_array", "text_key",
+           "threshold_for_share", "write_crawl"]

@@ -15,7 +15,8 @@ separators keep a match from crossing a document boundary.
 
 Construction is prefix doubling (Manber & Myers 1993): rank_j[p] ranks the substring of length
 2^j at p (cut at the end of S); sorting the pairs (rank_j[p], rank_j[p + 2^j]) gives rank_{j+1},
-until all ranks differ. O(n log² n) with numpy's sorts. Keeping every rank_j gives the LCP of
+until all ranks differ (the pair packed into one int64 key, rank · (n + 1) + second, so one
+argsort per level). O(n log² n) with numpy's sorts. Keeping every rank_j gives the LCP of
 two suffixes by binary lifting, for all neighbours at once: from the top level down, extend the
 match by 2^j where rank_j agrees at both current ends.
 
@@ -48,18 +49,19 @@ def suffix_array_levels(seq: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     n = len(seq)
     if n == 0:
         return np.zeros(0, np.int64), [np.zeros(0, np.int32)]
-    rank = np.unique(seq, return_inverse=True)[1].astype(np.int32).reshape(-1)
-    ranks, k = [rank], 1
+    rank = np.unique(seq, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    ranks, k = [rank.astype(np.int32)], 1
     sa = np.argsort(rank, kind="stable")
     while rank.max() < n - 1:
-        second = np.full(n, -1, np.int32)
-        second[:n - k] = rank[k:]                       # rank of the next 2^j characters
-        sa = np.lexsort((second, rank))                 # sort by (rank, second)
-        r, s = rank[sa], second[sa]
-        new_group = np.concatenate([[0], ((r[1:] != r[:-1]) | (s[1:] != s[:-1]))])
-        rank = np.empty(n, np.int32)
+        second = np.zeros(n, np.int64)
+        second[:n - k] = rank[k:] + 1                   # rank of the next 2^j characters (+1;
+        key = rank * (n + 1) + second                   # 0 = past the end): one int64 sort key
+        sa = np.argsort(key)                            # sort by (rank, second)
+        sorted_key = key[sa]
+        new_group = np.concatenate([[0], sorted_key[1:] != sorted_key[:-1]])
+        rank = np.empty(n, np.int64)
         rank[sa] = np.cumsum(new_group)
-        ranks.append(rank)
+        ranks.append(rank.astype(np.int32))
         k *= 2
     return sa.astype(np.int64), ranks
 
@@ -87,13 +89,21 @@ def lcp_array(sa: np.ndarray, ranks: list[np.ndarray]) -> np.ndarray:
     return h
 
 
-def repeated_spans(texts: Sequence[str], min_length: int = 50) -> list[list[tuple[int, int]]]:
+def repeated_spans(texts: Sequence[str], min_length: int = 50, keep_first: bool = False,
+                   ) -> list[list[tuple[int, int]]]:
     """Per text, the merged spans that lie inside a substring of >= `min_length` characters
     occurring at least twice in the collection (in one text or across texts).
+
+    With `keep_first`, only the *later* occurrences are covered: a position is covered when it
+    lies in a window of `min_length` characters that also starts at an earlier position of the
+    collection (texts in order). Removing these spans keeps one copy of every repeated
+    substring, its first. (A maximal run of SA neighbours with LCP >= k shares its first k
+    characters; every member of a run but the one that starts earliest covers [start, start+k).)
 
     Args:
         texts: the documents.
         min_length: k, the shortest repeat that counts (Lee et al. use 50 tokens).
+        keep_first: leave each repeated substring's first occurrence uncovered.
 
     Returns:
         For each text, sorted disjoint (start, end) character spans.
@@ -114,11 +124,26 @@ def repeated_spans(texts: Sequence[str], min_length: int = 50) -> list[list[tupl
     seq = np.concatenate(parts)
     sa, ranks = suffix_array_levels(seq)
     lcp = lcp_array(sa, ranks)
-    hit = np.flatnonzero(lcp >= min_length)
+    linked = lcp >= min_length                           # (n - 1,) neighbours i, i+1 share k
     cover = np.zeros(len(seq) + 1, np.int64)             # +1 at a span's start, -1 at its end
-    for first in (sa[hit], sa[hit + 1]):
-        np.add.at(cover, first, 1)
-        np.add.at(cover, first + lcp[hit], -1)
+    if keep_first:
+        member = np.zeros(len(seq), bool)                # in some run of linked neighbours
+        member[:-1] |= linked
+        member[1:] |= linked
+        opens = member & ~np.concatenate([[False], linked])  # first member of its run
+        run = np.cumsum(opens) - 1                       # run id (valid for members)
+        idx = np.flatnonzero(member)
+        starts_in = sa[idx]
+        earliest = np.full(int(run[idx].max()) + 1 if len(idx) else 0, len(seq), np.int64)
+        np.minimum.at(earliest, run[idx], starts_in)
+        later = starts_in[starts_in != earliest[run[idx]]]
+        np.add.at(cover, later, 1)
+        np.add.at(cover, later + min_length, -1)
+    else:
+        hit = np.flatnonzero(linked)
+        for first in (sa[hit], sa[hit + 1]):
+            np.add.at(cover, first, 1)
+            np.add.at(cover, first + lcp[hit], -1)
     covered = np.cumsum(cover[:-1]) > 0
     out = []
     for start, t in zip(starts, texts, strict=True):
