@@ -78,12 +78,21 @@ class LanguageModel(nn.Module):
     """Base class: subclasses set `config_class` and build themselves from a config."""
 
     config_class: type
+    # the embedding an output head `lm_head.weight` shares when `config.tie_embeddings` is set
+    tied_embedding: str | None = None
+
+    def _tied(self) -> bool:
+        return self.tied_embedding is not None and bool(
+            getattr(getattr(self, "config", None), "tie_embeddings", False))
 
     def weights_state_dict(self, state: dict[str, torch.Tensor] | None = None
                            ) -> dict[str, torch.Tensor]:
-        """The tensors to save, from `state` or this model's state dict (subclasses drop
-        aliases such as tied weights)."""
-        return dict(state) if state is not None else self.state_dict()
+        """The tensors to save, from `state` or this model's state dict, a tied
+        `lm_head.weight` left out (safetensors refuses aliases; loading restores it)."""
+        sd = dict(state) if state is not None else self.state_dict()
+        if self._tied():
+            sd.pop("lm_head.weight", None)
+        return sd
 
     def load_weights(self, tensors: dict[str, torch.Tensor], source: str | Path | None = None,
                      fix: str | None = None) -> None:
@@ -101,6 +110,8 @@ class LanguageModel(nn.Module):
                 saved as integers; a weight holding NaN or infinity. One line, naming the file
                 and the tensor.
         """
+        if self._tied() and self.tied_embedding in tensors:  # a tied head is saved once
+            tensors = {"lm_head.weight": tensors[self.tied_embedding], **tensors}
         where = f"{source}: " if source is not None else ""
         fix = fix or ("build the model from the config the weights were saved with (their "
                       "folder's config.json)")

@@ -35,7 +35,6 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -63,6 +62,7 @@ __all__ = ["GPT"]
 
 class GPT(LanguageModel):
     config_class = GPTConfig
+    tied_embedding = "tok_emb.weight"
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -265,23 +265,6 @@ class GPT(LanguageModel):
         n = self.num_active_params(non_embedding=True) + c.vocab_size * c.d_model
         forward = 2 * n + 2 * c.n_layer * t * c.d_model
         return 3 * forward if training else forward
-
-    # ---- checkpoints ---------------------------------------------------------------------
-    def weights_state_dict(self, state: dict[str, torch.Tensor] | None = None
-                           ) -> dict[str, torch.Tensor]:
-        """The state dict (or `state`) with a tied `lm_head.weight` left out (safetensors
-        refuses aliases)."""
-        sd = dict(state) if state is not None else self.state_dict()
-        if self.config.tie_embeddings:
-            sd.pop("lm_head.weight", None)
-        return sd
-
-    def load_weights(self, tensors: dict[str, torch.Tensor], source: str | Path | None = None,
-                     fix: str | None = None) -> None:
-        tensors = dict(tensors)
-        if self.config.tie_embeddings and "tok_emb.weight" in tensors:
-            tensors.setdefault("lm_head.weight", tensors["tok_emb.weight"])
-        super().load_weights(tensors, source, fix)
 
     # ---- GPT-2 interop -------------------------------------------------------------------
     @classmethod

@@ -58,6 +58,7 @@ class RecurrentLM(LanguageModel):
     """Base of the recurrent LMs. Subclasses define `init_state`, `hidden(idx, state)` (the
     final, normed hidden states; `state=None` for the parallel path) and `matmul_weights`."""
 
+    tied_embedding = "embed.weight"
     state_limit: int | None = None  # longest sequence a state may carry (None: unbounded)
 
     def init_state(self, batch_size: int) -> RecurrentState:
@@ -84,22 +85,6 @@ class RecurrentLM(LanguageModel):
         not grow with the context (`seq_len` changes nothing); training is 3x the forward."""
         forward = 2 * self.matmul_weights() + self.mixing_flops()
         return 3 * forward if training else forward
-
-    def weights_state_dict(self, state: dict[str, torch.Tensor] | None = None
-                           ) -> dict[str, torch.Tensor]:
-        """The state dict (or `state`) with a tied `lm_head.weight` left out (safetensors
-        refuses aliases)."""
-        sd = dict(state) if state is not None else self.state_dict()
-        if self.config.tie_embeddings:
-            sd.pop("lm_head.weight", None)
-        return sd
-
-    def load_weights(self, tensors: dict[str, torch.Tensor], source=None, fix=None) -> None:
-        """`LanguageModel.load_weights`, a tied head taken from the embedding."""
-        tensors = dict(tensors)
-        if self.config.tie_embeddings and "embed.weight" in tensors:
-            tensors.setdefault("lm_head.weight", tensors["embed.weight"])
-        super().load_weights(tensors, source, fix)
 
     def _dtype(self) -> tuple[torch.device, torch.dtype]:
         p = next(self.parameters())
