@@ -82,6 +82,24 @@ def test_incremental_trainer_equals_naive_on_shakespeare():
     assert fast == naive
 
 
+def test_visited_counts_the_chunks_each_merge_touches():
+    # reference: replay the merges on the unique chunks and count those holding each pair
+    text = load_corpus("shakespeare", "train")[:20_000]
+    counts = count_chunks(text)
+    visited: list[int] = []
+    merges, _ = train_bpe(counts, 300, visited)
+    assert len(visited) == len(merges)
+    chunks = [list(c) for c in counts]
+    holding = []
+    for pair, t in merges:
+        holding.append(sum(pair in get_pair_counts(w) for w in chunks))
+        chunks = [merge_pair(w, pair, t) for w in chunks]
+    # the index may still list chunks that lost the pair to an earlier merge, never fewer
+    assert all(h <= v <= len(counts) for h, v in zip(holding, visited, strict=True))
+    assert visited[0] == holding[0]                   # before any merge the index is exact
+    assert sum(visited) <= 1.2 * sum(holding)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(alphabet="ab c\n1.é", max_size=30), max_size=6),
        st.integers(257, 300))

@@ -163,12 +163,15 @@ def naive_merge_step(chunks: list[list[int]], vocab: list[bytes], ranks: dict[by
 
 
 def train_bpe(chunk_counts: Mapping[bytes, int], n_tokens: int,
-              ) -> tuple[list[Merge], dict[bytes, int]]:
+              visited: list[int] | None = None) -> tuple[list[Merge], dict[bytes, int]]:
     """Incremental BPE on unique chunks with counts (see the module docstring).
 
     Args:
         chunk_counts: chunk bytes -> count, e.g. from `count_chunks`.
         n_tokens: size of the vocabulary to reach (256 bytes + merges; specials not included).
+        visited: if given, one entry per merge is appended: how many unique chunks that merge
+            visited (the index `where[pair]`: every chunk that holds the pair, plus any that
+            held it once and lost it to an earlier merge, which the index keeps).
 
     Returns:
         (merges, ranks) exactly as `train_bpe_naive` returns them for the same chunks.
@@ -198,7 +201,10 @@ def train_bpe(chunk_counts: Mapping[bytes, int], n_tokens: int,
         t = _new_token(vocab, ranks, pair)
         merges.append((pair, t))
         risen: set[Pair] = set()              # pairs (x, t), (t, y): their counts went up
-        for idx in where.pop(pair):
+        chunks = where.pop(pair)
+        if visited is not None:
+            visited.append(len(chunks))
+        for idx in chunks:
             w = words[idx]
             n = len(w)
             f = freqs[idx]
