@@ -377,3 +377,30 @@ def test_a_tied_head_is_saved_once_and_a_long_input_is_refused(tmp_path):
     lin(torch.zeros(1, CTX, dtype=torch.long), state=state)
     with pytest.raises(ValueError, match="past the learned table"):
         lin(torch.zeros(1, 1, dtype=torch.long), state=state)
+
+
+# ---- the LTI ablation (chapter 18's selective copying) ------------------------------------
+def test_mamba_without_selection_is_a_convolution_and_still_decodes_with_its_state():
+    torch.manual_seed(0)
+    model = Mamba(MambaConfig(vocab_size=V, context_length=CTX, d_model=8, d_state=4, n_layer=1,
+                              chunk=5, selective=False)).double().eval()
+    mix = model.blocks[0].mixer
+    assert not hasattr(mix, "x_proj") and not hasattr(mix, "dt_proj")
+    with torch.no_grad():
+        for p in (mix.dt_bias, mix.B_lti, mix.C_lti, mix.A_log):
+            p.add_(0.3 * torch.randn_like(p))
+        x = torch.randn(2, 13, 8, dtype=torch.float64)
+        got = mix(x, {})
+        xs, z = mix.in_proj(x).chunk(2, dim=-1)
+        u = F.silu(mix.conv1d(F.pad(xs.transpose(1, 2), (3, 0)))).transpose(1, 2)  # (B, T, Di)
+        dt, A = F.softplus(mix.dt_bias), -torch.exp(mix.A_log)                       # (Di,), (Di, N)
+        j = torch.arange(13, dtype=torch.float64)[:, None, None]
+        kernel = (torch.exp(j * dt[:, None] * A) * dt[:, None] * mix.B_lti * mix.C_lti).sum(-1)
+        y = torch.stack([sum(kernel[s] * u[:, t - s] for s in range(t + 1)) for t in range(13)], 1)
+        torch.testing.assert_close(got, mix.out_proj((y + mix.D * u) * F.silu(z)))
+        ids = torch.randint(0, V, (2, 20), generator=torch.Generator().manual_seed(4))
+        state = model.init_state(2)
+        steps = torch.cat([model(ids[:, t:t + 1], state=state).logits for t in range(20)], 1)
+        torch.testing.assert_close(steps, model(ids).logits, rtol=0, atol=1e-6)
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d))
+    assert model.matmul_weights() == weights

@@ -26,7 +26,10 @@ Departures / notes:
 - no fused CUDA kernel and no hardware-aware recomputation (the paper's point for speed):
   plain PyTorch, exact against Hugging Face's slow path;
 - decoding state per layer: the conv's last d_conv - 1 inputs and h (d_inner x d_state);
-- A = -exp(A_log), Delta's bias and the S4D-real init of A follow the reference.
+- A = -exp(A_log), Delta's bias and the S4D-real init of A follow the reference;
+- `selective=False` is the LTI ablation of the paper's Table 1 inside the same block:
+  Delta = softplus(dt_bias) per channel, B and C learned vectors of N numbers shared by the
+  channels, none of them a function of the input (x_proj and dt_proj are not built).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class MambaConfig(RecurrentConfig):
     tie_embeddings: bool = True     # lm_head shares the token embedding (as the reference)
     dropout: float = 0.0            # on the residual branches
     chunk: int = 16                 # tokens per parallel scan (log2(chunk) steps each)
+    selective: bool = True          # False: Delta, B, C input-independent (an LTI SSM, S4-like)
 
     def __post_init__(self) -> None:
         self._check(("vocab_size", "context_length", "d_model", "n_layer", "d_state", "expand",
@@ -154,15 +158,21 @@ class MambaMixer(nn.Module):
         self.c = c
         self.in_proj = nn.Linear(c.d_model, 2 * Di, bias=c.bias)
         self.conv1d = nn.Conv1d(Di, Di, c.d_conv, groups=Di, bias=c.conv_bias)
-        self.x_proj = nn.Linear(Di, R + 2 * N, bias=False)
-        self.dt_proj = nn.Linear(R, Di, bias=True)
+        if c.selective:
+            self.x_proj = nn.Linear(Di, R + 2 * N, bias=False)
+            self.dt_proj = nn.Linear(R, Di, bias=True)
+            dt_bias = self.dt_proj.bias
+        else:  # LTI: the same parameters for every token (module docstring)
+            self.dt_bias = dt_bias = nn.Parameter(torch.zeros(Di))
+            self.B_lti = nn.Parameter(torch.ones(N))
+            self.C_lti = nn.Parameter(torch.randn(N) / math.sqrt(N))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)
                                             ).repeat(Di, 1))  # S4D-real: A = -(1..N)
         self.D = nn.Parameter(torch.ones(Di))
         self.out_proj = nn.Linear(Di, c.d_model, bias=c.bias)
         with torch.no_grad():  # Delta starts log-uniform in [1e-3, 1e-1] (softplus^-1 in b)
             dt = torch.exp(torch.rand(Di) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def forward(self, x: torch.Tensor, st: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.c
@@ -174,8 +184,12 @@ class MambaMixer(nn.Module):
         window = torch.cat([past, xs.transpose(1, 2)], dim=2)  # (B, Di, d_conv - 1 + T)
         st["conv"] = window[:, :, window.size(2) - (c.d_conv - 1):]
         u = F.silu(self.conv1d(window)).transpose(1, 2)        # (B, T, Di)
-        dt, Bm, Cm = self.x_proj(u).split([c.rank, c.d_state, c.d_state], dim=-1)
-        dt = F.softplus(self.dt_proj(dt))                      # (B, T, Di)
+        if c.selective:
+            dt, Bm, Cm = self.x_proj(u).split([c.rank, c.d_state, c.d_state], dim=-1)
+            dt = F.softplus(self.dt_proj(dt))                  # (B, T, Di)
+        else:
+            dt = F.softplus(self.dt_bias).expand(B_, T, c.d_inner)
+            Bm, Cm = self.B_lti.expand(B_, T, c.d_state), self.C_lti.expand(B_, T, c.d_state)
         A = -torch.exp(self.A_log)
         h = st.get("h")
         if h is None:
@@ -231,8 +245,8 @@ class Mamba(RecurrentLM):
     def matmul_weights(self) -> int:
         c = self.config
         Di = c.d_inner
-        per_layer = (c.d_model * 2 * Di + Di * (c.rank + 2 * c.d_state) + c.rank * Di
-                     + Di * c.d_model + Di * c.d_conv)
+        per_layer = (c.d_model * 2 * Di + Di * c.d_model + Di * c.d_conv
+                     + (Di * (c.rank + 2 * c.d_state) + c.rank * Di if c.selective else 0))
         return c.n_layer * per_layer + c.d_model * c.vocab_size
 
     def mixing_flops(self) -> int:
