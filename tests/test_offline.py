@@ -53,10 +53,12 @@ def test_train_generate_and_a_chapter_run_without_network(tmp_path):
                     "--max-new-tokens", "5", "--device", "cpu"], timeout=300)
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert gen.stdout.startswith("ROMEO:")
-    chapter = _offline([sys.executable, "-m", "minillm", "course", "run", "03", "--output-dir",
+    # the quickest chapter (README's seconds per chapter): what is checked is that a kernel
+    # starts and a whole chapter runs with no network, not what it computes
+    chapter = _offline([sys.executable, "-m", "minillm", "course", "run", "09", "--output-dir",
                         str(tmp_path / "course")], timeout=600)
     assert chapter.returncode == 0, (chapter.stdout + chapter.stderr)[-3000:]
-    assert (tmp_path / "course" / "03_transformer.ipynb").is_file()
+    assert (tmp_path / "course" / "09_flash_attention.ipynb").is_file()
 
 
 NO_NETWORK = """
