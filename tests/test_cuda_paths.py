@@ -59,7 +59,7 @@ def test_fsdp2_in_bf16_over_nccl_follows_a_float32_run(tmp_path, compile_blocks)
     _run(_train(tmp_path / "one"), 1)
     mesh, one = _losses(tmp_path / "mesh"), _losses(tmp_path / "one")
     assert len(mesh) == len(one) > 0
-    assert max(abs(a - b) for a, b in zip(mesh, one)) < 0.05, (mesh, one)
+    assert max(abs(a - b) for a, b in zip(mesh, one, strict=True)) < 0.05, (mesh, one)
     assert mesh != one  # bf16 parameters in the forward: not the float32 numbers
 
     from minillm.generation import generate
