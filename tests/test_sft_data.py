@@ -201,12 +201,16 @@ def test_preference_prompts_are_distinct_and_seeded():
     random.seed(0)
 
 
-def test_shipped_preference_pairs_match_their_gold_scorer_and_manifest():
+@pytest.mark.parametrize("folder", ["", "shakespeare_sft"],
+                         ids=["from_shakespeare_sft_d128", "from_shakespeare_sft"])
+def test_shipped_preference_pairs_match_their_gold_scorer_and_manifest(folder):
     from minillm.data.preference import load_preferences
 
-    manifest = json.loads((data_dir() / "preference" / "manifest.json").read_text())
+    where = data_dir() / "preference" / folder
+    manifest = json.loads((where / "manifest.json").read_text())
+    assert manifest["checkpoint"] == (folder or "shakespeare_sft_d128")
     for split in ("train", "test"):
-        pairs = load_preferences(split)
+        pairs = load_preferences(split, where)
         assert len(pairs) == manifest["stats"][split]["pairs"]
         assert {p.split for p in pairs} == {split}
         assert all(p.gold_chosen != p.gold_rejected for p in pairs)  # no coin-flip pairs
@@ -217,5 +221,5 @@ def test_shipped_preference_pairs_match_their_gold_scorer_and_manifest():
             expected = bradley_terry_probability(p.gold_chosen, p.gold_rejected,
                                                  manifest["beta"])
             assert p.p_chosen == pytest.approx(expected)
-    test_prompts = {p.prompt for p in load_preferences("test")}
-    assert not test_prompts & {p.prompt for p in load_preferences("train")}
+    test_prompts = {p.prompt for p in load_preferences("test", where)}
+    assert not test_prompts & {p.prompt for p in load_preferences("train", where)}

@@ -1,6 +1,8 @@
 """Regenerate the preference set in data/preference/ from the SFT checkpoint.
 
     python data/preference/make_preference_data.py [--checkpoint data/checkpoints/shakespeare_sft_d128]
+    python data/preference/make_preference_data.py --checkpoint data/checkpoints/shakespeare_sft \
+        --out-dir data/preference/shakespeare_sft
 
 Prompts: first lines of speeches ("Continue this speech: ..."), from the training plays for
 train.jsonl and from the test plays for test.jsonl. Two continuations per prompt are sampled
@@ -47,7 +49,12 @@ def first_lines(split: str) -> list[tuple[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", default=str(ROOT / "data/checkpoints/shakespeare_sft_d128"))
+    parser.add_argument("--out-dir", default=str(HERE),
+                        help="where train.jsonl, test.jsonl and manifest.json go (default: "
+                             "data/preference/, the set chapters 12-13 read)")
     args = parser.parse_args()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     model, tok = load_model_and_tokenizer(args.checkpoint)
     counter = {"seed": SEED}
@@ -65,7 +72,7 @@ def main() -> int:
         prompts = preference_prompts(lines, None, seed=SEED)  # all lines, shuffled
         pairs = build_preference_pairs(prompts, sample, split, beta=BETA, seed=SEED, n=n,
                                        resample_ties=RESAMPLE_TIES)
-        path = HERE / f"{split}.jsonl"
+        path = out / f"{split}.jsonl"
         write_preferences(pairs, path)
         digests[split] = hashlib.sha256(path.read_bytes()).hexdigest()
         agree = sum(p.gold_chosen > p.gold_rejected for p in pairs)
@@ -80,7 +87,7 @@ def main() -> int:
     manifest = {"checkpoint": Path(args.checkpoint).name, "beta": BETA, "seed": SEED,
                 "resample_ties": RESAMPLE_TIES,
                 "torch": torch.__version__, "stats": stats, "sha256": digests}
-    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(stats, indent=2))
     return 0
 
