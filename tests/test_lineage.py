@@ -68,13 +68,27 @@ def test_the_lineage_tells_the_course_story():
     # the BPE model: d128's recipe and steps, each token ~2.85 bytes; on the same line, per byte
     bpe = bpb["checkpoint:checkpoints/shakespeare_bpe"]
     assert bpe < d128                  # same steps, more text per step: lower per byte
+    # ... and stopped at the byte model's training FLOPs (its 2,048-wide head costs more per token)
+    rows = {r.source: r for r in TABLE}
+    eq = rows["checkpoint:checkpoints/shakespeare_bpe_eqflops"]
+    d128_flops = rows["checkpoint:checkpoints/shakespeare_byte_d128"].train_flops
+    assert abs(eq.train_flops / d128_flops - 1) < 1e-3
+    assert bpe < eq.bits_per_byte < d128  # fewer steps than bpe, still below the byte model
+    # chapter 20: the base model plus a nearest-neighbour lookup, no training, lower on the line
+    knn = [r for r in TABLE if r.source.startswith("knnlm:checkpoints/shakespeare_byte:")]
+    assert len(knn) == 1 and knn[0].bits_per_byte < base
+    assert knn[0].params == rows["checkpoint:checkpoints/shakespeare_byte"].params
 
 
 def test_unknown_sources_are_refused_with_the_fix():
-    with pytest.raises(ValueError, match="checkpoint:, quantized:, ngram: or sweep:"):
+    with pytest.raises(ValueError, match="checkpoint:, quantized:, ngram:, knnlm: or sweep:"):
         score_source("hub:gpt2")
     with pytest.raises(ValueError, match="best@"):
         score_source("sweep:worst")
+    with pytest.raises(ValueError, match="must name exactly"):
+        score_source("knnlm:checkpoints/shakespeare_byte:k=4")
+    with pytest.raises(ValueError, match="key=value"):
+        score_source("knnlm:checkpoints/shakespeare_byte:k=four")
 
 
 def test_the_figure_highlights_the_chapter_and_adds_live_runs():
