@@ -27,9 +27,9 @@ from minillm.io import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "emergence.json"
-WIDTHS = [8, 12, 16, 24, 32]
+WIDTHS = [8, 16, 24, 32, 48]
 SEEDS = [0, 1, 2]
-STEPS = 2000
+STEPS = 3000
 DIGITS = 4
 N_TEST = 1000
 

@@ -37,8 +37,8 @@ from minillm.utils import configure_threads
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "leaderboard.json"
-TASKS = ["shakespeare_speaker_mc", "shakespeare_speaker_gen", "shakespeare_play_mc",
-         "shakespeare_sft_exact"]
+TASKS = ["shakespeare_speaker_mc", "shakespeare_speaker_chat_mc", "shakespeare_speaker_gen",
+         "shakespeare_play_mc", "shakespeare_sft_exact"]
 CHECKPOINTS = data_dir() / "checkpoints"
 # name -> (folder, quantization scheme or None, what it is)
 MODELS = {
@@ -77,10 +77,10 @@ def load(name: str):
     return model, tok, n_params
 
 
-def evaluate(name: str, limit: int | None = None, batch_size: int = 32) -> dict:
+def evaluate(name: str, tasks: list[str], limit: int | None = None, batch_size: int = 32) -> dict:
     model, tok, n_params = load(name)
     t0 = time.perf_counter()
-    res = run_eval(EvalConfig(checkpoint=name, tasks=",".join(TASKS), limit=limit,
+    res = run_eval(EvalConfig(checkpoint=name, tasks=",".join(tasks), limit=limit,
                               batch_size=batch_size, device="cpu"), model=model, tokenizer=tok)
     return {"about": MODELS[name][2], "quantization": MODELS[name][1],
             "parameters": n_params,
@@ -91,6 +91,8 @@ def evaluate(name: str, limit: int | None = None, batch_size: int = 32) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help="tasks to (re)run; results of other tasks already in the file stay")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
@@ -104,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     board.setdefault("models", {})
     for name in args.models.split(","):
         t0 = time.perf_counter()
-        board["models"][name] = evaluate(name, args.limit)
+        new = evaluate(name, args.tasks.split(","), args.limit)
+        old = board["models"].get(name, {})
+        for key in ("results", "n-samples"):
+            new[key] = {**old.get(key, {}), **new[key]}
+        new["seconds"] = round(old.get("seconds", 0) + new["seconds"], 1)
+        board["models"][name] = new
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
         atomic_write_json(out, json_safe(board))
     return 0
