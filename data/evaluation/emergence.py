@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     shipped.update({"widths": WIDTHS, "seeds": SEEDS, "steps": STEPS, "digits": DIGITS,
                     "n_test": N_TEST, "machine": f"{platform.machine()} CPU, 1 thread, shared "
                     "2-core VM", "torch": torch.__version__})
-    for width in WIDTHS:
-        for seed in SEEDS:
+    for seed in SEEDS:              # every width at one seed before the next seed
+        for width in WIDTHS:
             key = f"d{width}_s{seed}"
             if key in shipped["runs"]:
                 continue
