@@ -290,3 +290,64 @@ def test_task_data_is_what_make_tasks_writes():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--check"]) == 0
+
+
+def test_generation_task_scores_match_hf_backend(pair, manager):
+    """shakespeare_speaker_gen (the speaker task answered by generation) gives the same answers
+    and exact match through lm-eval's HF backend."""
+    ours, hf = pair
+    # the export's end of text is <|endoftext|> = 256 (GPT2Config's default eos is 50256):
+    # both backends then stop there
+    saved = hf.model.generation_config.eos_token_id
+    hf.model.generation_config.eos_token_id = ByteTokenizer().eot_id
+    runs = [simple_evaluate(model=lm, tasks=["shakespeare_speaker_gen"], limit=4,
+                            task_manager=manager, log_samples=True, bootstrap_iters=0)
+            for lm in (ours, hf)]
+    hf.model.generation_config.eos_token_id = saved
+    mine, theirs = (r["samples"]["shakespeare_speaker_gen"] for r in runs)
+    assert [s["filtered_resps"] for s in mine] == [s["filtered_resps"] for s in theirs]
+    assert [s["target"] for s in mine] == [s["doc"]["choices"][s["doc"]["gold"]] for s in mine]
+    assert runs[0]["results"]["shakespeare_speaker_gen"]["exact_match,none"] == \
+        runs[1]["results"]["shakespeare_speaker_gen"]["exact_match,none"]
+
+
+def test_models_without_a_mask_generate_each_length_unpadded():
+    """An RNN LM takes no attention mask: prompts of different lengths in one request batch
+    decode as they do alone."""
+    from minillm.models.neural import RNNLM, RNNLMConfig
+
+    torch.manual_seed(0)
+    rnn = RNNLM(RNNLMConfig(vocab_size=257, context_length=64, cell="lstm")).eval()
+    lm = MiniLLMLM(model=rnn, tokenizer=ByteTokenizer(), batch_size=8, device="cpu")
+    prompts = ["ROMEO.", "JULIET. O Romeo", "KING.", "a longer prompt here"]
+    args = [(p, {"until": ["zz"], "max_gen_toks": 6, "do_sample": False}) for p in prompts]
+    together = lm.generate_until(_requests("generate_until", args))
+    alone = [lm.generate_until(_requests("generate_until", [a]))[0] for a in args]
+    assert together == alone
+    tok = ByteTokenizer()
+    ids = torch.tensor([tok.encode(prompts[1])])
+    direct = generate(rnn, ids, 6, do_sample=False, eos_token_id=tok.eot_id)
+    assert together[1] == tok.decode(direct[0, ids.size(1):].tolist())
+
+
+def test_lm_eval_cli_with_model_minillm(tmp_path, monkeypatch, capsys):
+    """`python -m minillm.evaluation.lm_eval_cli --model minillm ...`: lm-eval's own CLI (its
+    argument parser, task loading and result files) with the minillm model registered and the
+    course's tasks found without --include_path; the scores equal `run_eval`'s."""
+    from minillm.evaluation import lm_eval_cli
+
+    folder = tmp_path / "tiny"
+    _tiny_gpt(seed=4).save(folder, extra_files={"tokenizer.json": ByteTokenizer().to_dict()})
+    monkeypatch.chdir(tmp_path)
+    lm_eval_cli.main(["--model", "minillm", "--model_args", f"checkpoint={folder}",
+                      "--tasks", "shakespeare_speaker_mc", "--limit", "4", "--batch_size", "2",
+                      "--device", "cpu", "--output_path", str(tmp_path / "out")])
+    assert "shakespeare_speaker_mc" in capsys.readouterr().out
+    files = list((tmp_path / "out").rglob("results_*.json"))
+    assert len(files) == 1
+    got = json.loads(files[0].read_text())["results"]["shakespeare_speaker_mc"]
+    ref = run_eval(EvalConfig(checkpoint=str(folder), tasks="shakespeare_speaker_mc", limit=4,
+                              batch_size=2, device="cpu"))["results"]["shakespeare_speaker_mc"]
+    for key in ("acc,none", "acc_norm,none"):
+        assert got[key] == ref[key]
+    assert sys.argv[0] != "lm_eval"  # restored

@@ -50,6 +50,9 @@ def test_an_item_is_dirty_iff_it_shares_a_13_gram():
 
 def test_short_items_are_matched_whole():
     assert dirty_items(["to bury Caesar", "to bury Brutus"], TRAIN) == [True, False]
+    # whole words only, and never across two training documents
+    assert dirty_items(["to bury Caes", "ury Caesar"], TRAIN) == [False, False]
+    assert dirty_items(["one two", "two three"], ["zero one", "two three"]) == [False, True]
 
 
 def test_min_k_prob_is_the_mean_of_the_lowest_k_percent():

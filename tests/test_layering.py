@@ -205,7 +205,7 @@ def test_import_minillm_loads_no_plotting_or_notebook_package():
 # went. Everything else that drives an experiment (the distributed workbench, the TP/PP runner,
 # the expert-parallel check) lives in scripts/ and is launched by path.
 RUNNABLE = {"minillm.cli", "minillm.course.book", "minillm.course.lineage",
-            "minillm.alignment.dpo_run"}
+            "minillm.alignment.dpo_run", "minillm.evaluation.lm_eval_cli"}
 
 
 def has_main_block(path: Path) -> bool:

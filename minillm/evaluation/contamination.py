@@ -46,6 +46,10 @@ def dirty_items(test_items: Sequence[str], training_texts: Iterable[str],
                 n: int = 13) -> list[bool]:
     """For each test item, whether any of its n-grams (normalised words) occurs in training.
 
+    The training n-grams are kept as hashes of their joined words (one int each, so a corpus
+    of millions of words fits in memory); an item shorter than n words is looked up whole, as a
+    word-bounded substring of each normalised training text.
+
     Args:
         test_items: the evaluation set's texts.
         training_texts: the training documents.
@@ -54,14 +58,23 @@ def dirty_items(test_items: Sequence[str], training_texts: Iterable[str],
     Returns:
         One flag per test item.
     """
-    seen: set[tuple[str, ...]] = set()
-    short = {len(w) for w in map(normalise, test_items) if 0 < len(w) < n}
+    items = [normalise(t) for t in test_items]
+    short = {i for i, w in enumerate(items) if 0 < len(w) < n}
+    flags = [False] * len(items)
+    seen: set[int] = set()
     for text in training_texts:
         words = normalise(text)
-        seen |= ngrams(words, n)
-        for m in short:  # short items are looked up whole, at their own length
-            seen |= {tuple(words[i:i + m]) for i in range(len(words) - m + 1)}
-    return [bool(ngrams(normalise(item), n) & seen) for item in test_items]
+        seen.update(hash(" ".join(words[i:i + n])) for i in range(len(words) - n + 1))
+        if short:
+            joined = f" {' '.join(words)} "
+            for i in short:
+                if not flags[i] and f" {' '.join(items[i])} " in joined:
+                    flags[i] = True
+    for i, words in enumerate(items):
+        if i not in short and words:
+            flags[i] = any(hash(" ".join(words[j:j + n])) in seen
+                           for j in range(len(words) - n + 1))
+    return flags
 
 
 def contamination_rate(test_items: Sequence[str], training_texts: Iterable[str],

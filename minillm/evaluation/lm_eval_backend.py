@@ -17,7 +17,8 @@ lm-eval asks a model three things, each a list of requests whose `.args` hold th
 - `generate_until((context, gen_kwargs))` -> the greedy continuation, cut at the first of
   `gen_kwargs["until"]` (and <|endoftext|>), at most `max_gen_toks` tokens: decoded by
   `minillm.generation.stream` (KV cache, left-padded batches), stopping when every row of the
-  batch holds a stop string.
+  batch holds a stop string. A model whose forward takes no attention mask (the RNN and MLP
+  LMs) decodes prompts of equal length together instead of padding them.
 
 The model is any folder `minillm.models.load_model` reads (GPT, RNN LM, MLP LM) with its
 tokenizer (`tokenizer_for_model`), or a model and tokenizer object passed in Python.
@@ -35,6 +36,7 @@ minillm never imports it at import time (lm-eval is a dev/optional dependency).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,6 +120,11 @@ def stop_at(text: str, stops: Sequence[str]) -> str:
         if stop:
             text = text.split(stop)[0]
     return text
+
+
+def _reads_padding(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes an attention mask (left-padded batches)."""
+    return "attention_mask" in inspect.signature(model.forward).parameters
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> bool:
@@ -296,8 +303,19 @@ class MiniLLMLM(TemplateLM):
                   until: list[str]) -> list[str]:
         """Decode a batch of prompts; each row's text cut at its first stop string."""
         # an empty context starts from <|endoftext|>, as lm-eval's scoring does
-        ids, mask = left_pad([p or [self.eot_token_id] for p in prompts],
-                             pad_token_id=self.eot_token_id)
+        prompts = [p or [self.eot_token_id] for p in prompts]
+        if len({len(p) for p in prompts}) > 1 and not _reads_padding(self.model):
+            # a model without an attention mask (RNN, MLP LM) decodes equal lengths together
+            by_length: dict[int, list[int]] = {}
+            for r, p in enumerate(prompts):
+                by_length.setdefault(len(p), []).append(r)
+            texts: list[str] = [""] * len(prompts)
+            for rows in by_length.values():
+                for r, text in zip(rows, self._generate([prompts[r] for r in rows], config,
+                                                        until), strict=True):
+                    texts[r] = text
+            return texts
+        ids, mask = left_pad(prompts, pad_token_id=self.eot_token_id)
         generator = torch.Generator(device=self._device).manual_seed(self.seed) \
             if config.sampling else None
         new: list[list[int]] = [[] for _ in prompts]
