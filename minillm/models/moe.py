@@ -216,7 +216,7 @@ class Experts(nn.Module):
         x's device, offsets[-1] = M); expert (M,) each row's expert (picks the biases).
         -> (M, C). Grouped GEMMs: no host sync, no loop over experts."""
         def linear(a, w, b):                         # w (E, out, in): a @ w[e].T per group
-            y = F.grouped_mm(a, w.transpose(1, 2), offs=offsets)
+            y = _grouped_mm(a, w.transpose(1, 2), offs=offsets)
             return y if b is None else y + b[expert]
         h = linear(x, self.w_in, self.b_in)
         if self.mlp == "swiglu":
@@ -341,9 +341,15 @@ class MoE(nn.Module):
         return MLPOutput(self.dropout(out), aux, routing)
 
 
+def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """torch.nn.functional.grouped_mm (public in recent PyTorch), else torch._grouped_mm (2.8+)."""
+    fn = getattr(F, "grouped_mm", None) or torch._grouped_mm
+    return fn(a, b, offs=offs)
+
+
 def grouped_mm_available() -> bool:
-    """Whether this PyTorch has grouped GEMMs (`torch.nn.functional.grouped_mm`, 2.8+)."""
-    return hasattr(F, "grouped_mm")
+    """Whether this PyTorch has grouped GEMMs (torch._grouped_mm since 2.8)."""
+    return hasattr(F, "grouped_mm") or hasattr(torch, "_grouped_mm")
 
 
 def routing_stats(routing: Routing, n_expert: int) -> dict[str, torch.Tensor]:
