@@ -173,6 +173,7 @@ def test_interleaved_1f1b_simulated_bubble_is_its_formula(p):
             bubble = timeline_bubble(simulate_interleaved(p, m, v, 1.0, 2.0))
             assert bubble == pytest.approx(interleaved_bubble_fraction(p, m, v), abs=1e-12)
     # one chunk is plain 1F1B; more chunks shrink the fill and drain
+    assert interleaved_schedule(p, 0, 8, 1) == [(k, i, 0) for k, i in schedule("1f1b", p, 0, 8)]
     assert interleaved_bubble_fraction(p, 8, 1) == bubble_fraction(p, 8)
     assert interleaved_bubble_fraction(p, 8, 2) < bubble_fraction(p, 8)
     with pytest.raises(ValueError, match="divisible"):

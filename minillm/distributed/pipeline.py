@@ -167,7 +167,8 @@ def interleaved_schedule(n_stage: int, stage: int, micro_batches: int,
     """Interleaved 1F1B (Megatron-LM's order): device `stage` holds `chunks` model chunks,
     chunk c being virtual stage c p + stage of the p v. Its forwards take micro-batches in groups
     of p, chunk 0 then chunk 1 ... for each group; backwards take the chunks in reverse. After
-    (p - stage - 1) 2 + (v - 1) p warm-up forwards it alternates one forward and one backward.
+    (p - stage - 1) 2 + (v - 1) p warm-up forwards (p - stage - 1 for v = 1: plain 1F1B) it
+    alternates one forward and one backward.
     Returns ("F" or "B", micro-batch, chunk) in order. Needs m divisible by p."""
     p, m, v = n_stage, micro_batches, chunks
     if m % p:
@@ -178,7 +179,8 @@ def interleaved_schedule(n_stage: int, stage: int, micro_batches: int,
         chunk = (k // p) % v
         return (k // (p * v)) * p + k % p, chunk if forward else v - 1 - chunk
 
-    warm = min(total, (p - stage - 1) * 2 + (v - 1) * p)
+    # (one chunk: plain 1F1B's p - stage - 1 warm-up forwards)
+    warm = min(total, p - stage - 1 if v == 1 else (p - stage - 1) * 2 + (v - 1) * p)
     actions = [("F", *step(k, True)) for k in range(warm)]
     for k in range(total - warm):
         actions += [("F", *step(warm + k, True)), ("B", *step(k, False))]
