@@ -388,3 +388,48 @@ def test_registry_errors_and_builtin_backends_agree():
     want, _ = reference(q, k, v, causal=True)
     for name in ("naive", "sdpa", "flash_torch"):
         assert rel_err(get_attention(name)(q, k, v, causal=True), want) < 1e-5, name
+
+
+@interp
+@pytest.mark.parametrize("t_q,t_k,block_m,block_n", [(37, 53, 16, 16), (33, 33, 16, 32),
+                                                     (64, 64, 32, 16), (20, 90, 16, 32)])
+def test_triton_causal_two_stages_match_the_reference(t_q, t_k, block_m, block_n):
+    """The causal forward runs the tiles left of the diagonal without the causal comparison and
+    the diagonal tiles with it: partial tiles, Tq != Tk (bottom-right) and B_r != B_c must give
+    the reference's output, log-sum-exp-consistent gradients included."""
+    q, k, v = make_qkv(1, 2, 1, t_q, t_k, 16)
+    out, lse = flash_triton_attention_with_lse(q, k, v, causal=True, block_m=block_m,
+                                               block_n=block_n)
+    ref, ref_lse = reference(q, k, v, causal=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad((out * g).sum(), (q, k, v))
+    want = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_autotune_key_is_the_power_of_two_bucket():
+    from minillm.kernels.flash_triton import length_bucket
+    assert [length_bucket(t) for t in (1, 16, 17, 1000, 1024, 1025, 16384)] == \
+        [16, 16, 32, 1024, 1024, 2048, 16384]
+
+
+def test_hbm_counts_of_fa1_and_standard_attention():
+    from minillm.kernels.flash_cost import (
+        fa1_block_sizes,
+        fa1_hbm_elements,
+        standard_attention_hbm_elements,
+    )
+    # A100: 192 KiB of SRAM per SM = 98,304 fp16 elements; d = 64 gives B_c = 384, B_r = 64
+    assert fa1_block_sizes(98_304, 64) == (64, 384)
+    t, d = 1024, 64                                     # T_c = 3 key tiles
+    assert fa1_hbm_elements(t, d, 98_304) == 2 * t * d + 3 * (3 * t * d + 4 * t)
+    assert fa1_hbm_elements(t, d, 98_304, backward=True) == \
+        2 * t * d + 3 * (3 * t * d + 4 * t) + 4 * t * d + 3 * (5 * t * d + 2 * t)
+    assert standard_attention_hbm_elements(t, d, backward=True) == 11 * t * t + 12 * t * d
+    # Θ(N² d² / M): four times the SRAM, about a quarter of the streamed traffic at large N
+    big = 1 << 16
+    ratio = fa1_hbm_elements(big, d, 4 * 98_304) / fa1_hbm_elements(big, d, 98_304)
+    assert 0.25 < ratio < 0.3

@@ -367,11 +367,11 @@ def test_trainer_adds_the_aux_losses():
     assert trainer.history[-1]["moe_balance"] >= 1.0 - 1e-6  # the minimum of E * sum f P is 1
 
 
-def _mixtral(seed=0, **kw):
+def _mixtral(seed=0, k=2, **kw):
     torch.manual_seed(seed)
     cfg = transformers.MixtralConfig(
         vocab_size=71, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=k,
         max_position_embeddings=64, rms_norm_eps=1e-6, bos_token_id=0, eos_token_id=1,
         pad_token_id=2, **kw)
     model = transformers.MixtralForCausalLM(cfg).eval()
@@ -416,6 +416,89 @@ def test_from_hf_mixtral_greedy_generation_through_the_kv_cache():
     ref = hf.generate(x, max_new_tokens=12, do_sample=False, eos_token_id=None)
     assert torch.equal(generate(ours, x, 12, do_sample=False), ref)
     assert torch.equal(generate(ours, x, 12, do_sample=False, use_cache=False), ref)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_from_hf_mixtral_keeps_mixtrals_renormalised_gate_for_every_k(k):
+    # Mixtral renormalises its top-k weights for every k (top-1: weight 1); the course's own
+    # models keep Switch's raw p_i at k = 1. The converter must carry Mixtral's convention.
+    hf = _mixtral(seed=2 + k, k=k)
+    ours = GPT.from_hf_mixtral(hf).eval()
+    assert (ours.config.top_k, ours.config.moe_renormalize) == (k, True)
+    x = torch.randint(3, 71, (2, 20))
+    with torch.no_grad():
+        ref, logits = hf(x).logits, ours(x).logits
+    assert (ref - logits).abs().max().item() <= 1e-5
+    prompt = x[:1, :6]
+    greedy = hf.generate(prompt, max_new_tokens=10, do_sample=False, eos_token_id=None)
+    from minillm.generation import generate
+    assert torch.equal(generate(ours, prompt, 10, do_sample=False), greedy)
+    if k == 1:  # Switch's convention on the same weights is really a different model
+        switch = GPT.from_hf_mixtral(hf, moe_renormalize=None).eval()
+        with torch.no_grad():
+            assert (switch(x).logits - ref).abs().max().item() > 1e-3
+
+
+def test_gate_convention_is_a_config_field_whose_default_keeps_switch_top1():
+    assert GPTConfig(vocab_size=8, context_length=4, d_model=8, n_layer=1, n_head=1,
+                     n_expert=2, top_k=1).moe_renormalize is None
+    with pytest.raises(ValueError, match="moe_renormalize"):
+        GPTConfig(vocab_size=8, context_length=4, d_model=8, n_layer=1, n_head=1, n_expert=2,
+                  moe_renormalize="yes")
+    logits = torch.tensor([[[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]]])
+    p = torch.softmax(logits, -1)
+    top1 = p.max(-1).values
+    torch.testing.assert_close(route(logits, 1, None).weights[..., 0], top1)
+    torch.testing.assert_close(route(logits, 1, None, renormalize=False).weights[..., 0], top1)
+    assert torch.all(route(logits, 1, None, renormalize=True).weights == 1.0)
+    assert torch.all(route(logits, 2, None, renormalize=False).weights.sum(-1) < 1.0)
+    moe = MoE(16, 4, 24, top_k=1, renormalize=True)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(moe(x).hidden, moe_reference(moe, x), atol=1e-6, rtol=1e-6)
+
+
+# ---- the grouped (GPU) dispatch path against the per-expert loop -------------------------------
+@pytest.mark.parametrize("k,cf,mlp,bias,shared", [
+    (1, None, "gelu", True, 0), (1, 1.0, "swiglu", False, 0), (2, None, "swiglu", True, 1),
+    (2, 0.5, "gelu", False, 0), (3, 1.0, "swiglu", True, 1)])
+def test_grouped_dispatch_equals_the_loop(k, cf, mlp, bias, shared):
+    torch.manual_seed(9)
+    moe = MoE(16, 4, 24, top_k=k, mlp=mlp, bias=bias, capacity_factor=cf, n_shared_expert=shared)
+    with torch.no_grad():
+        moe.router.normal_(std=1.0)
+        for p in moe.experts.parameters():
+            p.normal_(std=0.3)
+    x = torch.randn(2, 9, 16)
+    assert moe.dispatch_impl(x) == "loop"               # CPU default
+    loop = moe(x)
+    moe.impl = "grouped"
+    grouped = moe(x)
+    if cf is not None:
+        assert routing_stats(loop.routing, 4)["dropped"] > 0   # dropped rows really exercised
+    torch.testing.assert_close(grouped.hidden, loop.hidden, atol=1e-6, rtol=1e-6)
+    for key in loop.aux_losses:
+        torch.testing.assert_close(grouped.aux_losses[key], loop.aux_losses[key])
+    g = torch.randn_like(loop.hidden)
+    moe.impl = "loop"
+    a = torch.autograd.grad((moe(x).hidden * g).sum(), list(moe.parameters()))
+    moe.impl = "grouped"
+    b = torch.autograd.grad((moe(x).hidden * g).sum(), list(moe.parameters()))
+    for ga, gb in zip(a, b, strict=True):
+        torch.testing.assert_close(gb, ga, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_dispatch_compiles_as_one_graph_without_host_sync():
+    # fullgraph=True fails on a graph break: the loop path's .tolist() and its per-expert
+    # Python loop over data-dependent slices break the graph; the grouped path must not.
+    # (bfloat16, the GPU path's dtype: grouped_mm's shape function asks for it when traced)
+    torch.manual_seed(10)
+    moe = MoE(16, 4, 24, top_k=2, capacity_factor=1.0, impl="grouped").to(torch.bfloat16)
+    x = torch.randn(2, 8, 16, dtype=torch.bfloat16)
+    compiled = torch.compile(moe, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x).hidden, moe(x).hidden)
+    moe.impl = "loop"
+    with pytest.raises(Exception):  # noqa: B017 - the graph break's exception type moves with torch
+        torch.compile(moe, fullgraph=True, backend="aot_eager")(x)
 
 
 def test_mixtral_with_a_short_sliding_window_is_refused():

@@ -155,3 +155,35 @@ def test_timeline_figure_draws_every_event():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["forward", "backward"]
     assert ax.get_xlabel().endswith("(ms)")
     plt.close(ax.figure)
+
+
+@pytest.mark.parametrize("p", [2, 4, 8])
+def test_interleaved_1f1b_simulated_bubble_is_its_formula(p):
+    from minillm.distributed.pipeline import (
+        interleaved_bubble_fraction,
+        interleaved_schedule,
+        simulate_interleaved,
+    )
+    for m in (p, 2 * p, 4 * p):
+        for v in (1, 2, 3, 4):
+            for d in range(p):  # every (micro-batch, chunk) forward and backward exactly once
+                acts = interleaved_schedule(p, d, m, v)
+                assert sorted(acts) == sorted((k, i, c) for k in "BF" for i in range(m)
+                                              for c in range(v))
+            bubble = timeline_bubble(simulate_interleaved(p, m, v, 1.0, 2.0))
+            assert bubble == pytest.approx(interleaved_bubble_fraction(p, m, v), abs=1e-12)
+    # one chunk is plain 1F1B; more chunks shrink the fill and drain
+    assert interleaved_schedule(p, 0, 8, 1) == [(k, i, 0) for k, i in schedule("1f1b", p, 0, 8)]
+    assert interleaved_bubble_fraction(p, 8, 1) == bubble_fraction(p, 8)
+    assert interleaved_bubble_fraction(p, 8, 2) < bubble_fraction(p, 8)
+    with pytest.raises(ValueError, match="divisible"):
+        interleaved_schedule(p, 0, p + 1, 2)
+
+
+def test_simulated_clock_takes_per_stage_times_and_a_send_cost():
+    equal = timeline_bubble(simulate_timeline("1f1b", 4, 8, 1.0, 2.0))
+    assert equal == pytest.approx(bubble_fraction(4, 8))
+    assert timeline_bubble(simulate_timeline("1f1b", 4, 8, [1.0] * 4, [2.0] * 4)) == equal
+    # a slower stage makes the others wait; a send cost delays every hand-over
+    assert timeline_bubble(simulate_timeline("1f1b", 4, 8, [1, 1, 1, 2], [2, 2, 2, 4])) > equal
+    assert timeline_bubble(simulate_timeline("1f1b", 4, 8, 1.0, 2.0, t_send=0.5)) > equal

@@ -44,8 +44,9 @@ from minillm.models.gpt import GPT
 from minillm.models.positions import sinusoidal_at
 
 __all__ = ["Event", "GPTStage", "PipelineRunner", "bubble_fraction", "check_pipeline",
-           "events_as_dicts", "gather_pipeline_state_dict", "schedule",
-           "simulate_timeline", "stage_layers", "sync_tied_grads", "timeline_bubble"]
+           "events_as_dicts", "gather_pipeline_state_dict", "interleaved_bubble_fraction",
+           "interleaved_schedule", "schedule", "simulate_interleaved", "simulate_timeline",
+           "stage_layers", "sync_tied_grads", "timeline_bubble"]
 
 SCHEDULES = ("gpipe", "1f1b")
 
@@ -114,11 +115,22 @@ class Event:
     end: float
 
 
-def simulate_timeline(kind: str, n_stage: int, micro_batches: int, t_forward: float = 1.0,
-                      t_backward: float = 2.0) -> list[Event]:
+def _per_stage(t, n_stage: int) -> list[float]:
+    return [float(t)] * n_stage if isinstance(t, (int, float)) else [float(x) for x in t]
+
+
+def simulate_timeline(kind: str, n_stage: int, micro_batches: int, t_forward=1.0,
+                      t_backward=2.0, t_send: float = 0.0) -> list[Event]:
     """The ideal timeline: each action starts when its stage is free and its input has arrived
-    (F(s, i) after F(s-1, i); B(s, i) after B(s+1, i), and after F(s, i) on the last stage),
-    with no communication time."""
+    (F(s, i) after F(s-1, i); B(s, i) after B(s+1, i), and after F(s, i) on the last stage).
+
+    Args:
+        t_forward, t_backward: one micro-batch's compute per stage: a number (equal stages) or
+            one per stage (e.g. the medians measured on a real run: a simulated clock).
+        t_send: the time a tensor takes to reach the neighbouring stage (0: the formula's
+            assumption).
+    """
+    t_f, t_b = _per_stage(t_forward, n_stage), _per_stage(t_backward, n_stage)
     todo = {s: schedule(kind, n_stage, s, micro_batches) for s in range(n_stage)}
     done: dict[tuple[str, int, int], float] = {}
     free = [0.0] * n_stage
@@ -133,14 +145,79 @@ def simulate_timeline(kind: str, n_stage: int, micro_batches: int, t_forward: fl
                     need = None
                 if need is not None and need not in done:
                     break
-                start = max(free[s], done[need] if need else 0.0)
-                free[s] = start + (t_forward if k == "F" else t_backward)
+                start = max(free[s], done[need] + t_send if need else 0.0)
+                free[s] = start + (t_f[s] if k == "F" else t_b[s])
                 done[(k, s, i)] = free[s]
                 events.append(Event(s, k, i, start, free[s]))
                 todo[s].pop(0)
                 progressed = True
         if not progressed:
             raise RuntimeError(f"schedule {kind!r} deadlocks")  # cannot happen for ours
+    return events
+
+
+def interleaved_bubble_fraction(p: int, m: int, v: int) -> float:
+    """Idle share of interleaved 1F1B with v model chunks per device (Narayanan et al. 2021,
+    §2.2): the fill and drain shrink to (p - 1)/v micro-batch slots, (p - 1) / (v m + p - 1)."""
+    return (p - 1) / (v * m + p - 1)
+
+
+def interleaved_schedule(n_stage: int, stage: int, micro_batches: int,
+                         chunks: int) -> list[tuple[str, int, int]]:
+    """Interleaved 1F1B (Megatron-LM's order): device `stage` holds `chunks` model chunks,
+    chunk c being virtual stage c p + stage of the p v. Its forwards take micro-batches in groups
+    of p, chunk 0 then chunk 1 ... for each group; backwards take the chunks in reverse. After
+    (p - stage - 1) 2 + (v - 1) p warm-up forwards (p - stage - 1 for v = 1: plain 1F1B) it
+    alternates one forward and one backward.
+    Returns ("F" or "B", micro-batch, chunk) in order. Needs m divisible by p."""
+    p, m, v = n_stage, micro_batches, chunks
+    if m % p:
+        raise ValueError(f"interleaved 1F1B needs micro_batches={m} divisible by p={p}")
+    total = m * v
+
+    def step(k: int, forward: bool) -> tuple[int, int]:
+        chunk = (k // p) % v
+        return (k // (p * v)) * p + k % p, chunk if forward else v - 1 - chunk
+
+    # (one chunk: plain 1F1B's p - stage - 1 warm-up forwards)
+    warm = min(total, p - stage - 1 if v == 1 else (p - stage - 1) * 2 + (v - 1) * p)
+    actions = [("F", *step(k, True)) for k in range(warm)]
+    for k in range(total - warm):
+        actions += [("F", *step(warm + k, True)), ("B", *step(k, False))]
+    return actions + [("B", *step(k, False)) for k in range(total - warm, total)]
+
+
+def simulate_interleaved(n_stage: int, micro_batches: int, chunks: int, t_forward: float = 1.0,
+                         t_backward: float = 2.0) -> list[Event]:
+    """The ideal timeline of interleaved 1F1B: each device's chunk takes t_forward / chunks and
+    t_backward / chunks; F of virtual stage u waits for F of u - 1, B of u for B of u + 1 (the
+    last virtual stage's B for its own F). Events carry the device as `stage`."""
+    p, v = n_stage, chunks
+    last = p * v - 1
+    todo = {d: interleaved_schedule(p, d, micro_batches, v) for d in range(p)}
+    done: dict[tuple[str, int, int], float] = {}
+    free = [0.0] * p
+    events: list[Event] = []
+    while any(todo.values()):
+        progressed = False
+        for d in range(p):
+            while todo[d]:
+                k, i, c = todo[d][0]
+                u = c * p + d                                  # virtual stage
+                if k == "F":
+                    need = ("F", u - 1, i) if u > 0 else None
+                else:
+                    need = ("B", u + 1, i) if u < last else ("F", u, i)
+                if need is not None and need not in done:
+                    break
+                start = max(free[d], done[need] if need else 0.0)
+                free[d] = start + (t_forward if k == "F" else t_backward) / v
+                done[(k, u, i)] = free[d]
+                events.append(Event(d, k, i, start, free[d]))
+                todo[d].pop(0)
+                progressed = True
+        if not progressed:
+            raise RuntimeError("interleaved schedule deadlocks")
     return events
 
 

@@ -8,7 +8,7 @@ take over, and importing minillm must not decide that.
 import triton
 import triton.language as tl
 
-__all__ = ["_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_fwd"]
+__all__ = ["_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_fwd", "_attn_fwd_tiles"]
 
 # the kernels work in base 2 (exp2, log2 are the fast instructions): e^x = 2^(x · log2 e), and
 # back to natural units with ln 2. Globals read inside @triton.jit code must be constexpr.
@@ -17,36 +17,15 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
-def _attn_fwd(Q, K, V, O, LSE, BIAS,
-              sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
-              sbb, sbh, sbm, sbn,
-              H, G, T_Q, T_K, scale,
-              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-              BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-              PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // G                                     # the kv head this query head reads
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # query indices of this tile
-    dims = tl.arange(0, BLOCK_D)
-    cols0 = tl.arange(0, BLOCK_N)
-    row_ok = rows < T_Q
-    d_ok = dims < HEAD_DIM
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :],
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0)      # (BLOCK_M, BLOCK_D)
-    if UPCAST:  # the interpreter's tl.dot is wrong for bf16/fp16: compute it in fp32
-        q = q.to(tl.float32)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    offset = T_K - T_Q
-    hi = T_K
-    if CAUSAL:  # key tiles entirely right of this query tile's diagonal are never loaded
-        hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
-    qk_scale = scale * LOG2E                                          # scale · log2(e)
-    for start_n in range(0, hi, BLOCK_N):
+def _attn_fwd_tiles(acc, l_i, m_i, q, K, V, BIAS, b, h, hk, rows, row_ok, dims, d_ok, cols0,
+                    skb, skh, skn, svb, svh, svn, sbb, sbh, sbm, sbn, T_K, offset, qk_scale,
+                    lo, hi,
+                    BLOCK_N: tl.constexpr, DIAGONAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Key tiles lo..hi of one query tile: the online-softmax update of (acc, l, m). DIAGONAL
+    compiles in the causal comparison; the tiles left of the diagonal run without it (the
+    Triton tutorial's two stages)."""
+    for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + cols0
         col_ok = cols < T_K
         kt = tl.load(K + b * skb + hk * skh + cols[None, :] * skn + dims[:, None],
@@ -55,7 +34,7 @@ def _attn_fwd(Q, K, V, O, LSE, BIAS,
             kt = kt.to(tl.float32)
         s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale         # (BLOCK_M, BLOCK_N)
         valid = col_ok[None, :] & row_ok[:, None]
-        if CAUSAL:
+        if DIAGONAL:
             valid = valid & (cols[None, :] <= rows[:, None] + offset)
         if HAS_BIAS:
             bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
@@ -74,6 +53,58 @@ def _attn_fwd(Q, K, V, O, LSE, BIAS,
             v, pv = v.to(tl.float32), pv.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(pv, v, input_precision=PRECISION)
         m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd(Q, K, V, O, LSE, BIAS,
+              sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
+              sbb, sbh, sbm, sbn,
+              H, G, T_Q, T_K, T_Q_BUCKET, T_K_BUCKET, scale,
+              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+              PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    # T_Q_BUCKET, T_K_BUCKET: the lengths rounded up to a power of two; unused here, they key
+    # the autotuner (one tuning per bucket, not per exact length)
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // G                                     # the kv head this query head reads
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # query indices of this tile
+    dims = tl.arange(0, BLOCK_D)
+    cols0 = tl.arange(0, BLOCK_N)
+    row_ok = rows < T_Q
+    d_ok = dims < HEAD_DIM
+    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)      # (BLOCK_M, BLOCK_D)
+    if UPCAST:  # the interpreter's tl.dot is wrong for bf16/fp16: compute it in fp32
+        q = q.to(tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    offset = T_K - T_Q
+    qk_scale = scale * LOG2E                                          # scale · log2(e)
+    if CAUSAL:
+        # stage 1: key tiles wholly left of the diagonal (every key <= every row's limit): no
+        # causal comparison; stage 2: the tiles the diagonal crosses. Key tiles right of the
+        # diagonal are never loaded.
+        hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
+        lo_diag = tl.maximum(0, tl.minimum(hi, ((pid_m * BLOCK_M + offset + 1) // BLOCK_N)
+                                           * BLOCK_N))
+        acc, l_i, m_i = _attn_fwd_tiles(
+            acc, l_i, m_i, q, K, V, BIAS, b, h, hk, rows, row_ok, dims, d_ok, cols0,
+            skb, skh, skn, svb, svh, svn, sbb, sbh, sbm, sbn, T_K, offset, qk_scale, 0, lo_diag,
+            BLOCK_N, False, HAS_BIAS, PRECISION, UPCAST)
+        acc, l_i, m_i = _attn_fwd_tiles(
+            acc, l_i, m_i, q, K, V, BIAS, b, h, hk, rows, row_ok, dims, d_ok, cols0,
+            skb, skh, skn, svb, svh, svn, sbb, sbh, sbm, sbn, T_K, offset, qk_scale, lo_diag, hi,
+            BLOCK_N, True, HAS_BIAS, PRECISION, UPCAST)
+    else:
+        acc, l_i, m_i = _attn_fwd_tiles(
+            acc, l_i, m_i, q, K, V, BIAS, b, h, hk, rows, row_ok, dims, d_ok, cols0,
+            skb, skh, skn, svb, svh, svn, sbb, sbh, sbm, sbn, T_K, offset, qk_scale, 0, T_K,
+            BLOCK_N, False, HAS_BIAS, PRECISION, UPCAST)
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
     out = acc / l_safe[:, None]
@@ -82,11 +113,12 @@ def _attn_fwd(Q, K, V, O, LSE, BIAS,
              out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     tl.store(LSE + pid_bh * T_Q + rows, lse, mask=row_ok)
 
+
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, BIAS,
                    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
                    sbb, sbh, sbm, sbn,
-                   H, G, T_Q, T_K, scale,
+                   H, G, T_Q, T_K, T_Q_BUCKET, T_K_BUCKET, scale,
                    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                    BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
                    PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -156,7 +188,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, BIAS,
 def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, BIAS,
                  sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
                  sbb, sbh, sbm, sbn,
-                 H, G, T_Q, T_K, scale,
+                 H, G, T_Q, T_K, T_Q_BUCKET, T_K_BUCKET, scale,
                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
                  PRECISION: tl.constexpr, UPCAST: tl.constexpr):

@@ -34,11 +34,18 @@ Details:
 - fp32 inputs use `tl.dot(..., input_precision="ieee")`: a GPU would otherwise use TF32
   (10-bit mantissa) and fail 1e-5 parity. bf16/fp16 inputs use the tensor cores; accumulation
   is always fp32; P and dS are cast to the input dtype before their matmuls, as in FA2.
-- On a GPU the tile sizes are autotuned (`triton.autotune`, keyed on lengths, head dim, causal);
+- On a GPU the tile sizes are autotuned (`triton.autotune`, keyed on the lengths' power-of-two
+  buckets (`length_bucket`: T = 1000 and 1024 share one tuning; exact lengths would re-tune
+  for every new T), head dim, causal);
   under `TRITON_INTERPRET=1` (CPU) fixed 16 x 16 tiles keep the interpreter quick. The
   interpreter's `tl.dot` mishandles bf16/fp16 operands (Triton 3.9 multiplies their bit
   patterns), so there (UPCAST) the operands are rounded to the input dtype as on a GPU and then
   multiplied in fp32.
+- Causal forward in two stages, as in Triton's fused-attention tutorial: the key tiles wholly
+  left of a query tile's diagonal run without the causal comparison, the tiles the diagonal
+  crosses run with it (`DIAGONAL`, compiled in), and tiles right of it are never loaded. The
+  backward kernels keep the comparison on every tile (their share of diagonal tiles is the same;
+  splitting them is the next step on a GPU where it can be timed).
 - A mask (boolean or float bias, broadcastable to (B, H, Tq, Tk)) is turned into a float32 bias
   of the mask's own shape and read tile by tile through broadcast strides.
 - Where Triton is missing, calling the backend raises a clear error (it is still registered).
@@ -90,7 +97,8 @@ def _kernels(interpret: bool) -> dict:
     if interpret:
         return {"fwd": K._attn_fwd, "dkdv": K._attn_bwd_dkdv, "dq": K._attn_bwd_dq,
                 "tuned": False}
-    key = ["T_Q", "T_K", "HEAD_DIM", "CAUSAL", "HAS_BIAS", "G"]
+    # keyed on the lengths' power-of-two buckets: one tuning per bucket, not one per exact T
+    key = ["T_Q_BUCKET", "T_K_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_BIAS", "G"]
     return {"fwd": triton.autotune(_gpu_configs("BLOCK_N"), key=key)(K._attn_fwd),
             "dkdv": triton.autotune(_gpu_configs("BLOCK_M"), key=key)(K._attn_bwd_dkdv),
             "dq": triton.autotune(_gpu_configs("BLOCK_N"), key=key)(K._attn_bwd_dq),
@@ -114,6 +122,11 @@ def _require_triton(q: torch.Tensor) -> dict:
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def length_bucket(t: int) -> int:
+    """The autotuner's key for a length: t rounded up to a power of two (at least 16)."""
+    return max(16, 1 << (t - 1).bit_length())
 
 
 def _bias(mask: torch.Tensor | None, q: torch.Tensor, Tk: int):
@@ -165,7 +178,8 @@ def flash_triton_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     lse = torch.empty(B, H, Tq, device=q.device, dtype=torch.float32)
     args = (q, k, v, out, lse, bias, q.stride(0), q.stride(1), q.stride(2), k.stride(0),
             k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0),
-            out.stride(1), out.stride(2), *bs, H, H // Hkv, Tq, Tk, scale)
+            out.stride(1), out.stride(2), *bs, H, H // Hkv, Tq, Tk, length_bucket(Tq),
+            length_bucket(Tk), scale)
     if kernels["tuned"]:
         grid = lambda meta_: (_cdiv(Tq, meta_["BLOCK_M"]), B * H)
         kernels["fwd"][grid](*args, **meta)
@@ -191,7 +205,8 @@ def flash_triton_backward(q, k, v, out, lse, d_out, d_lse, *, mask=None, causal=
     dv = torch.empty(B, Hkv, Tk, D, device=q.device, dtype=v.dtype)
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                v.stride(0), v.stride(1), v.stride(2), d_out.stride(0), d_out.stride(1),
-               d_out.stride(2), *bs, H, H // Hkv, Tq, Tk, scale)
+               d_out.stride(2), *bs, H, H // Hkv, Tq, Tk, length_bucket(Tq), length_bucket(Tk),
+               scale)
     args_kv = (q, k, v, d_out, lse, delta, dk, dv, bias, *strides)
     args_q = (q, k, v, d_out, lse, delta, dq, bias, *strides)
     if kernels["tuned"]:

@@ -86,6 +86,8 @@ class GPTConfig:
     moe_z_coef: float = 1e-3       # beta of the router z-loss (ST-MoE: 1e-3)
     router_jitter: float = 0.0     # multiplicative router-input noise while training (Switch)
     n_shared_expert: int = 0       # always-on experts of width expert_d_ff (DeepSeekMoE)
+    moe_renormalize: bool | None = None  # gates sum to 1: None = for top_k > 1 only (Switch's raw
+                                   # p_i at k = 1), True = every k (Mixtral), False = never
     activation_checkpointing: bool = False  # training: keep only each block's input and
                                    # recompute the block in backward (less memory, ~1 more fwd)
 
@@ -160,6 +162,9 @@ class GPTConfig:
         if not isinstance(self.moe_every, int) or not 1 <= self.moe_every <= self.n_layer:
             raise ValueError(f"moe_every={self.moe_every!r} must be between 1 and "
                              f"n_layer={self.n_layer} (1: every layer is MoE)")
+        if self.moe_renormalize not in (None, True, False):
+            raise ValueError(f"moe_renormalize={self.moe_renormalize!r} must be None (for "
+                             "top_k > 1 only), True (every k, Mixtral) or False (never)")
         for name in ("moe_balance_coef", "moe_z_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 turns it off)")

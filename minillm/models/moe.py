@@ -8,6 +8,10 @@ Switch Transformer (Fedus et al., 2101.03961), GShard (Lepikhin et al., 2006.166
     y(x)   = sum_{i in S(x), kept} g_i(x) E_i(x) (+ shared experts, always on)
     g_i    = p_i (k = 1, Switch)   or   p_i / sum_{j in S} p_j (k > 1, GShard/Mixtral renormalised)
 
+`renormalize` chooses the gate: None (the course's default) renormalises for k > 1 only, as
+above; True renormalises for every k (Mixtral: its top-1 weight is 1, so a converted Mixtral
+with num_experts_per_tok=1 must set it); False never renormalises.
+
 Capacity (Switch §2.2): each group of tokens (here: one sequence, the batch row) gives every
 expert `capacity = ceil(capacity_factor * k * tokens_per_group / E)` slots. Priority: all first
 choices before any second choice (GShard), and within a choice earlier tokens first (Switch's
@@ -31,6 +35,17 @@ Departures and conventions:
   rank under expert parallelism (minillm.distributed.expert_parallel).
 - Router jitter (Switch) multiplies only the router's input by U(1-eps, 1+eps) while training.
 - Shared experts (DeepSeekMoE) are one dense MLP of width n_shared * d_ff that every token uses.
+
+Two dispatch paths give the same result (tests/test_moe.py checks both on CPU):
+- "loop": the kept assignments sorted by expert, one matmul per expert on its slice. The slice
+  sizes are read on the host (`.tolist()`, a device sync) and the Python loop over experts
+  breaks a `torch.compile` graph. The default on CPU and for float32/float16 on GPU.
+- "grouped": every one of the N*k assignments (dropped ones included, with combine weight 0)
+  is sorted by expert, and each expert MLP matmul is one grouped GEMM
+  (`torch.nn.functional.grouped_mm`, megablocks' "dropless" idea) over offsets that stay on
+  the device. No host sync, fixed shapes, one graph; with a capacity limit the dropped rows
+  are computed and thrown away. The default for
+  bfloat16 on CUDA when grouped_mm exists (PyTorch >= 2.8; width multiples of 8).
 """
 
 from __future__ import annotations
@@ -47,7 +62,8 @@ from minillm.models.base import MLPOutput
 from minillm.models.config import check_moe_args
 
 __all__ = ["MoE", "Experts", "Routing", "route", "dispatch_order", "expert_capacity",
-           "balance_loss", "router_z_loss", "moe_reference", "routing_stats"]
+           "balance_loss", "router_z_loss", "moe_reference", "routing_stats", "gate_weights",
+           "grouped_mm_available"]
 
 
 def expert_capacity(tokens_per_group: int, n_expert: int, top_k: int,
@@ -72,12 +88,22 @@ class Routing:
     splits: tuple[list[int], list[int]] | None = None
 
 
-def route(logits: torch.Tensor, top_k: int, capacity: int | None) -> Routing:
+def gate_weights(top_p: torch.Tensor, renormalize: bool | None = None) -> torch.Tensor:
+    """Combine weights from the top-k probabilities (..., k): renormalised to sum to 1 when
+    `renormalize` is True, or None and k > 1 (the course's convention: Switch's raw p_i at
+    k = 1); the raw probabilities when False."""
+    if renormalize is None:
+        renormalize = top_p.shape[-1] > 1
+    return top_p / top_p.sum(-1, keepdim=True) if renormalize else top_p
+
+
+def route(logits: torch.Tensor, top_k: int, capacity: int | None,
+          renormalize: bool | None = None) -> Routing:
     """Top-k routing with capacity. Args: logits (G, S, E) router logits; top_k; capacity per
-    expert and group (None: keep all). Returns: a `Routing`."""
+    expert and group (None: keep all); renormalize (see `gate_weights`). Returns: a `Routing`."""
     probs = torch.softmax(logits.float(), dim=-1)
     top_p, idx = torch.topk(probs, top_k, dim=-1)                          # (G, S, k)
-    weights = top_p / top_p.sum(-1, keepdim=True) if top_k > 1 else top_p
+    weights = gate_weights(top_p, renormalize)
     if capacity is None:
         keep = torch.ones_like(idx, dtype=torch.bool)
     else:
@@ -185,6 +211,20 @@ class Experts(nn.Module):
         """Expert e on x (n, C) -> (n, C)."""
         return self._run(x, self._weights()[e])
 
+    def grouped(self, x: torch.Tensor, offsets: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """x: (M, C) sorted by expert, rows offsets[e-1]:offsets[e] for expert e (int32 (E,) on
+        x's device, offsets[-1] = M); expert (M,) each row's expert (picks the biases).
+        -> (M, C). Grouped GEMMs: no host sync, no loop over experts."""
+        def linear(a, w, b):                         # w (E, out, in): a @ w[e].T per group
+            y = _grouped_mm(a, w.transpose(1, 2), offs=offsets)
+            return y if b is None else y + b[expert]
+        h = linear(x, self.w_in, self.b_in)
+        if self.mlp == "swiglu":
+            h = F.silu(h) * linear(x, self.w_up, self.b_up)
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return linear(h, self.w_out, self.b_out)
+
     def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """x: (sum(counts), C) sorted by expert -> (sum(counts), C)."""
         out, start, weights = [], 0, self._weights()
@@ -207,10 +247,13 @@ class MoE(nn.Module):
                  mlp: str = "swiglu", bias: bool = False, capacity_factor: float | None = None,
                  balance_coef: float = 1e-2, z_coef: float = 1e-3, router_jitter: float = 0.0,
                  n_shared_expert: int = 0, dropout: float = 0.0, init_std: float = 0.02,
-                 n_layer: int = 1):
+                 n_layer: int = 1, renormalize: bool | None = None, impl: str | None = None):
         super().__init__()
         check_moe_args(n_expert, top_k, capacity_factor, router_jitter, n_shared_expert)
+        if impl not in (None, "loop", "grouped"):
+            raise ValueError(f"impl={impl!r} must be None (automatic), 'loop' or 'grouped'")
         self.n_expert, self.top_k, self.capacity_factor = n_expert, top_k, capacity_factor
+        self.renormalize, self.impl = renormalize, impl
         self.balance_coef, self.z_coef, self.router_jitter = balance_coef, z_coef, router_jitter
         self.router = nn.Parameter(torch.empty(n_expert, d_model, dtype=torch.float32))
         self.experts = Experts(n_expert, d_model, d_ff, mlp, bias)
@@ -230,7 +273,8 @@ class MoE(nn.Module):
                    mlp=config.mlp, bias=config.bias, capacity_factor=config.capacity_factor,
                    balance_coef=config.moe_balance_coef, z_coef=config.moe_z_coef,
                    router_jitter=config.router_jitter, n_shared_expert=config.n_shared_expert,
-                   dropout=config.dropout, init_std=config.init_std, n_layer=config.n_layer)
+                   dropout=config.dropout, init_std=config.init_std, n_layer=config.n_layer,
+                   renormalize=config.moe_renormalize)
 
     def router_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, T, E) float32 logits, with jitter while training."""
@@ -242,12 +286,27 @@ class MoE(nn.Module):
 
     def route(self, x: torch.Tensor) -> Routing:
         capacity = expert_capacity(x.shape[1], self.n_expert, self.top_k, self.capacity_factor)
-        return route(self.router_logits(x), self.top_k, capacity)
+        return route(self.router_logits(x), self.top_k, capacity, self.renormalize)
+
+    def dispatch_impl(self, x: torch.Tensor) -> str:
+        """The dispatch path for input x: `impl` when set, else "grouped" for bfloat16 on CUDA
+        (where grouped GEMMs exist and the widths are multiples of 8), else "loop"."""
+        if self.impl is not None:
+            return self.impl
+        w = self.experts.w_in
+        aligned = x.shape[-1] % 8 == 0 and w.shape[1] % 8 == 0
+        return "grouped" if (x.is_cuda and x.dtype == torch.bfloat16 and w.dtype == x.dtype
+                             and aligned and grouped_mm_available()) else "loop"
 
     def forward(self, x: torch.Tensor) -> MLPOutput:
         """(B, T, C) -> MLPOutput(hidden (B, T, C), aux_losses, routing)."""
         r = self.route(x)
         xf = rearrange(x, "b t c -> (b t) c")
+        if self.dispatch_impl(x) == "grouped":
+            out = self._grouped_forward(xf, r)
+            if self.shared is not None:
+                out = out + self.shared.expert(xf, 0)
+            return self.output(rearrange(out, "(b t) c -> b t c", b=x.shape[0]), r)
         expert, token, weight = dispatch_order(r)                          # (M,) each
         counts = torch.bincount(expert, minlength=self.n_expert).tolist()
         y = self.experts(xf[token], counts) * weight[:, None].to(x.dtype)  # (M, C)
@@ -255,6 +314,22 @@ class MoE(nn.Module):
         if self.shared is not None:
             out = out + self.shared.expert(xf, 0)
         return self.output(rearrange(out, "(b t) c -> b t c", b=x.shape[0]), r)
+
+    def _grouped_forward(self, xf: torch.Tensor, r: Routing) -> torch.Tensor:
+        """The combined expert outputs (N, C) for tokens xf (N, C), with fixed shapes: all N*k
+        assignments sorted by expert (stably, so in token order within an expert), each run
+        by its expert; a dropped one gets combine weight 0 (and so adds exactly 0 and passes
+        no gradient), which costs its rows' compute but needs no count on the host."""
+        E, k = self.n_expert, self.top_k
+        expert = rearrange(r.expert_index, "g s k -> (g s k)")
+        order = torch.argsort(expert, stable=True)
+        expert, token = expert[order], order // k
+        weight = rearrange(torch.where(r.keep, r.weights, 0.0), "g s k -> (g s k)")[order]
+        counts = torch.zeros(E, dtype=torch.int64, device=xf.device).index_add_(
+            0, expert, torch.ones_like(expert))
+        offsets = torch.cumsum(counts, 0).to(torch.int32)
+        y = self.experts.grouped(xf[token], offsets, expert) * weight[:, None].to(xf.dtype)
+        return torch.zeros_like(xf).index_add_(0, token, y)
 
     def output(self, out: torch.Tensor, r: Routing) -> MLPOutput:
         """The layer's result from its combined expert outputs (B, T, C) and the routing that
@@ -264,6 +339,17 @@ class MoE(nn.Module):
                "moe_z": self.z_coef * router_z_loss(r.logits)}
         routing = replace(r, **{k: v.detach() for k, v in vars(r).items() if torch.is_tensor(v)})
         return MLPOutput(self.dropout(out), aux, routing)
+
+
+def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """torch.nn.functional.grouped_mm (public in recent PyTorch), else torch._grouped_mm (2.8+)."""
+    fn = getattr(F, "grouped_mm", None) or torch._grouped_mm
+    return fn(a, b, offs=offs)
+
+
+def grouped_mm_available() -> bool:
+    """Whether this PyTorch has grouped GEMMs (torch._grouped_mm since 2.8)."""
+    return hasattr(F, "grouped_mm") or hasattr(torch, "_grouped_mm")
 
 
 def routing_stats(routing: Routing, n_expert: int) -> dict[str, torch.Tensor]:
@@ -295,7 +381,7 @@ def moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     for b in range(B):
         used = [0] * moe.n_expert
         top_p, top_i = torch.topk(probs[b], moe.top_k, dim=-1)              # (T, k)
-        gates = top_p / top_p.sum(-1, keepdim=True) if moe.top_k > 1 else top_p
+        gates = gate_weights(top_p, moe.renormalize)
         for j in range(moe.top_k):
             for t in range(T):
                 e = int(top_i[t, j])

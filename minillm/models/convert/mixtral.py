@@ -3,6 +3,9 @@
 A Mixtral is a LLaMA (RoPE, RMSNorm, grouped-query attention, no biases) whose every MLP is a
 sparse MoE of `num_local_experts` SwiGLU experts, top-2 with renormalised weights and no
 capacity limit: minillm's GPT with `n_expert=E, top_k=2, capacity_factor=None, moe_every=1`.
+Mixtral renormalises the top-k weights for every k (at num_experts_per_tok=1 the weight is 1),
+where the course's own models keep Switch's raw probability at k = 1: the converter sets
+`moe_renormalize=True` so that a converted model keeps its source's convention.
 
     model.layers.i.mlp.gate.weight            (E, C)     -> blocks.i.mlp.router
     model.layers.i.mlp.experts.gate_up_proj   (E, 2F, C) -> blocks.i.mlp.experts.w_in | w_up
@@ -34,6 +37,7 @@ def config_from_hf_mixtral(hf_config, **overrides) -> GPTConfig:
                          "whole context: convert a model with sliding_window=None")
     top_k = hf_config.num_experts_per_tok
     moe = dict(n_expert=hf_config.num_local_experts, top_k=top_k, capacity_factor=None,
+               moe_renormalize=True,
                moe_every=1, moe_balance_coef=float(hf_config.router_aux_loss_coef) * top_k,
                moe_z_coef=0.0, router_jitter=float(getattr(hf_config, "router_jitter_noise", 0.0)))
     moe.update(overrides)
