@@ -71,10 +71,14 @@ def test_the_lineage_tells_the_course_story():
 
 
 def test_unknown_sources_are_refused_with_the_fix():
-    with pytest.raises(ValueError, match="checkpoint:, quantized:, ngram: or sweep:"):
+    with pytest.raises(ValueError, match="checkpoint:, quantized:, ngram:, knnlm: or sweep:"):
         score_source("hub:gpt2")
     with pytest.raises(ValueError, match="best@"):
         score_source("sweep:worst")
+    with pytest.raises(ValueError, match="must name exactly"):
+        score_source("knnlm:checkpoints/shakespeare_byte:k=4")
+    with pytest.raises(ValueError, match="key=value"):
+        score_source("knnlm:checkpoints/shakespeare_byte:k=four")
 
 
 def test_the_figure_highlights_the_chapter_and_adds_live_runs():

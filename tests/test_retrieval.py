@@ -24,6 +24,7 @@ from minillm.retrieval import (
     knn_lm_logprobs,
     knn_logprobs,
     mean_pooled_embedder,
+    spaced_blocks,
     window_states,
     word_tokens,
 )
@@ -122,6 +123,45 @@ def test_torch_exact_search_equals_faiss_and_brute_force(metric):
     d_c, i_c = exact_search(queries, vectors, 7, metric, chunk=3)   # chunking changes nothing
     assert torch.equal(i_c, i_t)
     torch.testing.assert_close(d_c, d_t, rtol=1e-6, atol=1e-6)   # matmul blocking: last bits
+
+
+def test_ivf_index_scanning_every_cell_is_exact_and_fewer_cells_approximate():
+    g = torch.Generator().manual_seed(1)
+    vectors, queries = torch.randn(2000, 16, generator=g), torch.randn(50, 16, generator=g)
+    d_x, i_x = VectorIndex(vectors, "l2", "torch").search(queries, 5)
+    d_all, i_all = VectorIndex(vectors, "l2", "faiss", nlist=16, nprobe=16).search(queries, 5)
+    assert torch.equal(i_all, i_x)
+    torch.testing.assert_close(d_all, d_x, rtol=1e-4, atol=1e-4)
+    d_one, i_one = VectorIndex(vectors, "l2", "faiss", nlist=16, nprobe=1).search(queries, 5)
+    found = (i_one[:, :, None] == i_x[:, None, :]).any(-1).float().mean().item()
+    assert 0.2 < found < 1.0                      # scans 1/16 of the store: misses some
+    assert (d_one >= d_x - 1e-4).all()            # never closer than the true neighbours
+    # a cell with fewer than k vectors: the rest are filled with id 0 and an infinite distance
+    d_few, i_few = VectorIndex(vectors[:40], "l2", "faiss", nlist=20, nprobe=1).search(
+        queries, 30)
+    assert torch.isinf(d_few).any() and (i_few[torch.isinf(d_few)] == 0).all()
+    with pytest.raises(ValueError, match="nprobe=0"):
+        VectorIndex(vectors, "l2", "faiss", nlist=4, nprobe=0)
+    with pytest.raises(ValueError, match="needs backend='faiss'"):
+        VectorIndex(vectors, "l2", "torch", nlist=4)
+    with pytest.raises(ValueError, match="nlist=3000 exceeds"):
+        VectorIndex(vectors, "l2", "faiss", nlist=3000)
+
+
+def test_knn_distribution_of_a_query_with_no_neighbour_leaves_the_model_alone():
+    lm = torch.log_softmax(torch.randn(2, 7), -1)
+    dist = torch.tensor([[0.5, float("inf")], [float("inf"), float("inf")]])
+    knn = knn_logprobs(dist, torch.tensor([[3, 0], [0, 0]]), 7)
+    assert knn[0, 3] == 0 and torch.isinf(knn[1]).all()
+    mixed = interpolate_logprobs(lm, knn, 0.25)
+    torch.testing.assert_close(mixed[1], lm[1] + math.log(0.75))
+    assert not torch.isnan(mixed).any()
+
+
+def test_spaced_blocks_takes_even_pieces():
+    assert spaced_blocks("aaaabbbbccccdddd", 4, 2) == "aabbccdd"
+    with pytest.raises(ValueError, match="exceed"):
+        spaced_blocks("abc", 2, 2)
 
 
 def test_vector_index_bad_input_and_missing_faiss(monkeypatch):

@@ -22,6 +22,13 @@ A row's `source` says how to rebuild its number:
   (RTN / NF4 need no calibration, so the number is deterministic);
 - `ngram:<words|bytes>:<order>` — a modified Kneser-Ney n-gram model fitted on the training
   plays (counts: deterministic);
+- `knnlm:<folder>:<key=value,...>` — that checkpoint as a kNN-LM (chapter 20,
+  `minillm.retrieval.knn_lm`): a datastore of its final hidden states over `blocks` pieces of
+  `block` bytes spaced evenly through the training plays, an IVF faiss index (`nlist` cells,
+  `nprobe` scanned), and the whole validation split scored with `k` neighbours, temperature
+  `T` and weight `lam`; its parameters and FLOPs are the checkpoint's (a datastore is memory,
+  not weights). Deterministic up to float rounding in faiss's k-means (well below the table's
+  4 places);
 - `sweep:<run>` — a run of chapter 07's shipped sweep (`data/scaling/sweep.csv`); its number
   is the sweep's own validation estimate, not the whole split, and says so in `evaluation`.
 """
@@ -62,6 +69,38 @@ class LineageRow:
     def from_dict(cls, d: Mapping) -> LineageRow:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# chapter 20's kNN-LM: a datastore small enough that the row re-scores in about a minute
+KNN_LM_SOURCE = ("knnlm:checkpoints/shakespeare_byte:blocks=32,block=2048,k=64,T=100,lam=0.25,"
+                 "nlist=128,nprobe=2")
+
+
+def _knn_params(spec: str) -> dict[str, float]:
+    """`blocks=64,block=2048,...` -> {"blocks": 64, ...} (every key required)."""
+    need = ("blocks", "block", "k", "T", "lam", "nlist", "nprobe")
+    try:
+        out = {key: float(value) for key, _, value in
+               (item.partition("=") for item in spec.split(","))}
+    except ValueError as err:
+        raise ValueError(f"knnlm parameters {spec!r}: write key=value pairs, e.g. "
+                         f"{KNN_LM_SOURCE.split(':', 2)[2]}") from err
+    if sorted(out) != sorted(need):
+        raise ValueError(f"knnlm parameters {spec!r} must name exactly {', '.join(need)}")
+    return out
+
+
+def _knn_lm_score(folder: str, spec: str, text: str) -> float:
+    from minillm.retrieval import build_datastore, knn_lm_bits_per_byte, spaced_blocks
+
+    p = _knn_params(spec)
+    model, tok = _checkpoint(folder)
+    model.eval()
+    train = spaced_blocks(load_corpus("shakespeare", "train"), int(p["blocks"]), int(p["block"]))
+    store = build_datastore(model, tok.encode(train), tok.eot_id, backend="faiss",
+                            nlist=int(p["nlist"]), nprobe=int(p["nprobe"]))
+    return knn_lm_bits_per_byte(model, text, store, tok, k=int(p["k"]), temperature=p["T"],
+                                lam=p["lam"])
 
 
 # (model, chapter, tokens, made, source): the rows the recipe builds, in chapter order
@@ -108,6 +147,10 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("shakespeare_byte_d128, int4 RTN g64", "15", "bytes",
      "round-to-nearest 4-bit, groups of 64, no calibration",
      "quantized:checkpoints/shakespeare_byte_d128:rtn4-g64"),
+    ("kNN-LM on shakespeare_byte", "20", "bytes",
+     "shakespeare_byte unchanged, interpolated with a nearest-neighbour lookup over its hidden "
+     "states on 32 x 2,048 training bytes (k = 64, λ = 0.25); no training",
+     KNN_LM_SOURCE),
 ]
 
 
@@ -183,6 +226,12 @@ def score_source(source: str, text: str | None = None) -> tuple[float, int, floa
         lm.fit_text(load_corpus("shakespeare", "train"))
         n = sum(lm.num_ngrams(k) for k in range(1, lm.order + 1))
         return text_bits_per_byte(lm, text), n, None
+    if kind == "knnlm":
+        folder, _, spec = rest.partition(":")
+        bpb = _knn_lm_score(folder, spec, text)
+        model, _ = _checkpoint(folder)
+        n, flops = _neural_compute(model, folder)
+        return bpb, n, flops
     if kind in ("checkpoint", "quantized"):
         folder, _, scheme = rest.partition(":")
         model, tok = _checkpoint(folder)
@@ -192,8 +241,8 @@ def score_source(source: str, text: str | None = None) -> tuple[float, int, floa
 
             quantize_model(model, scheme)
         return text_bits_per_byte(model.eval(), text, tok), n, flops
-    raise ValueError(f"unknown lineage source {source!r}: use checkpoint:, quantized:, ngram: "
-                     "or sweep: (see minillm.course.lineage's docstring)")
+    raise ValueError(f"unknown lineage source {source!r}: use checkpoint:, quantized:, ngram:, "
+                     "knnlm: or sweep: (see minillm.course.lineage's docstring)")
 
 
 def build_lineage(rows: Iterable[tuple[str, str, str, str, str]] = ROWS, verbose: bool = False

@@ -21,6 +21,7 @@ from minillm.retrieval.knn_lm import (
     knn_lm_logprobs,
     knn_lm_nll_bits,
     knn_logprobs,
+    spaced_blocks,
     window_states,
 )
 from minillm.retrieval.vector_index import VectorIndex, exact_search, import_faiss
@@ -28,5 +29,6 @@ from minillm.retrieval.vector_index import VectorIndex, exact_search, import_fai
 __all__ = ["BM25", "BM25Config", "Datastore", "DenseRetriever", "Retriever", "VectorIndex",
            "bm25_idf", "build_datastore", "exact_search", "import_faiss",
            "interpolate_logprobs", "knn_lm_bits_per_byte", "knn_lm_logprobs",
-           "knn_lm_nll_bits", "knn_logprobs", "mean_pooled_embedder", "window_states",
+           "knn_lm_nll_bits", "knn_logprobs", "mean_pooled_embedder", "spaced_blocks",
+           "window_states",
            "word_tokens"]

@@ -18,7 +18,8 @@ k = 1024 and a datastore of the 103M training tokens.
 Departures: the key is the model's final hidden state after the final norm (the input to the
 output head; the paper uses the input to the last block's feed-forward layer, after its
 layer norm); the temperature T (1 in the paper) is a parameter; the search is exact
-(`VectorIndex`: a flat faiss index or torch), not the paper's quantised IVF index.
+(`VectorIndex`: a flat faiss index or torch) unless `nlist` asks for an IVF index (the paper's
+is IVF with product-quantised keys; ours keeps the keys in float32).
 
 The keys are computed with the windows of `minillm.training`'s `lm_nll_bits` (the text after
 an <|endoftext|> token, windows of the context advancing by half of it, every token scored
@@ -39,7 +40,7 @@ from minillm.data.batching import scoring_windows
 from minillm.retrieval.vector_index import VectorIndex
 from minillm.tokenizers.byte import ByteTokenizer
 
-__all__ = ["Datastore", "build_datastore", "interpolate_logprobs", "knn_lm_bits_per_byte",
+__all__ = ["Datastore", "build_datastore", "spaced_blocks", "interpolate_logprobs", "knn_lm_bits_per_byte",
            "knn_lm_logprobs", "knn_lm_nll_bits", "knn_logprobs", "window_states"]
 
 
@@ -85,6 +86,22 @@ def window_states(model: nn.Module, token_ids: Sequence[int] | torch.Tensor, bos
         model.train(was_training)
 
 
+def spaced_blocks(text: str, n_blocks: int, block_chars: int) -> str:
+    """`n_blocks` pieces of `block_chars` characters taken at even intervals through `text`,
+    joined: a deterministic sample of a long text for a datastore too small to hold all of it.
+
+    >>> spaced_blocks("aaaabbbbccccdddd", 2, 3)
+    'aaaccc'
+    """
+    if n_blocks < 1 or block_chars < 1:
+        raise ValueError(f"n_blocks={n_blocks} and block_chars={block_chars} must be >= 1")
+    if n_blocks * block_chars > len(text):
+        raise ValueError(f"{n_blocks} blocks of {block_chars} characters exceed the text's "
+                         f"{len(text)}: take fewer or shorter blocks")
+    step = len(text) // n_blocks
+    return "".join(text[i * step:i * step + block_chars] for i in range(n_blocks))
+
+
 @dataclass
 class Datastore:
     keys: torch.Tensor       # (N, C) context representations
@@ -98,7 +115,8 @@ class Datastore:
 
 def build_datastore(model: nn.Module, token_ids: Sequence[int] | torch.Tensor, bos_id: int,
                     context_length: int | None = None, stride: int | None = None,
-                    batch_size: int = 32, backend: str = "auto") -> Datastore:
+                    batch_size: int = 32, backend: str = "auto", nlist: int = 0,
+                    nprobe: int = 1) -> Datastore:
     """The (final hidden state -> next token) pairs of a token stream under `model`.
 
     Args:
@@ -107,6 +125,8 @@ def build_datastore(model: nn.Module, token_ids: Sequence[int] | torch.Tensor, b
         bos_id: the start token put in front (as in scoring).
         context_length, stride, batch_size: the windows (see `window_states`).
         backend: the search backend ("auto", "faiss", "torch").
+        nlist, nprobe: 0 for exact search; else an approximate IVF index of `nlist` cells of
+            which a query scans `nprobe` (see `VectorIndex`).
 
     Returns:
         A `Datastore`.
@@ -117,7 +137,7 @@ def build_datastore(model: nn.Module, token_ids: Sequence[int] | torch.Tensor, b
         keys.append(hidden)
         values.append(targets)
     keys_t = torch.cat(keys)
-    return Datastore(keys_t, torch.cat(values), VectorIndex(keys_t, "l2", backend),
+    return Datastore(keys_t, torch.cat(values), VectorIndex(keys_t, "l2", backend, nlist, nprobe),
                      model.config.vocab_size)
 
 
@@ -136,9 +156,11 @@ def knn_logprobs(distances: torch.Tensor, neighbour_tokens: torch.Tensor, vocab_
     """
     w = -distances.double() / temperature                                   # (N, k)
     top = w.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # a row with no neighbour
     mass = torch.zeros(w.size(0), vocab_size, dtype=torch.float64).scatter_add_(
         1, neighbour_tokens.long(), (w - top).exp())                        # (N, V)
-    return (mass.log() - mass.sum(-1, keepdim=True).log()).float()
+    total = mass.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    return (mass.log() - total.log()).float()   # all -inf where no neighbour was found
 
 
 def interpolate_logprobs(lm_logprobs: torch.Tensor, knn: torch.Tensor, lam: float

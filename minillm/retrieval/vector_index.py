@@ -7,7 +7,11 @@ For queries q and stored vectors x_1..x_N, the k nearest by
 
 Both backends are exhaustive (no approximation), so they return the same neighbours up to
 float rounding (tested): faiss (Johnson et al. 2017, arXiv:1702.08734) with a flat index, or a
-chunked torch computation. faiss is an optional dependency (`pip install faiss-cpu`),
+chunked torch computation. For large stores, `nlist` > 0 asks faiss for an inverted-file index
+(IVF, the coarse quantiser of Jégou et al. 2011): the vectors are split into `nlist` k-means
+cells (faiss's k-means, its fixed default seed) and a query scans only the `nprobe` nearest
+cells, so it costs about nprobe / nlist of the exact search and may miss true neighbours in
+cells it does not scan (approximate; exact again when nprobe = nlist). faiss is an optional dependency (`pip install faiss-cpu`),
 imported only when used; backend="auto" takes it when present and falls back to torch.
 Ties go to the lower id in the torch backend.
 """
@@ -73,9 +77,12 @@ class VectorIndex:
         vectors: (N, d) the stored vectors.
         metric: "l2" (squared Euclidean) or "ip" (inner product).
         backend: "faiss", "torch" or "auto" (faiss if installed).
+        nlist: 0 for the exact flat index; > 0 for an IVF index of that many cells (faiss only).
+        nprobe: cells an IVF search scans (1 <= nprobe <= nlist).
     """
 
-    def __init__(self, vectors: torch.Tensor, metric: str = "l2", backend: str = "auto"):
+    def __init__(self, vectors: torch.Tensor, metric: str = "l2", backend: str = "auto",
+                 nlist: int = 0, nprobe: int = 1):
         if metric not in METRICS:
             raise ValueError(f"metric={metric!r} must be one of {METRICS}")
         if backend not in BACKENDS:
@@ -84,6 +91,15 @@ class VectorIndex:
             raise ValueError(f"vectors must be (N>=1, d), got shape {tuple(vectors.shape)}")
         if not torch.isfinite(vectors).all():
             raise ValueError("vectors hold NaN or inf: check the embedding function")
+        if isinstance(nlist, bool) or not isinstance(nlist, int) or nlist < 0:
+            raise ValueError(f"nlist={nlist!r} must be an integer >= 0 (0: exact flat index)")
+        if nlist and not 1 <= nprobe <= nlist:
+            raise ValueError(f"nprobe={nprobe!r} must be in [1, nlist={nlist}]")
+        if nlist and backend == "torch":
+            raise ValueError("an IVF index (nlist > 0) needs backend='faiss' (or 'auto')")
+        if nlist > vectors.size(0):
+            raise ValueError(f"nlist={nlist} exceeds the {vectors.size(0)} vectors: use fewer "
+                             "cells")
         if backend == "auto":
             try:
                 import_faiss()
@@ -96,8 +112,18 @@ class VectorIndex:
         if backend == "faiss":
             faiss = import_faiss()
             d = self.vectors.size(1)
-            self._faiss_index = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+            flat = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+            if nlist:
+                kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+                self._quantizer = flat               # the IVF index keeps a pointer to it
+                ivf = faiss.IndexIVFFlat(flat, d, nlist, kind)
+                ivf.train(self.vectors.numpy())
+                ivf.nprobe = nprobe
+                self._faiss_index = ivf
+            else:
+                self._faiss_index = flat
             self._faiss_index.add(self.vectors.numpy())
+        self.nlist, self.nprobe = nlist, nprobe
 
     def __len__(self) -> int:
         return self.vectors.size(0)
@@ -111,7 +137,8 @@ class VectorIndex:
 
         Returns:
             scores (Q, k) (squared distances ascending for "l2", inner products descending for
-            "ip") and ids (Q, k) int64.
+            "ip") and ids (Q, k) int64. An IVF search that finds fewer than k vectors in the
+            cells it scans fills the rest with id 0 and score inf (l2) or -inf (ip).
         """
         check_k(k)
         if k > len(self):
@@ -119,5 +146,10 @@ class VectorIndex:
         queries = queries.detach().float().cpu().reshape(-1, self.vectors.size(1))
         if self._faiss_index is not None:
             scores, ids = self._faiss_index.search(queries.contiguous().numpy(), k)
-            return torch.from_numpy(scores), torch.from_numpy(ids).long()
+            scores, ids = torch.from_numpy(scores), torch.from_numpy(ids).long()
+            missing = ids < 0        # IVF: fewer than k vectors in the scanned cells
+            if missing.any():
+                worst = float("inf") if self.metric == "l2" else float("-inf")
+                scores, ids = scores.masked_fill(missing, worst), ids.masked_fill(missing, 0)
+            return scores, ids
         return exact_search(queries, self.vectors, k, self.metric)
