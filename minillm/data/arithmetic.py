@@ -24,7 +24,8 @@ from __future__ import annotations
 import random
 import re
 
-__all__ = ["FORMATS", "answer_of", "completion", "problems", "prompt", "scratchpad"]
+__all__ = ["FORMATS", "answer_of", "completion", "problems", "prompt", "scratchpad",
+           "training_batch"]
 
 FORMATS = {"direct": "D", "scratchpad": "S", "tool": "T"}
 
@@ -99,3 +100,38 @@ def answer_of(text: str, fmt: str) -> int | None:
         raise ValueError(f"fmt={fmt!r} must be one of {sorted(FORMATS)}")
     m = _ANSWER[fmt].search(text)
     return int(m.group(1)) if m else None
+
+
+def training_batch(batch_size: int, max_digits: int, seed: int,
+                   formats: tuple[str, ...] = tuple(FORMATS), length: int | None = None,
+                   min_digits: int = 1):
+    """A batch of byte-encoded problems for `minillm.data.synthetic.fit_synthetic`: inputs
+    (B, T) and targets (B, T), the loss only on the completions (targets = -100 on the prompt
+    and the padding).
+
+    Each row draws a digit count uniformly in [min_digits, max_digits] and a format uniformly
+    from `formats`; text is bytes (the byte tokenizer's ids), padded with <|endoftext|> (256),
+    which also ends each completion's target. `length` (default: the longest row) fixes T.
+    """
+    import torch
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(batch_size):
+        d = rng.randint(min_digits, max_digits)
+        a, b = problems(1, d, seed=rng.randrange(2**31))[0]
+        fmt = rng.choice(formats)
+        p = list(prompt(a, b, fmt).encode())
+        c = list(completion(a, b, fmt).encode()) + [EOT]
+        rows.append((p, c))
+    T = length or max(len(p) + len(c) for p, c in rows) - 1
+    inputs = torch.full((batch_size, T), EOT, dtype=torch.long)
+    targets = torch.full((batch_size, T), -100, dtype=torch.long)
+    for i, (p, c) in enumerate(rows):
+        seq = (p + c)[:T + 1]
+        inputs[i, :len(seq) - 1] = torch.tensor(seq[:-1])
+        targets[i, len(p) - 1:len(seq) - 1] = torch.tensor(seq[len(p):])
+    return inputs, targets
+
+
+EOT = 256   # the byte tokenizer's <|endoftext|>
