@@ -6,7 +6,7 @@ calculator ("T:57+68=<calc>57+68</calc>=125"), on 1- to MAX_DIGITS-digit operand
 completion only. Writes data/using/arithmetic/ (config.json, model.safetensors, run.json
 with the loss curve and greedy accuracy per format and digit count).
 
-    python data/using/train_arithmetic.py [--steps 2000] [--out data/using/arithmetic]
+    python data/using/train_arithmetic.py [--steps 5000] [--out data/using/arithmetic]
 """
 
 import argparse
@@ -31,7 +31,7 @@ def config() -> GPTConfig:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-digits", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-3)
