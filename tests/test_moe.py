@@ -255,17 +255,22 @@ def test_capacity_is_counted_per_sequence():
     torch.testing.assert_close(whole, parts)
 
 
-@pytest.mark.parametrize("k,cf,mlp,bias,shared", [
-    (1, None, "gelu", True, 0), (1, 1.0, "swiglu", False, 0), (2, None, "swiglu", True, 1),
-    (2, 1.25, "gelu", False, 0), (2, 0.5, "swiglu", False, 2), (3, 1.0, "gelu", True, 1)])
-def test_vectorised_dispatch_equals_the_per_token_loop(k, cf, mlp, bias, shared):
-    torch.manual_seed(7)
+def _random_moe(seed, k, cf, mlp, bias, shared):
+    """A small MoE with a sharp random router and large expert weights, and an input."""
+    torch.manual_seed(seed)
     moe = MoE(16, 4, 24, top_k=k, mlp=mlp, bias=bias, capacity_factor=cf, n_shared_expert=shared)
     with torch.no_grad():
         moe.router.normal_(std=1.0)
         for p in moe.experts.parameters():
             p.normal_(std=0.3)
-    x = torch.randn(2, 9, 16)
+    return moe, torch.randn(2, 9, 16)
+
+
+@pytest.mark.parametrize("k,cf,mlp,bias,shared", [
+    (1, None, "gelu", True, 0), (1, 1.0, "swiglu", False, 0), (2, None, "swiglu", True, 1),
+    (2, 1.25, "gelu", False, 0), (2, 0.5, "swiglu", False, 2), (3, 1.0, "gelu", True, 1)])
+def test_vectorised_dispatch_equals_the_per_token_loop(k, cf, mlp, bias, shared):
+    moe, x = _random_moe(7, k, cf, mlp, bias, shared)
     fast, slow = moe(x).hidden, moe_reference(moe, x)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(fast)
@@ -462,13 +467,7 @@ def test_gate_convention_is_a_config_field_whose_default_keeps_switch_top1():
     (1, None, "gelu", True, 0), (1, 1.0, "swiglu", False, 0), (2, None, "swiglu", True, 1),
     (2, 0.5, "gelu", False, 0), (3, 1.0, "swiglu", True, 1)])
 def test_grouped_dispatch_equals_the_loop(k, cf, mlp, bias, shared):
-    torch.manual_seed(9)
-    moe = MoE(16, 4, 24, top_k=k, mlp=mlp, bias=bias, capacity_factor=cf, n_shared_expert=shared)
-    with torch.no_grad():
-        moe.router.normal_(std=1.0)
-        for p in moe.experts.parameters():
-            p.normal_(std=0.3)
-    x = torch.randn(2, 9, 16)
+    moe, x = _random_moe(9, k, cf, mlp, bias, shared)
     assert moe.dispatch_impl(x) == "loop"               # CPU default
     loop = moe(x)
     moe.impl = "grouped"
