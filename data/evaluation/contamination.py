@@ -42,7 +42,7 @@ from minillm.tokenizers import tokenizer_for_model
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "contamination.json"
 BASE = data_dir() / "checkpoints" / "shakespeare_byte_d128"
-STEPS = 150
+STEPS = 600
 BATCH = 8          # rows per step
 MEMBER_ROWS = 6    # of which member items (contaminated runs)
 LR = 2e-3
@@ -171,11 +171,15 @@ def run(seed: int, steps: int = STEPS) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--steps", type=int, default=STEPS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     shipped = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
-    shipped.update({"base": "shakespeare_byte_d128", "steps": STEPS, "batch": BATCH, "lr": LR,
+    if shipped.get("steps", args.steps) != args.steps:
+        raise SystemExit(f"{out} holds runs of {shipped['steps']} steps: give another --out for "
+                         f"{args.steps} steps")
+    shipped.update({"base": "shakespeare_byte_d128", "steps": args.steps, "batch": BATCH, "lr": LR,
                     "k": K, "machine": f"{platform.machine()} CPU, 1 thread, shared 2-core VM",
                     "torch": torch.__version__})
     base_model, tok = load_base()
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         key = f"s{seed}"
         if key in shipped["runs"]:
             continue
-        shipped["runs"][key] = r = run(seed)
+        shipped["runs"][key] = r = run(seed, args.steps)
         print(f"{key}: clean {r['clean']['acc_members']:.2f}/{r['clean']['acc_nonmembers']:.2f}"
               f", contaminated {r['contaminated']['acc_members']:.2f}/"
               f"{r['contaminated']['acc_nonmembers']:.2f}, Min-K AUC "
