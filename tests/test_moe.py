@@ -316,6 +316,7 @@ def test_router_jitter_only_while_training():
     (dict(n_expert=4, moe_every=5), "moe_every=5 must be between 1 and n_layer=4"),
     (dict(n_expert=4, moe_balance_coef=-1.0), "moe_balance_coef=-1.0 must be >= 0"),
     (dict(n_expert=4, router_jitter=1.5), "router_jitter=1.5 must be in"),
+    (dict(n_expert=4, moe_bias_rate=-0.1), "moe_bias_rate=-0.1 must be >= 0"),
 ])
 def test_bad_moe_config_is_a_clear_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -503,3 +504,64 @@ def test_grouped_dispatch_compiles_as_one_graph_without_host_sync():
 def test_mixtral_with_a_short_sliding_window_is_refused():
     with pytest.raises(ValueError, match="sliding_window=8"):
         GPT.from_hf_mixtral(_mixtral(sliding_window=8))
+
+
+# ---- auxiliary-loss-free balancing (DeepSeek-V3's selection bias) ------------------------------
+def test_selection_bias_chooses_but_does_not_weigh():
+    logits = torch.tensor([[[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]]])
+    p = torch.softmax(logits, -1)
+    bias = torch.tensor([0.0, 0.0, 1.0])               # makes expert 2 everyone's first choice
+    r = route(logits, 1, None, bias=bias)
+    assert r.expert_index[..., 0].tolist() == [[2, 2]]
+    torch.testing.assert_close(r.weights[..., 0], p[..., 2])   # the unbiased p_i (Switch's g)
+    r2 = route(logits, 2, None, bias=bias)
+    assert r2.expert_index.tolist() == [[[2, 0], [2, 1]]]
+    chosen = p[0].gather(-1, r2.expert_index[0])
+    torch.testing.assert_close(r2.weights[0], chosen / chosen.sum(-1, keepdim=True))
+
+
+def test_bias_update_is_deepseek_v3s_sign_rule_and_only_while_training():
+    torch.manual_seed(3)
+    moe = MoE(16, 4, 24, top_k=2, bias_rate=0.01)
+    with torch.no_grad():
+        moe.router.normal_(std=1.0)
+    x = torch.randn(2, 9, 16)
+    routing = moe.eval()(x).routing
+    assert torch.all(moe.expert_bias == 0)               # evaluation leaves the bias alone
+    load = torch.bincount(routing.expert_index.reshape(-1), minlength=4).float()
+    moe.train()(x)
+    expected = -0.01 * torch.sign(load - load.mean())    # overloaded -> down, idle -> up
+    torch.testing.assert_close(moe.expert_bias, expected)
+    assert (expected != 0).any()
+
+
+def test_bias_balances_a_skewed_router_without_a_loss():
+    # a router that sends most tokens to expert 0; over a stream of fresh batches the sign rule
+    # evens the load out with no balance loss and no gradient step at all (bias off: it stays)
+    def max_shares(rate):
+        torch.manual_seed(4)
+        moe = MoE(16, 4, 24, top_k=1, balance_coef=0.0, bias_rate=rate).train()
+        with torch.no_grad():
+            moe.router.normal_(std=0.5)
+            moe.router[0] += 0.5                         # inputs below lean towards expert 0
+        g = torch.Generator().manual_seed(0)
+        return [routing_stats(moe(torch.randn(4, 64, 16, generator=g) + 0.5).routing,
+                              4)["load"].max().item() for _ in range(200)]
+    off, on = max_shares(0.0), max_shares(0.01)
+    assert off[0] == on[0] > 0.6                         # the same start
+    assert min(off[-50:]) > 0.5                          # no bias: still skewed
+    assert sum(on[-50:]) / 50 < 0.35, on[-50:]           # even load is 0.25
+
+
+def test_bias_is_saved_only_when_on_and_the_reference_loop_uses_it():
+    assert "expert_bias" not in MoE(16, 4, 24).state_dict()   # old checkpoints keep loading
+    moe, x = _random_moe(11, 2, 1.0, "swiglu", False, 0)
+    on = MoE(16, 4, 24, top_k=2, capacity_factor=1.0, bias_rate=0.05)
+    on.load_state_dict({**moe.state_dict(), "expert_bias": torch.tensor([0.3, -0.2, 0.0, 0.1])})
+    assert "expert_bias" in on.state_dict()
+    on.eval()
+    torch.testing.assert_close(on(x).hidden, moe_reference(on, x), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(on(x).hidden, moe.eval()(x).hidden)   # the bias changed routing
+    cfg = GPTConfig(vocab_size=50, context_length=16, d_model=16, n_layer=2, n_head=2,
+                    n_expert=4, moe_bias_rate=1e-3)
+    assert GPT(cfg).blocks[0].mlp.bias_rate == 1e-3

@@ -17,6 +17,15 @@ The model, data stream, schedule and evaluation are run_moe.py's (`BASE`, `train
   `--z-sweep` (the "tuned z-loss": the sweep's runs are all kept, the chapter picks none).
 
 Each for every seed of --seeds (the seed sets the initialisation and the batch order).
+
+`--study drops` (writes data/moe/ablation_drops.json) asks the next question with the same
+model, stream and scorer: is it the *dropped tokens* or the *tokens per expert*? Runs: `dense`;
+`switch_e8` as above (capacity factor 1.25); `switch_e8_cf2.0`; `switch_e8_dropless` (no capacity
+limit: nothing dropped, megablocks' dropless MoE); `switch_e2` and `switch_e4` (top-1 over 2 and 4
+experts, capacity factor 1.25: each expert sees more tokens); and the balance without a loss:
+`switch_e8_no_balance` (α = 0) and `switch_e8_bias` (α = 0, DeepSeek-V3's selection bias with
+γ = 1e-3, `moe_bias_rate`). These runs go through `tracked_fit`, so each record also holds the
+share of assignments dropped and the load per expert every 100 steps.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from run_moe import BASE, SWITCH, train_config  # noqa: E402
 from minillm.data import load_corpus  # noqa: E402
 from minillm.models import GPT, GPTConfig  # noqa: E402
 from minillm.tokenizers import ByteTokenizer  # noqa: E402
-from minillm.training import Trainer, evaluate_loss  # noqa: E402
+from minillm.training import Trainer, evaluate_loss, tracked_fit  # noqa: E402
 
 
 def runs(z_sweep: list[float]) -> dict[str, tuple[dict, bool]]:
@@ -51,6 +60,17 @@ def runs(z_sweep: list[float]) -> dict[str, tuple[dict, bool]]:
         out[f"switch_e8_controlled_z{z:g}"] = ({**SWITCH, "moe_renormalize": True,
                                                 "moe_z_coef": z}, False)
     return out
+
+
+def drop_runs() -> dict[str, tuple[dict, bool]]:
+    """The `--study drops` table: name -> (GPTConfig overrides, weight decay on the router)."""
+    return {"dense": ({}, True), "switch_e8": (SWITCH, True),
+            "switch_e8_cf2.0": ({**SWITCH, "capacity_factor": 2.0}, True),
+            "switch_e8_dropless": ({**SWITCH, "capacity_factor": None}, True),
+            "switch_e4": ({**SWITCH, "n_expert": 4}, True),
+            "switch_e2": ({**SWITCH, "n_expert": 2}, True),
+            "switch_e8_no_balance": ({**SWITCH, "moe_balance_coef": 0.0}, True),
+            "switch_e8_bias": ({**SWITCH, "moe_balance_coef": 0.0, "moe_bias_rate": 1e-3}, True)}
 
 
 def no_router_decay(trainer: Trainer) -> int:
@@ -65,18 +85,24 @@ def no_router_decay(trainer: Trainer) -> int:
 
 
 def run(overrides: dict, router_decay: bool, steps: int, seed: int, eval_bytes: int,
-        train_ids: torch.Tensor, val_ids: torch.Tensor) -> dict:
+        train_ids: torch.Tensor, val_ids: torch.Tensor, track: int = 0) -> dict:
+    """One run; with `track` > 0 trained by `tracked_fit` (routing curves every `track` steps)."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(**{**BASE, **overrides}))
     trainer = Trainer(model, train_ids, val_ids, train_config(steps, seed))
     moved = 0 if router_decay else no_router_decay(trainer)
     t0 = time.perf_counter()
-    trainer.fit()
+    curves = {}
+    if track:
+        curves = tracked_fit(trainer, track)
+    else:
+        trainer.fit()
     seconds = time.perf_counter() - t0
     bpb = evaluate_loss(model, val_ids, max_tokens=eval_bytes) / math.log(2)
     return {"seed": seed, "eval_bpb": bpb, "seconds": seconds, "routers_undecayed": moved,
             "flops_per_token": model.flops_per_token(), "params": model.num_params(),
-            "active_params": model.num_active_params()}
+            "active_params": model.num_active_params(),
+            **{k: curves[k] for k in ("step", "val_bpb", "load", "dropped") if k in curves}}
 
 
 def main() -> int:
@@ -86,13 +112,19 @@ def main() -> int:
     p.add_argument("--z-sweep", type=float, nargs="+", default=[0.0, 1e-3])
     p.add_argument("--eval-bytes", type=int, default=65_536)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(HERE / "ablation.json"))
+    p.add_argument("--study", choices=["gate", "drops"], default="gate",
+                   help="gate: the gate/decay/z-loss ablation; drops: dropped tokens vs experts")
+    p.add_argument("--out", default=None,
+                   help="default data/moe/ablation.json (gate), ablation_drops.json (drops)")
     args = p.parse_args()
+    args.out = args.out or str(HERE / ("ablation.json" if args.study == "gate"
+                                       else "ablation_drops.json"))
     torch.set_num_threads(args.threads)
     tok = ByteTokenizer()
     train_ids = tok.encode_tensor(load_corpus("shakespeare", "train"))
     val_ids = tok.encode_tensor(load_corpus("shakespeare", "validation"))
-    table = runs(args.z_sweep)
+    table = runs(args.z_sweep) if args.study == "gate" else drop_runs()
+    track = 100 if args.study == "drops" else 0
     out = {"recipe": {"base": BASE, "train": train_config(args.steps, 0).to_dict(),
                       "seeds": args.seeds, "eval_bytes": args.eval_bytes,
                       "runs": {k: {"overrides": o, "router_weight_decay": d}
@@ -105,7 +137,8 @@ def main() -> int:
     start = time.perf_counter()
     for seed in args.seeds:                    # seeds outer: a cut-short file has whole seeds
         for name, (overrides, decay) in table.items():
-            rec = run(overrides, decay, args.steps, seed, args.eval_bytes, train_ids, val_ids)
+            rec = run(overrides, decay, args.steps, seed, args.eval_bytes, train_ids, val_ids,
+                      track)
             out["runs"].setdefault(name, []).append(rec)
             print(f"seed {seed} {name:30s} {rec['eval_bpb']:.4f} bits/byte {rec['seconds']:.0f} s",
                   flush=True)

@@ -88,6 +88,9 @@ class GPTConfig:
     n_shared_expert: int = 0       # always-on experts of width expert_d_ff (DeepSeekMoE)
     moe_renormalize: bool | None = None  # gates sum to 1: None = for top_k > 1 only (Switch's raw
                                    # p_i at k = 1), True = every k (Mixtral), False = never
+    moe_bias_rate: float = 0.0     # auxiliary-loss-free balancing (DeepSeek-V3): each training
+                                   # forward moves a per-expert selection bias by this much
+                                   # towards even load (V3: 1e-3); 0 = off
     activation_checkpointing: bool = False  # training: keep only each block's input and
                                    # recompute the block in backward (less memory, ~1 more fwd)
 
@@ -165,7 +168,7 @@ class GPTConfig:
         if self.moe_renormalize not in (None, True, False):
             raise ValueError(f"moe_renormalize={self.moe_renormalize!r} must be None (for "
                              "top_k > 1 only), True (every k, Mixtral) or False (never)")
-        for name in ("moe_balance_coef", "moe_z_coef"):
+        for name in ("moe_balance_coef", "moe_z_coef", "moe_bias_rate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 turns it off)")
 

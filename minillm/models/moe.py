@@ -36,6 +36,16 @@ Departures and conventions:
 - Router jitter (Switch) multiplies only the router's input by U(1-eps, 1+eps) while training.
 - Shared experts (DeepSeekMoE) are one dense MLP of width n_shared * d_ff that every token uses.
 
+Auxiliary-loss-free balancing (DeepSeek-V3, Liu et al. 2412.19437, §2.1.2), `bias_rate` > 0:
+each expert has a bias b_i (a buffer, not a weight) that only *selects*: S(x) = top-k of
+p_i(x) + b_i, while the combine weights g come from p_i alone. After every training forward,
+b_i -= bias_rate * sign(load_i - mean load) (load before capacity): an overloaded expert becomes
+less attractive, an idle one more, with no gradient through the balance and so no loss term
+pulling against the language-modelling loss (set `balance_coef=0` for the paper's setting).
+V3 applies the update once per step with sigmoid router scores; here it runs in each training
+forward (one per step without gradient accumulation) on softmax probabilities, and each
+process updates its own copy from its own tokens (DDP's buffer broadcast keeps rank 0's).
+
 Two dispatch paths give the same result (tests/test_moe.py checks both on CPU):
 - "loop": the kept assignments sorted by expert, one matmul per expert on its slice. The slice
   sizes are read on the host (`.tolist()`, a device sync) and the Python loop over experts
@@ -98,11 +108,17 @@ def gate_weights(top_p: torch.Tensor, renormalize: bool | None = None) -> torch.
 
 
 def route(logits: torch.Tensor, top_k: int, capacity: int | None,
-          renormalize: bool | None = None) -> Routing:
+          renormalize: bool | None = None, bias: torch.Tensor | None = None) -> Routing:
     """Top-k routing with capacity. Args: logits (G, S, E) router logits; top_k; capacity per
-    expert and group (None: keep all); renormalize (see `gate_weights`). Returns: a `Routing`."""
+    expert and group (None: keep all); renormalize (see `gate_weights`); bias (E,) added to the
+    probabilities for choosing only (auxiliary-loss-free balancing), never to the weights.
+    Returns: a `Routing`."""
     probs = torch.softmax(logits.float(), dim=-1)
-    top_p, idx = torch.topk(probs, top_k, dim=-1)                          # (G, S, k)
+    if bias is None:
+        top_p, idx = torch.topk(probs, top_k, dim=-1)                      # (G, S, k)
+    else:
+        idx = torch.topk(probs + bias.float(), top_k, dim=-1).indices
+        top_p = probs.gather(-1, idx)
     weights = gate_weights(top_p, renormalize)
     if capacity is None:
         keep = torch.ones_like(idx, dtype=torch.bool)
@@ -240,22 +256,31 @@ class MoE(nn.Module):
 
     `forward` returns an `MLPOutput`: the output, the auxiliary losses {"moe_balance",
     "moe_z"} (times their coefficients) and the `Routing` (detached; `routing_stats` turns it
-    into load per expert, dropped share and router entropy).
+    into load per expert, dropped share and router entropy). With `bias_rate` > 0 the
+    routing selects with a balancing bias (module docstring).
     """
 
     def __init__(self, d_model: int, n_expert: int, d_ff: int, *, top_k: int = 2,
                  mlp: str = "swiglu", bias: bool = False, capacity_factor: float | None = None,
                  balance_coef: float = 1e-2, z_coef: float = 1e-3, router_jitter: float = 0.0,
                  n_shared_expert: int = 0, dropout: float = 0.0, init_std: float = 0.02,
-                 n_layer: int = 1, renormalize: bool | None = None, impl: str | None = None):
+                 n_layer: int = 1, renormalize: bool | None = None, impl: str | None = None,
+                 bias_rate: float = 0.0):
         super().__init__()
         check_moe_args(n_expert, top_k, capacity_factor, router_jitter, n_shared_expert)
+        if bias_rate < 0:
+            raise ValueError(f"bias_rate={bias_rate} must be >= 0 (0 turns the balancing bias off)")
         if impl not in (None, "loop", "grouped"):
             raise ValueError(f"impl={impl!r} must be None (automatic), 'loop' or 'grouped'")
         self.n_expert, self.top_k, self.capacity_factor = n_expert, top_k, capacity_factor
         self.renormalize, self.impl = renormalize, impl
         self.balance_coef, self.z_coef, self.router_jitter = balance_coef, z_coef, router_jitter
         self.router = nn.Parameter(torch.empty(n_expert, d_model, dtype=torch.float32))
+        # the selection bias of auxiliary-loss-free balancing: saved with the weights only
+        # when it is on, so checkpoints without it keep loading
+        self.bias_rate = bias_rate
+        self.register_buffer("expert_bias", torch.zeros(n_expert, dtype=torch.float32),
+                             persistent=bias_rate > 0)
         self.experts = Experts(n_expert, d_model, d_ff, mlp, bias)
         # shared experts (DeepSeekMoE): one always-on expert of width n_shared * d_ff
         self.shared = Experts(1, d_model, n_shared_expert * d_ff, mlp, bias) \
@@ -274,7 +299,7 @@ class MoE(nn.Module):
                    balance_coef=config.moe_balance_coef, z_coef=config.moe_z_coef,
                    router_jitter=config.router_jitter, n_shared_expert=config.n_shared_expert,
                    dropout=config.dropout, init_std=config.init_std, n_layer=config.n_layer,
-                   renormalize=config.moe_renormalize)
+                   renormalize=config.moe_renormalize, bias_rate=config.moe_bias_rate)
 
     def router_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, T, E) float32 logits, with jitter while training."""
@@ -286,7 +311,8 @@ class MoE(nn.Module):
 
     def route(self, x: torch.Tensor) -> Routing:
         capacity = expert_capacity(x.shape[1], self.n_expert, self.top_k, self.capacity_factor)
-        return route(self.router_logits(x), self.top_k, capacity, self.renormalize)
+        return route(self.router_logits(x), self.top_k, capacity, self.renormalize,
+                     self.expert_bias if self.bias_rate > 0 else None)
 
     def dispatch_impl(self, x: torch.Tensor) -> str:
         """The dispatch path for input x: `impl` when set, else "grouped" for bfloat16 on CUDA
@@ -333,12 +359,22 @@ class MoE(nn.Module):
 
     def output(self, out: torch.Tensor, r: Routing) -> MLPOutput:
         """The layer's result from its combined expert outputs (B, T, C) and the routing that
-        made them: dropout, the auxiliary losses, and the routing detached (shared with the
-        expert-parallel layer, minillm.distributed.expert_parallel)."""
+        made them: dropout, the auxiliary losses, the balancing bias's update while training,
+        and the routing detached (shared with the expert-parallel layer,
+        minillm.distributed.expert_parallel)."""
+        if self.training and self.bias_rate > 0:
+            self.update_expert_bias(r.expert_index)
         aux = {"moe_balance": self.balance_coef * balance_loss(r.probs, r.expert_index),
                "moe_z": self.z_coef * router_z_loss(r.logits)}
         routing = replace(r, **{k: v.detach() for k, v in vars(r).items() if torch.is_tensor(v)})
         return MLPOutput(self.dropout(out), aux, routing)
+
+    @torch.no_grad()
+    def update_expert_bias(self, expert_index: torch.Tensor) -> None:
+        """DeepSeek-V3's update: b_i -= bias_rate * sign(load_i - mean load), the load counted
+        over the top-k choices of `expert_index` (..., k), before capacity."""
+        load = torch.bincount(expert_index.reshape(-1), minlength=self.n_expert).float()
+        self.expert_bias -= self.bias_rate * torch.sign(load - load.mean())
 
 
 def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
@@ -380,7 +416,11 @@ def moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     out = torch.zeros_like(x)
     for b in range(B):
         used = [0] * moe.n_expert
-        top_p, top_i = torch.topk(probs[b], moe.top_k, dim=-1)              # (T, k)
+        if moe.bias_rate > 0:                                              # choose with bias
+            top_i = torch.topk(probs[b] + moe.expert_bias, moe.top_k, dim=-1).indices
+            top_p = probs[b].gather(-1, top_i)                             # weigh without
+        else:
+            top_p, top_i = torch.topk(probs[b], moe.top_k, dim=-1)          # (T, k)
         gates = gate_weights(top_p, moe.renormalize)
         for j in range(moe.top_k):
             for t in range(T):
