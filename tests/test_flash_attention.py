@@ -394,9 +394,10 @@ def test_registry_errors_and_builtin_backends_agree():
 @pytest.mark.parametrize("t_q,t_k,block_m,block_n", [(37, 53, 16, 16), (33, 33, 16, 32),
                                                      (64, 64, 32, 16), (20, 90, 16, 32)])
 def test_triton_causal_two_stages_match_the_reference(t_q, t_k, block_m, block_n):
-    """The causal forward runs the tiles left of the diagonal without the causal comparison and
-    the diagonal tiles with it: partial tiles, Tq != Tk (bottom-right) and B_r != B_c must give
-    the reference's output, log-sum-exp-consistent gradients included."""
+    """The causal kernels run the tiles off the diagonal without the causal comparison and the
+    diagonal tiles with it (the forward and dQ over key tiles, dK/dV over query tiles): partial
+    tiles, Tq != Tk (bottom-right), grouped kv heads and B_r != B_c must give the reference's
+    output and gradients."""
     q, k, v = make_qkv(1, 2, 1, t_q, t_k, 16)
     out, lse = flash_triton_attention_with_lse(q, k, v, causal=True, block_m=block_m,
                                                block_n=block_n)

@@ -8,7 +8,8 @@ take over, and importing minillm must not decide that.
 import triton
 import triton.language as tl
 
-__all__ = ["_attn_bwd_dkdv", "_attn_bwd_dq", "_attn_fwd", "_attn_fwd_tiles"]
+__all__ = ["_attn_bwd_dkdv", "_attn_bwd_dkdv_tiles", "_attn_bwd_dq", "_attn_bwd_dq_tiles",
+           "_attn_fwd", "_attn_fwd_tiles"]
 
 # the kernels work in base 2 (exp2, log2 are the fast instructions): e^x = 2^(x · log2 e), and
 # back to natural units with ln 2. Globals read inside @triton.jit code must be constexpr.
@@ -115,6 +116,49 @@ def _attn_fwd(Q, K, V, O, LSE, BIAS,
 
 
 @triton.jit
+def _attn_bwd_dkdv_tiles(dk, dv, k, v, Q, DO, LSE, DELTA, BIAS, b, h, H, cols, col_ok, dims,
+                         d_ok, rows0, sqb, sqh, sqm, sdb, sdh, sdm, sbb, sbh, sbm, sbn, T_Q,
+                         offset, qk_scale, lo, hi,
+                         BLOCK_M: tl.constexpr, DIAGONAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Query tiles lo..hi of one key tile and query head h: accumulate dK and dV. DIAGONAL
+    compiles in the causal comparison (the tiles the diagonal crosses); the query tiles below
+    the diagonal see every key of the tile and run without it."""
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + rows0
+        row_ok = rows < T_Q
+        q_mask = row_ok[:, None] & d_ok[None, :]
+        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :],
+                    mask=q_mask, other=0.0)
+        do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sdm + dims[None, :],
+                     mask=q_mask, other=0.0)
+        if UPCAST:
+            q, do = q.to(tl.float32), do.to(tl.float32)
+        lse = tl.load(LSE + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
+        delta = tl.load(DELTA + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
+        if DIAGONAL:
+            valid = valid & (cols[None, :] <= rows[:, None] + offset)
+        if HAS_BIAS:
+            bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm
+                           + cols[None, :] * sbn, mask=valid, other=0.0)
+            s = s + bias * LOG2E
+        p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
+        pv = p.to(DO.dtype.element_ty)
+        if UPCAST:
+            pv = pv.to(tl.float32)
+        dv += tl.dot(tl.trans(pv), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)    # (BLOCK_M, BLOCK_N)
+        ds = p * (dp - delta[:, None])
+        ds = ds.to(Q.dtype.element_ty)
+        if UPCAST:
+            ds = ds.to(tl.float32)
+        dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, BIAS,
                    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
                    sbb, sbh, sbm, sbn,
@@ -142,47 +186,70 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, BIAS,
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     offset = T_K - T_Q
-    lo = 0
-    if CAUSAL:  # query tiles wholly above this key tile's diagonal see none of its keys
-        lo = (tl.maximum(0, pid_n * BLOCK_N - offset) // BLOCK_M) * BLOCK_M
     qk_scale = scale * LOG2E
     for g in range(0, G):              # the query heads sharing this kv head
         h = hk * G + g
-        for start_m in range(lo, T_Q, BLOCK_M):
-            rows = start_m + rows0
-            row_ok = rows < T_Q
-            q_mask = row_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :],
-                        mask=q_mask, other=0.0)
-            do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sdm + dims[None, :],
-                         mask=q_mask, other=0.0)
-            if UPCAST:
-                q, do = q.to(tl.float32), do.to(tl.float32)
-            lse = tl.load(LSE + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
-            delta = tl.load(DELTA + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-            valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
-            if CAUSAL:
-                valid = valid & (cols[None, :] <= rows[:, None] + offset)
-            if HAS_BIAS:
-                bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm
-                               + cols[None, :] * sbn, mask=valid, other=0.0)
-                s = s + bias * LOG2E
-            p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
-            pv = p.to(DO.dtype.element_ty)
-            if UPCAST:
-                pv = pv.to(tl.float32)
-            dv += tl.dot(tl.trans(pv), do, input_precision=PRECISION)
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)    # (BLOCK_M, BLOCK_N)
-            ds = p * (dp - delta[:, None])
-            ds = ds.to(Q.dtype.element_ty)
-            if UPCAST:
-                ds = ds.to(tl.float32)
-            dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
+        if CAUSAL:
+            # query tiles wholly above this key tile's diagonal see none of its keys (skipped);
+            # stage 1: the tiles the diagonal crosses, with the causal comparison; stage 2:
+            # the tiles wholly below it (each row sees every key of the tile), without it
+            lo = (tl.maximum(0, pid_n * BLOCK_N - offset) // BLOCK_M) * BLOCK_M
+            full = tl.maximum(lo, tl.cdiv(pid_n * BLOCK_N + BLOCK_N - 1 - offset, BLOCK_M)
+                              * BLOCK_M)
+            full = tl.minimum(full, tl.cdiv(T_Q, BLOCK_M) * BLOCK_M)
+            dk, dv = _attn_bwd_dkdv_tiles(
+                dk, dv, k, v, Q, DO, LSE, DELTA, BIAS, b, h, H, cols, col_ok, dims, d_ok, rows0,
+                sqb, sqh, sqm, sdb, sdh, sdm, sbb, sbh, sbm, sbn, T_Q, offset, qk_scale, lo,
+                full, BLOCK_M, True, HAS_BIAS, PRECISION, UPCAST)
+            dk, dv = _attn_bwd_dkdv_tiles(
+                dk, dv, k, v, Q, DO, LSE, DELTA, BIAS, b, h, H, cols, col_ok, dims, d_ok, rows0,
+                sqb, sqh, sqm, sdb, sdh, sdm, sbb, sbh, sbm, sbn, T_Q, offset, qk_scale, full,
+                T_Q, BLOCK_M, False, HAS_BIAS, PRECISION, UPCAST)
+        else:
+            dk, dv = _attn_bwd_dkdv_tiles(
+                dk, dv, k, v, Q, DO, LSE, DELTA, BIAS, b, h, H, cols, col_ok, dims, d_ok, rows0,
+                sqb, sqh, sqm, sdb, sdh, sdm, sbb, sbh, sbm, sbn, T_Q, offset, qk_scale, 0,
+                T_Q, BLOCK_M, False, HAS_BIAS, PRECISION, UPCAST)
     tl.store(DK + pid_bh * T_K * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :],
              (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + pid_bh * T_K * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :],
              dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _attn_bwd_dq_tiles(dq, q, do, lse, delta, K, V, BIAS, b, h, hk, rows, row_ok, dims, d_ok,
+                       cols0, skb, skh, skn, svb, svh, svn, sbb, sbh, sbm, sbn, T_K, offset,
+                       qk_scale, lo, hi,
+                       BLOCK_N: tl.constexpr, DIAGONAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """Key tiles lo..hi of one query tile: accumulate dQ. DIAGONAL as in `_attn_fwd_tiles`."""
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + cols0
+        col_ok = cols < T_K
+        kv_mask = col_ok[:, None] & d_ok[None, :]
+        k = tl.load(K + b * skb + hk * skh + cols[:, None] * skn + dims[None, :],
+                    mask=kv_mask, other=0.0)
+        v = tl.load(V + b * svb + hk * svh + cols[:, None] * svn + dims[None, :],
+                    mask=kv_mask, other=0.0)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
+        if DIAGONAL:
+            valid = valid & (cols[None, :] <= rows[:, None] + offset)
+        if HAS_BIAS:
+            bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
+                           mask=valid, other=0.0)
+            s = s + bias * LOG2E
+        p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        ds = ds.to(K.dtype.element_ty)
+        if UPCAST:
+            ds = ds.to(tl.float32)
+        dq += tl.dot(ds, k, input_precision=PRECISION)
+    return dq
+
 
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, BIAS,
@@ -213,34 +280,23 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, BIAS,
     delta = tl.load(DELTA + pid_bh * T_Q + rows, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     offset = T_K - T_Q
-    hi = T_K
-    if CAUSAL:
-        hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
     qk_scale = scale * LOG2E
-    for start_n in range(0, hi, BLOCK_N):
-        cols = start_n + cols0
-        col_ok = cols < T_K
-        kv_mask = col_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + b * skb + hk * skh + cols[:, None] * skn + dims[None, :],
-                    mask=kv_mask, other=0.0)
-        v = tl.load(V + b * svb + hk * svh + cols[:, None] * svn + dims[None, :],
-                    mask=kv_mask, other=0.0)
-        if UPCAST:
-            k, v = k.to(tl.float32), v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
-        if CAUSAL:
-            valid = valid & (cols[None, :] <= rows[:, None] + offset)
-        if HAS_BIAS:
-            bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
-                           mask=valid, other=0.0)
-            s = s + bias * LOG2E
-        p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
-        ds = ds.to(K.dtype.element_ty)
-        if UPCAST:
-            ds = ds.to(tl.float32)
-        dq += tl.dot(ds, k, input_precision=PRECISION)
+    if CAUSAL:  # the forward's two stages: left of the diagonal without the comparison
+        hi = tl.minimum(T_K, (pid_m + 1) * BLOCK_M + offset)
+        lo_diag = tl.maximum(0, tl.minimum(hi, ((pid_m * BLOCK_M + offset + 1) // BLOCK_N)
+                                           * BLOCK_N))
+        dq = _attn_bwd_dq_tiles(dq, q, do, lse, delta, K, V, BIAS, b, h, hk, rows, row_ok, dims,
+                                d_ok, cols0, skb, skh, skn, svb, svh, svn, sbb, sbh, sbm, sbn,
+                                T_K, offset, qk_scale, 0, lo_diag,
+                                BLOCK_N, False, HAS_BIAS, PRECISION, UPCAST)
+        dq = _attn_bwd_dq_tiles(dq, q, do, lse, delta, K, V, BIAS, b, h, hk, rows, row_ok, dims,
+                                d_ok, cols0, skb, skh, skn, svb, svh, svn, sbb, sbh, sbm, sbn,
+                                T_K, offset, qk_scale, lo_diag, hi,
+                                BLOCK_N, True, HAS_BIAS, PRECISION, UPCAST)
+    else:
+        dq = _attn_bwd_dq_tiles(dq, q, do, lse, delta, K, V, BIAS, b, h, hk, rows, row_ok, dims,
+                                d_ok, cols0, skb, skh, skn, svb, svh, svn, sbb, sbh, sbm, sbn,
+                                T_K, offset, qk_scale, 0, T_K,
+                                BLOCK_N, False, HAS_BIAS, PRECISION, UPCAST)
     tl.store(DQ + pid_bh * T_Q * HEAD_DIM + rows[:, None] * HEAD_DIM + dims[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)

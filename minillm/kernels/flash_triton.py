@@ -41,11 +41,12 @@ Details:
   interpreter's `tl.dot` mishandles bf16/fp16 operands (Triton 3.9 multiplies their bit
   patterns), so there (UPCAST) the operands are rounded to the input dtype as on a GPU and then
   multiplied in fp32.
-- Causal forward in two stages, as in Triton's fused-attention tutorial: the key tiles wholly
-  left of a query tile's diagonal run without the causal comparison, the tiles the diagonal
-  crosses run with it (`DIAGONAL`, compiled in), and tiles right of it are never loaded. The
-  backward kernels keep the comparison on every tile (their share of diagonal tiles is the same;
-  splitting them is the next step on a GPU where it can be timed).
+- Causal kernels in two stages, as in Triton's fused-attention tutorial: in the forward and
+  the dQ kernel the key tiles wholly left of a query tile's diagonal run without the causal
+  comparison, the tiles the diagonal crosses run with it (`DIAGONAL`, compiled in), and tiles
+  right of it are never loaded; the dK/dV kernel does the same over query tiles (those wholly
+  below a key tile's diagonal see all its keys). What the split saves is a GPU timing, not
+  measured here (no GPU has been lent); on the CPU the tests check it changes no number.
 - A mask (boolean or float bias, broadcastable to (B, H, Tq, Tk)) is turned into a float32 bias
   of the mask's own shape and read tile by tile through broadcast strides.
 - Where Triton is missing, calling the backend raises a clear error (it is still registered).
