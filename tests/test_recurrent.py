@@ -179,9 +179,46 @@ def test_selective_scan_chunks_equal_the_recurrence_and_an_lti_scan_is_a_convolu
 
 
 # ---- the models: recurrent = parallel ---------------------------------------------------
+def _set_scan(model, scan: str) -> None:
+    """Force RWKV's / Mamba's window path: "chunked" (parallel) or "recurrent" (token loop)."""
+    model.config.scan = scan
+    for m in model.modules():
+        if hasattr(m, "scan"):
+            m.scan = scan
+
+
+@pytest.mark.parametrize("kind", ["rwkv", "mamba"])
+def test_auto_scan_is_chunked_while_training_and_the_loop_without_gradients(kind, monkeypatch):
+    import minillm.models.recurrent.mamba as mamba_module
+    import minillm.models.recurrent.rwkv as rwkv_module
+
+    module, name = ((rwkv_module, "wkv_chunked") if kind == "rwkv"
+                    else (mamba_module, "selective_scan_chunked"))
+    calls = []
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = small(kind).double().eval()
+    x = torch.randint(0, V, (2, CTX), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        auto = model(x).logits
+        assert not calls                                   # no gradients: the token loop
+        _set_scan(model, "chunked")
+        chunked = model(x).logits
+        assert calls
+    torch.testing.assert_close(chunked, auto, rtol=0, atol=1e-9)
+    _set_scan(model, "auto")
+    calls.clear()
+    with_grad = model(x).logits                            # autograd records: training's path
+    assert calls and torch.equal(with_grad.detach(), chunked)
+    with pytest.raises(ValueError, match="scan='fast'"):
+        type(model.config)(**{**model.config.to_dict(), "scan": "fast"})
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_recurrent_state_equals_the_parallel_forward(kind):
     model = small(kind).double().eval()
+    if kind != "linear":
+        _set_scan(model, "chunked")      # the parallel form, not the loop "auto" picks here
     x = torch.randint(0, V, (2, 20), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         full = model(x).logits

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.models.norms import RMSNorm
-from minillm.models.recurrent.base import RecurrentConfig, RecurrentLM
+from minillm.models.recurrent.base import RecurrentConfig, RecurrentLM, parallel_scan
 from minillm.models.recurrent.state import RecurrentState
 
 __all__ = ["MambaConfig", "Mamba", "selective_scan_chunked", "selective_scan_recurrent",
@@ -67,6 +67,7 @@ class MambaConfig(RecurrentConfig):
     tie_embeddings: bool = True     # lm_head shares the token embedding (as the reference)
     dropout: float = 0.0            # on the residual branches
     chunk: int = 16                 # tokens per parallel scan (log2(chunk) steps each)
+    scan: str = "auto"              # "chunked", "recurrent" or "auto" (chunked while training)
     selective: bool = True          # False: Delta, B, C input-independent (an LTI SSM, S4-like)
 
     def __post_init__(self) -> None:
@@ -197,8 +198,10 @@ class MambaMixer(nn.Module):
         if T == 1:
             y, st["h"] = selective_scan_step(u[:, 0], dt[:, 0], A, Bm[:, 0], Cm[:, 0], self.D, h)
             y = y[:, None]
-        else:
+        elif parallel_scan(c.scan):
             y, st["h"] = selective_scan_chunked(u, dt, A, Bm, Cm, self.D, h, c.chunk)
+        else:
+            y, st["h"] = selective_scan_recurrent(u, dt, A, Bm, Cm, self.D, h)
         return self.out_proj(y * F.silu(z))
 
 

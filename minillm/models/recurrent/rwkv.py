@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minillm.models.recurrent.base import RecurrentConfig, RecurrentLM
+from minillm.models.recurrent.base import RecurrentConfig, RecurrentLM, parallel_scan
 from minillm.models.recurrent.state import RecurrentState
 
 __all__ = ["RWKVConfig", "RWKV", "token_shift", "wkv_chunked", "wkv_recurrent", "wkv_step"]
@@ -60,6 +60,7 @@ class RWKVConfig(RecurrentConfig):
     tie_embeddings: bool = False    # RWKV-4 has its own head
     dropout: float = 0.0            # on the residual branches
     chunk: int = 32                 # tokens per parallel chunk of the wkv (memory ~ chunk^2)
+    scan: str = "auto"              # "chunked", "recurrent" or "auto" (chunked while training)
 
     def __post_init__(self) -> None:
         self._check(("vocab_size", "context_length", "d_model", "n_layer", "chunk"))
@@ -170,7 +171,7 @@ class TimeMix(nn.Module):
         self.value = nn.Linear(c.d_model, A, bias=False)
         self.receptance = nn.Linear(c.d_model, A, bias=False)
         self.output = nn.Linear(A, c.d_model, bias=False)
-        self.chunk = c.chunk
+        self.chunk, self.scan = c.chunk, c.scan
 
     def forward(self, x: torch.Tensor, st: dict[str, torch.Tensor]) -> torch.Tensor:
         prev = token_shift(x, st.get("att_x"))
@@ -187,8 +188,11 @@ class TimeMix(nn.Module):
             if a is None:
                 a, b = torch.zeros_like(k[:, 0]), torch.zeros_like(k[:, 0])
                 p = torch.full_like(k[:, 0], _NEG)
-            out, st["a"], st["b"], st["p"] = wkv_chunked(w, self.time_first, k, v, a, b, p,
-                                                         self.chunk)
+            if parallel_scan(self.scan):
+                out, st["a"], st["b"], st["p"] = wkv_chunked(w, self.time_first, k, v, a, b, p,
+                                                             self.chunk)
+            else:
+                out, st["a"], st["b"], st["p"] = wkv_recurrent(w, self.time_first, k, v, a, b, p)
         st["att_x"] = x[:, -1]
         return self.output(r * out)
 
