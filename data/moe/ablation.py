@@ -24,7 +24,11 @@ model, stream and scorer: is it the *dropped tokens* or the *tokens per expert*?
 limit: nothing dropped, megablocks' dropless MoE); `switch_e2` and `switch_e4` (top-1 over 2 and 4
 experts, capacity factor 1.25: each expert sees more tokens); and the balance without a loss:
 `switch_e8_no_balance` (α = 0) and `switch_e8_bias` (α = 0, DeepSeek-V3's selection bias with
-γ = 1e-3, `moe_bias_rate`). These runs go through `tracked_fit`, so each record also holds the
+γ = 1e-3, `moe_bias_rate`); two controls: `switch_e1` (one expert: the MoE code path computing
+the dense model) and `switch_e8_frozen_router` (the router keeps its random initial weights:
+routing is never learnt) and `switch_e8_hash_dropless` (hash routing, Roller et al. 2021: each byte
+value always goes to the same expert, a fixed random assignment, gate ≈ 1, nothing dropped:
+routing that never moves). These runs go through `tracked_fit`, so each record also holds the
 share of assignments dropped and the load per expert every 100 steps.
 """
 
@@ -70,7 +74,28 @@ def drop_runs() -> dict[str, tuple[dict, bool]]:
             "switch_e4": ({**SWITCH, "n_expert": 4}, True),
             "switch_e2": ({**SWITCH, "n_expert": 2}, True),
             "switch_e8_no_balance": ({**SWITCH, "moe_balance_coef": 0.0}, True),
-            "switch_e8_bias": ({**SWITCH, "moe_balance_coef": 0.0, "moe_bias_rate": 1e-3}, True)}
+            "switch_e8_bias": ({**SWITCH, "moe_balance_coef": 0.0, "moe_bias_rate": 1e-3}, True),
+            "switch_e1": ({**SWITCH, "n_expert": 1}, True),
+            "switch_e8_frozen_router": (SWITCH, True),      # frozen by name in `run`
+            "switch_e8_hash_dropless": ({**SWITCH, "capacity_factor": None}, True)}  # by name
+
+
+def hash_route(model: GPT, seed: int = 0) -> None:
+    """Route every MoE layer by the input byte (Roller et al. 2021's hash layers): byte b goes
+    to expert perm[b] % E for a fixed random permutation, with logits 10 for it and 0 for the
+    others (gate ~1). A pre-hook hands each forward's token ids to the layers."""
+    layers = [m for m in model.modules() if hasattr(m, "router")]
+    perm = torch.randperm(model.config.vocab_size, generator=torch.Generator().manual_seed(seed))
+
+    def remember(_model, args, kwargs):
+        idx = args[0] if args else kwargs["idx"]
+        for m in layers:
+            m.hash_ids = idx
+
+    for m in layers:
+        table = 10.0 * torch.nn.functional.one_hot(perm % m.n_expert, m.n_expert).float()
+        m.router_logits = lambda x, m=m, table=table: table[m.hash_ids]
+    model.register_forward_pre_hook(remember, with_kwargs=True)
 
 
 def no_router_decay(trainer: Trainer) -> int:
@@ -85,10 +110,17 @@ def no_router_decay(trainer: Trainer) -> int:
 
 
 def run(overrides: dict, router_decay: bool, steps: int, seed: int, eval_bytes: int,
-        train_ids: torch.Tensor, val_ids: torch.Tensor, track: int = 0) -> dict:
-    """One run; with `track` > 0 trained by `tracked_fit` (routing curves every `track` steps)."""
+        train_ids: torch.Tensor, val_ids: torch.Tensor, track: int = 0,
+        freeze_router: bool = False, hash_routing: bool = False) -> dict:
+    """One run; with `track` > 0 trained by `tracked_fit` (routing curves every `track` steps);
+    `freeze_router` keeps the routers at their initial weights (no gradient, no decay)."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(**{**BASE, **overrides}))
+    for m in model.modules():
+        if freeze_router and hasattr(m, "router"):
+            m.router.requires_grad_(False)
+    if hash_routing:
+        hash_route(model, seed)
     trainer = Trainer(model, train_ids, val_ids, train_config(steps, seed))
     moved = 0 if router_decay else no_router_decay(trainer)
     t0 = time.perf_counter()
@@ -114,6 +146,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--study", choices=["gate", "drops"], default="gate",
                    help="gate: the gate/decay/z-loss ablation; drops: dropped tokens vs experts")
+    p.add_argument("--only", nargs="+", default=None,
+                   help="run these names only and keep --out's other runs")
     p.add_argument("--out", default=None,
                    help="default data/moe/ablation.json (gate), ablation_drops.json (drops)")
     args = p.parse_args()
@@ -125,6 +159,10 @@ def main() -> int:
     val_ids = tok.encode_tensor(load_corpus("shakespeare", "validation"))
     table = runs(args.z_sweep) if args.study == "gate" else drop_runs()
     track = 100 if args.study == "drops" else 0
+    kept = {}
+    if args.only:
+        kept = json.loads(Path(args.out).read_text())["runs"] if Path(args.out).exists() else {}
+        kept = {k: v for k, v in kept.items() if k not in args.only}
     out = {"recipe": {"base": BASE, "train": train_config(args.steps, 0).to_dict(),
                       "seeds": args.seeds, "eval_bytes": args.eval_bytes,
                       "runs": {k: {"overrides": o, "router_weight_decay": d}
@@ -133,12 +171,19 @@ def main() -> int:
            "machine": {"platform": platform.platform(), "processor": platform.processor(),
                        "cpus": os.cpu_count(), "torch": torch.__version__,
                        "threads": args.threads, "load_average_at_start": os.getloadavg()},
-           "runs": {}, "summary": {}}
+           "runs": dict(kept), "summary": {}}
+    for name, recs in kept.items():
+        vals = [r["eval_bpb"] for r in recs]
+        out["summary"][name] = {"mean": statistics.mean(vals), "n": len(vals),
+                                "std": statistics.stdev(vals) if len(vals) > 1 else None}
     start = time.perf_counter()
     for seed in args.seeds:                    # seeds outer: a cut-short file has whole seeds
         for name, (overrides, decay) in table.items():
+            if args.only and name not in args.only:
+                continue
             rec = run(overrides, decay, args.steps, seed, args.eval_bytes, train_ids, val_ids,
-                      track)
+                      track, freeze_router=name.endswith("frozen_router"),
+                      hash_routing="_hash" in name)
             out["runs"].setdefault(name, []).append(rec)
             print(f"seed {seed} {name:30s} {rec['eval_bpb']:.4f} bits/byte {rec['seconds']:.0f} s",
                   flush=True)
