@@ -8,7 +8,7 @@ take over, and importing minillm must not decide that.
 import triton
 import triton.language as tl
 
-__all__ = ["_attn_bwd_dkdv", "_attn_bwd_dkdv_tiles", "_attn_bwd_dq", "_attn_bwd_dq_tiles",
+__all__ = ["_attn_bwd_dkdv", "_attn_bwd_dkdv_tiles", "_attn_bwd_p_ds", "_attn_bwd_dq", "_attn_bwd_dq_tiles",
            "_attn_fwd", "_attn_fwd_tiles"]
 
 # the kernels work in base 2 (exp2, log2 are the fast instructions): e^x = 2^(x · log2 e), and
@@ -116,6 +116,26 @@ def _attn_fwd(Q, K, V, O, LSE, BIAS,
 
 
 @triton.jit
+def _attn_bwd_p_ds(q, k, v, do, lse, delta, BIAS, b, h, rows, cols, row_ok, col_ok,
+                   sbb, sbh, sbm, sbn, offset, qk_scale,
+                   DIAGONAL: tl.constexpr, HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr):
+    """One (query tile, key tile) of the backward: the probabilities P recomputed from the
+    saved log-sum-exp and dS = P ∘ (dO Vᵀ − Δ), both (BLOCK_M, BLOCK_N) in float32. DIAGONAL
+    compiles in the causal comparison."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
+    if DIAGONAL:
+        valid = valid & (cols[None, :] <= rows[:, None] + offset)
+    if HAS_BIAS:
+        bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
+                       mask=valid, other=0.0)
+        s = s + bias * LOG2E
+    p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)          # (BLOCK_M, BLOCK_N)
+    return p, p * (dp - delta[:, None])
+
+
+@triton.jit
 def _attn_bwd_dkdv_tiles(dk, dv, k, v, Q, DO, LSE, DELTA, BIAS, b, h, H, cols, col_ok, dims,
                          d_ok, rows0, sqb, sqh, sqm, sdb, sdh, sdm, sbb, sbh, sbm, sbn, T_Q,
                          offset, qk_scale, lo, hi,
@@ -136,21 +156,13 @@ def _attn_bwd_dkdv_tiles(dk, dv, k, v, Q, DO, LSE, DELTA, BIAS, b, h, H, cols, c
             q, do = q.to(tl.float32), do.to(tl.float32)
         lse = tl.load(LSE + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
         delta = tl.load(DELTA + (b * H + h) * T_Q + rows, mask=row_ok, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
-        if DIAGONAL:
-            valid = valid & (cols[None, :] <= rows[:, None] + offset)
-        if HAS_BIAS:
-            bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm
-                           + cols[None, :] * sbn, mask=valid, other=0.0)
-            s = s + bias * LOG2E
-        p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
+        p, ds = _attn_bwd_p_ds(q, k, v, do, lse, delta, BIAS, b, h, rows, cols, row_ok, col_ok,
+                               sbb, sbh, sbm, sbn, offset, qk_scale, DIAGONAL, HAS_BIAS,
+                               PRECISION)
         pv = p.to(DO.dtype.element_ty)
         if UPCAST:
             pv = pv.to(tl.float32)
         dv += tl.dot(tl.trans(pv), do, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)    # (BLOCK_M, BLOCK_N)
-        ds = p * (dp - delta[:, None])
         ds = ds.to(Q.dtype.element_ty)
         if UPCAST:
             ds = ds.to(tl.float32)
@@ -233,17 +245,9 @@ def _attn_bwd_dq_tiles(dq, q, do, lse, delta, K, V, BIAS, b, h, hk, rows, row_ok
                     mask=kv_mask, other=0.0)
         if UPCAST:
             k, v = k.to(tl.float32), v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        valid = row_ok[:, None] & col_ok[None, :] & (lse[:, None] > float("-inf"))
-        if DIAGONAL:
-            valid = valid & (cols[None, :] <= rows[:, None] + offset)
-        if HAS_BIAS:
-            bias = tl.load(BIAS + b * sbb + h * sbh + rows[:, None] * sbm + cols[None, :] * sbn,
-                           mask=valid, other=0.0)
-            s = s + bias * LOG2E
-        p = tl.where(valid, tl.exp2(s - lse[:, None] * LOG2E), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
+        _, ds = _attn_bwd_p_ds(q, k, v, do, lse, delta, BIAS, b, h, rows, cols, row_ok, col_ok,
+                               sbb, sbh, sbm, sbn, offset, qk_scale, DIAGONAL, HAS_BIAS,
+                               PRECISION)
         ds = ds.to(K.dtype.element_ty)
         if UPCAST:
             ds = ds.to(tl.float32)
