@@ -129,3 +129,12 @@ def test_every_stored_lineage_figure_lists_exactly_the_rows_of_the_table(path):
             f"{path.name}: its stored lineage figure was drawn from another table than "
             "data/lineage/lineage.json; re-execute the chapter (minillm course run "
             f"{path.stem[:2]} --in-place)")
+    # chapter 18: four architectures on one recipe (equal weights within 5%, equal steps): the
+    # recurrent models with local mixing (RWKV's token shift, Mamba's convolution) below the GPT,
+    # linear attention above it
+    r18 = {r.source.rsplit("/", 1)[-1]: r for r in TABLE if r.chapter == "18"}
+    assert set(r18) == {"recurrent_gpt", "recurrent_linear", "recurrent_rwkv", "recurrent_mamba"}
+    assert max(r.params for r in r18.values()) / min(r.params for r in r18.values()) < 1.05
+    gpt18 = r18["recurrent_gpt"].bits_per_byte
+    assert r18["recurrent_rwkv"].bits_per_byte < gpt18 < r18["recurrent_linear"].bits_per_byte
+    assert r18["recurrent_mamba"].bits_per_byte < gpt18
