@@ -9,6 +9,9 @@
    the KV cache grows with T, the states do not.
 3. minillm vs transformers on the same weights (RWKV, Mamba; CPU slow path): a forward over
    (batch, seq) and greedy generate, with the logits and tokens checked equal.
+4. Scoring without gradients (what `text_bits_per_byte` and the lineage table do): RWKV's and
+   Mamba's chunked parallel form against the token loop (`scan="chunked"` vs `"recurrent"`;
+   `"auto"` picks the loop here), same weights, logits checked equal.
 
 Prints tables and ratios; not a test.
 """
@@ -153,6 +156,27 @@ def versus_hf(args) -> None:
               "tokens identical")
 
 
+def scoring(args) -> None:
+    B, T = args.batch, args.seq
+    print(f"\n4. a forward without gradients, batch {B} x {T}: chunked scan vs the token loop")
+    print(f"{'model':<10}{'chunked tokens/s':>18}{'loop tokens/s':>15}{'loop / chunked':>16}")
+    x = torch.randint(0, 257, (B, T), generator=torch.Generator().manual_seed(0))
+    for name, model in list(models(args, T).items())[2:]:
+        model.eval()
+        out = {}
+        for scan in ("chunked", "recurrent"):
+            model.config.scan = scan
+            for m in model.modules():
+                if hasattr(m, "scan"):
+                    m.scan = scan
+            with torch.no_grad():
+                model(x)  # warm-up
+                out[scan] = timed(lambda model=model: model(x).logits, args.repeats)
+        torch.testing.assert_close(out["chunked"][1], out["recurrent"][1], rtol=1e-4, atol=1e-4)
+        chunked, loop = B * T / out["chunked"][0], B * T / out["recurrent"][0]
+        print(f"{name:<10}{chunked:>18.0f}{loop:>15.0f}{loop / chunked:>15.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -169,6 +193,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     training(args)
     decoding(args)
+    scoring(args)
     if not args.skip_hf:
         versus_hf(args)
 
