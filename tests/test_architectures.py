@@ -48,6 +48,20 @@ def test_llama_with_linear_rope_scaling_and_tied_embeddings():
         assert (hf(x).logits - ours(x).logits).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("factor,original", [(4.0, 16), (2.0, 32)])
+def test_llama_with_yarn_rope_scaling_matches_transformers(factor, original):
+    hf = _llama(rope_scaling={"rope_type": "yarn", "factor": factor,
+                              "original_max_position_embeddings": original})
+    ours = GPT.from_hf_llama(hf).eval()
+    assert ours.config.rope_scaling == "yarn" and ours.config.rope_original_context == original
+    x = torch.randint(0, 97, (2, 60))
+    with torch.no_grad():
+        assert (hf(x).logits - ours(x).logits).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="non-default beta_fast"):
+        GPT.from_hf_llama(_llama(rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": 16,
+                                               "original_max_position_embeddings": 16}))
+
+
 def test_llama_kv_cache_matches_hf_generate_greedy():
     from minillm.generation import generate
 
@@ -143,7 +157,8 @@ def test_gpt2_defaults_are_unchanged_and_exportable():
     ("attn_mask", "sliding", "attn_mask='sliding' is not supported"),
     ("rope_fraction", 0.0, "rope_fraction=0.0 must be in"),
     ("rope_scale", 0.5, "rope_scale=0.5 must be >= 1"),
-    ("rope_scaling", "yarn", "rope_scaling='yarn' is not supported"),
+    ("rope_scaling", "dynamic", "rope_scaling='dynamic' is not supported"),
+    ("rope_original_context", -1, "rope_original_context=-1 must be a non-negative integer"),
 ])
 def test_new_fields_are_validated(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -80,6 +80,27 @@ def test_rope_linear_scaling_matches_llama_linear_rope():
     torch.testing.assert_close(sin, sin_ref[0])
 
 
+@pytest.mark.parametrize("dim,base,factor,original", [
+    (16, 10000.0, 4.0, 64), (32, 10000.0, 8.0, 2048), (64, 500000.0, 2.0, 4096), (8, 10000.0, 16.0, 16)])
+def test_yarn_frequencies_and_attention_factor_match_transformers(dim, base, factor, original):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    cfg = _llama_config(rope_scaling={"rope_type": "yarn", "factor": factor,
+                                      "original_max_position_embeddings": original},
+                        head_dim=dim, rope_theta=base)
+    want, want_factor = ROPE_INIT_FUNCTIONS["yarn"](cfg, "cpu")
+    rope = RotaryEmbedding(dim, base, scaling="yarn", scale=factor, original_context=original)
+    torch.testing.assert_close(rope.inv_freq.float(), want, rtol=1e-6, atol=0)
+    assert rope.attention_factor == pytest.approx(want_factor)
+    # the fastest pair extrapolates (theta unchanged), the slowest interpolates (theta / factor)
+    plain = rope_inv_freq(dim, base)
+    assert rope.inv_freq[0] == plain[0]
+    if original / (2 * math.pi / plain[-1]) < 1:       # the slowest pair turns < once
+        torch.testing.assert_close(rope.inv_freq[-1], plain[-1] / factor)
+    cos, _ = rope.tables(torch.arange(3))
+    assert cos[0, 0].item() == pytest.approx(want_factor)   # cos(0) times the factor
+
+
 def test_ntk_scaling_raises_the_base():
     torch.testing.assert_close(rope_inv_freq(16, 10000.0, ntk_scale=4.0),
                                rope_inv_freq(16, 10000.0 * 4.0 ** (16 / 14)))

@@ -21,7 +21,7 @@ NORMS = ("layernorm", "rmsnorm")
 NORM_PLACEMENTS = ("pre", "post")
 MLPS = ("gelu", "swiglu")
 ATTN_MASKS = ("causal", "prefix", "bidirectional")
-ROPE_SCALINGS = ("none", "linear", "ntk")
+ROPE_SCALINGS = ("none", "linear", "ntk", "yarn")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -67,8 +67,10 @@ class GPTConfig:
     positions: str = "learned"     # "none", "learned" (GPT-2), "sinusoidal", "rope", "alibi"
     rope_base: float = 10000.0     # RoPE: theta_i = base^(-2i/d)
     rope_fraction: float = 1.0     # RoPE: share of each head's dims that rotate (GPT-NeoX: 0.25)
-    rope_scaling: str = "none"     # RoPE for longer contexts: "linear" (interpolation) or "ntk"
+    rope_scaling: str = "none"     # RoPE for longer contexts: "linear" (interpolation), "ntk" or "yarn"
     rope_scale: float = 1.0        # RoPE: the context extension factor for rope_scaling
+    rope_original_context: int = 0  # YaRN: the context the model was trained at (0 =
+                                   # context_length / rope_scale)
     norm: str = "layernorm"        # "layernorm" or "rmsnorm"
     norm_placement: str = "pre"    # "pre" (GPT-2, LLaMA) or "post" (original Transformer, BERT)
     norm_eps: float = 1e-5         # epsilon inside the norm
@@ -148,6 +150,9 @@ class GPTConfig:
                              f"needs at least {need}: raise rope_fraction or the head size")
         if self.rope_scale < 1:
             raise ValueError(f"rope_scale={self.rope_scale} must be >= 1 (a context extension factor)")
+        if not isinstance(self.rope_original_context, int) or self.rope_original_context < 0:
+            raise ValueError(f"rope_original_context={self.rope_original_context!r} must be a "
+                             "non-negative integer (0 = context_length / rope_scale)")
 
         self._check_moe()
 

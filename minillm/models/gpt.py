@@ -74,7 +74,9 @@ class GPT(LanguageModel):
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         # RoPE's tables are computed here once per forward and shared by the layers
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_base, config.rope_fraction,
-                                      config.rope_scaling, config.rope_scale) \
+                                      config.rope_scaling, config.rope_scale,
+                                      config.rope_original_context
+                                      or round(config.context_length / config.rope_scale)) \
             if config.positions == "rope" else None
         # post-norm blocks end normalised already (the original Transformer has no final norm)
         self.norm_f = make_norm(config.norm, config.d_model, config.norm_eps, config.bias) \

@@ -14,7 +14,11 @@ Each scheme below breaks that symmetry in a different place.
   weights converted from LLaMA work unchanged. `fraction` < 1 rotates only the first dims of
   each head (GPT-NeoX's rotary_pct). For longer contexts: position interpolation (Chen et al.
   2023, 2306.15595) divides positions by `scale`; NTK-aware scaling (bloc97, 2023) raises the
-  base to base * scale^(d/(d-2)) instead.
+  base to base * scale^(d/(d-2)) instead; YaRN (Peng et al. 2023, 2309.00071) interpolates only
+  the slow pairs: a pair that turns more than beta_fast = 32 times over the original context
+  keeps theta_i, one that turns less than beta_slow = 1 time gets theta_i / scale, and the pairs
+  between are blended on a linear ramp over their index (the authors' code, and transformers');
+  it also multiplies cos and sin by 0.1 ln(scale) + 1 (the attention "temperature", sqrt(1/t)).
 - ALiBi (Press et al. 2021, 2108.12409): no embedding at all; head h adds -m_h * (i - j) to the
   score of query i and key j, with slopes m_h the geometric sequence 2^(-8h/n), h = 1..n (for
   n not a power of two: the slopes of the nearest lower power of two, then every other slope of
@@ -32,7 +36,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "positions_from_mask", "sinusoidal_table", "sinusoidal_at", "rope_inv_freq", "rope_cos_sin", "apply_rope", "alibi_slopes",
+    "positions_from_mask", "sinusoidal_table", "sinusoidal_at", "rope_inv_freq", "yarn_inv_freq", "yarn_attention_factor", "rope_cos_sin", "apply_rope", "alibi_slopes",
     "alibi_bias", "RotaryEmbedding",
 ]
 
@@ -77,6 +81,30 @@ def rope_inv_freq(rot_dim: int, base: float = 10000.0, ntk_scale: float = 1.0) -
     # a constant on the CPU, even under torch.device("meta") (a model built there for sharded
     # init keeps it: it is no parameter or buffer to materialise); rope_cos_sin moves it
     return 1.0 / base ** (torch.arange(0, rot_dim, 2, dtype=torch.float64, device="cpu") / rot_dim)
+
+
+def yarn_inv_freq(rot_dim: int, base: float, scale: float, original_context: int,
+                  beta_fast: float = 32.0, beta_slow: float = 1.0) -> torch.Tensor:
+    """YaRN's frequencies: theta_i where pair i turns more than `beta_fast` times over
+    `original_context` positions, theta_i / scale where it turns fewer than `beta_slow` times,
+    blended linearly over the pair index between (the index bounds floored / ceiled)."""
+    theta = rope_inv_freq(rot_dim, base)
+
+    def index_at(rotations: float) -> float:  # the pair index that turns `rotations` times
+        return rot_dim * math.log(original_context / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    lo = max(math.floor(index_at(beta_fast)), 0)
+    hi = min(math.ceil(index_at(beta_slow)), rot_dim - 1)
+    if hi == lo:
+        hi += 0.001
+    ramp = ((torch.arange(rot_dim // 2, dtype=torch.float64) - lo) / (hi - lo)).clamp(0, 1)
+    return theta / scale * ramp + theta * (1 - ramp)   # ramp 0: extrapolate, 1: interpolate
+
+
+def yarn_attention_factor(scale: float) -> float:
+    """YaRN's factor on cos and sin, 0.1 ln(scale) + 1 (1 for scale <= 1): the logits grow by
+    its square, sharpening attention that longer contexts would otherwise flatten."""
+    return 1.0 if scale <= 1 else 0.1 * math.log(scale) + 1.0
 
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, interpolation: float = 1.0
@@ -130,21 +158,29 @@ class RotaryEmbedding(nn.Module):
     """Applies RoPE to queries and keys (B, H, T, D) of the tokens at `positions` ((T,) or (B, T))."""
 
     def __init__(self, head_dim: int, base: float = 10000.0, fraction: float = 1.0,
-                 scaling: str = "none", scale: float = 1.0):
+                 scaling: str = "none", scale: float = 1.0, original_context: int = 0):
         super().__init__()
         rot_dim = int(head_dim * fraction) // 2 * 2
         if rot_dim == 0:
             raise ValueError(f"rope fraction={fraction} leaves no dimension of head_dim={head_dim} to rotate")
-        if scaling not in ("none", "linear", "ntk"):
+        if scaling not in ("none", "linear", "ntk", "yarn"):
             raise ValueError(f"rope scaling={scaling!r}; choose 'none', 'linear' (position "
-                             "interpolation) or 'ntk'")
+                             "interpolation), 'ntk' or 'yarn'")
+        if scaling == "yarn" and original_context <= 0:
+            raise ValueError("YaRN needs the context the model was trained at "
+                             f"(original_context={original_context}): pass it")
         self.interpolation = scale if scaling == "linear" else 1.0
-        self.inv_freq = rope_inv_freq(rot_dim, base, scale if scaling == "ntk" else 1.0)
+        self.attention_factor = yarn_attention_factor(scale) if scaling == "yarn" else 1.0
+        self.inv_freq = (yarn_inv_freq(rot_dim, base, scale, original_context)
+                         if scaling == "yarn" else
+                         rope_inv_freq(rot_dim, base, scale if scaling == "ntk" else 1.0))
 
     def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin for `positions` ((T,) or (B, T)), shaped to broadcast over (B, H, T, rot):
         computed once per forward by the model and shared by every layer."""
         cos, sin = rope_cos_sin(positions, self.inv_freq, self.interpolation)
+        if self.attention_factor != 1.0:
+            cos, sin = cos * self.attention_factor, sin * self.attention_factor
         if cos.ndim == 3:  # (B, T, rot) -> (B, 1, T, rot): the same angles for every head
             cos, sin = cos[:, None], sin[:, None]
         return cos, sin

@@ -36,9 +36,14 @@ def config_from_hf_llama(hf_config, **overrides) -> GPTConfig:
     """
     scaling = getattr(hf_config, "rope_scaling", None) or {}
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-    if rope_type not in ("default", "linear"):
+    if rope_type not in ("default", "linear", "yarn"):
         raise ValueError(f"LLaMA rope_scaling type {rope_type!r} is not supported; "
-                         "minillm converts 'default' and 'linear'")
+                         "minillm converts 'default', 'linear' and 'yarn'")
+    if rope_type == "yarn" and any(scaling.get(k) not in (None, d) for k, d in (
+            ("beta_fast", 32), ("beta_slow", 1), ("attention_factor", None), ("mscale", None),
+            ("mscale_all_dim", None), ("truncate", True))):
+        raise ValueError("LLaMA YaRN with non-default beta_fast / beta_slow / attention_factor / "
+                         "mscale / truncate is not supported; minillm converts the paper's defaults")
     theta = getattr(hf_config, "rope_theta", None)
     if theta is None:  # transformers >= 5 keeps it in rope_parameters
         theta = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
@@ -54,8 +59,11 @@ def config_from_hf_llama(hf_config, **overrides) -> GPTConfig:
         tie_embeddings=bool(getattr(hf_config, "tie_word_embeddings", False)),
         positions="rope",
         rope_base=float(theta),
-        rope_scaling="linear" if rope_type == "linear" else "none",
+        rope_scaling={"linear": "linear", "yarn": "yarn"}.get(rope_type, "none"),
         rope_scale=float(scaling.get("factor", 1.0)),
+        rope_original_context=int(scaling.get("original_max_position_embeddings")
+                                  or hf_config.max_position_embeddings)
+        if rope_type == "yarn" else 0,
         norm="rmsnorm",
         norm_eps=hf_config.rms_norm_eps,
         mlp="swiglu",
