@@ -69,6 +69,9 @@ class QuantScheme:
             raise ValueError(f"method={self.method!r}; choose one of {list(METHODS)}")
         if self.method in ("rtn", "gptq"):
             check_bits(self.bits, WEIGHT_BITS)
+        if self.method == "fp8" and self.activations not in ("none", "tensor", "token"):
+            raise ValueError(f"activations={self.activations!r} for fp8; choose 'none' "
+                             "(weights only), 'tensor' or 'token'")
         if self.group_size is not None:
             check_group_size(self.group_size, self.group_size)  # positive integer
         self.skip = tuple(self.skip)
