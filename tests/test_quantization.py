@@ -253,8 +253,10 @@ def test_bad_bits_group_size_and_schemes_raise_clear_errors():
         parse_scheme("int5")
     with pytest.raises(ValueError, match="bits=7"):
         parse_scheme("gptq7")
-    with pytest.raises(ValueError, match="method='fp8'"):
-        QuantScheme("fp8")
+    with pytest.raises(ValueError, match="method='fp6'"):
+        QuantScheme("fp6")
+    with pytest.raises(ValueError, match="activations='dynamic'"):
+        QuantScheme("fp8")                       # fp8 takes "none", "tensor" or "token"
     with pytest.raises(ValueError, match="blocksize=48 must be positive and divide"):
         nf4_quantize(torch.randn(10, 10), 48)
     with pytest.raises(ValueError, match="NF4 needs"):

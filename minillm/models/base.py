@@ -132,7 +132,10 @@ class LanguageModel(nn.Module):
                 raise ValueError(f"{where}tensor {k} is {t.dtype}, but this weight is floating "
                                  f"point ({v.dtype}); the file holds no usable weights: "
                                  "re-save it from a trained model")
-            if t.is_floating_point() and not torch.isfinite(t).all():
+            # float8 has no isfinite kernel: check its values in float32
+            finite = torch.isfinite(t.float() if t.element_size() == 1 else t) \
+                if t.is_floating_point() else None
+            if finite is not None and not finite.all():
                 raise ValueError(f"{where}tensor {k} holds NaN or infinity (the run that saved "
                                  "it diverged); load an earlier checkpoint")
         self.load_state_dict(tensors)

@@ -20,10 +20,19 @@ Options: `act_order` (columns by decreasing H_ii, the "desc_act" of the referenc
 `group_size` (a zero-point grid per g columns, fixed when the group's first column is reached,
 from the weights as updated so far).
 
-Departures: with act_order *and* groups the grids are fixed up front from the unquantized
-weights in the original column order (the reference code's `static_groups`), so the result is
-the ordinary group-wise format of int4.py; with groups, the lazy block is rounded up to a
-multiple of the group size so that lazy updates stay exactly equal to column by column.
+Departures from the reference code (IST-DASLab/gptq):
+- with groups (no act_order), a group's grid is computed when its first column is reached from
+  the weights *as updated so far inside the current lazy block* — the same numbers as quantizing
+  column by column, whatever the block size. The reference computes it from the full matrix,
+  which receives the current block's updates only at the block's end, so its grid for a group
+  that starts inside a block ignores the updates of that block's earlier columns and changes
+  with the block size. The two agree when every group starts a block (g a multiple of B);
+  otherwise the scales and zero points (and so the codes) can differ;
+- with groups, the lazy block is rounded up to a multiple of the group size, so that lazy
+  updates stay exactly equal to column by column;
+- with act_order *and* groups the grids are fixed up front from the unquantized weights in the
+  original column order (the reference code's `static_groups`), so the result is the ordinary
+  group-wise format of int4.py.
 """
 
 from __future__ import annotations

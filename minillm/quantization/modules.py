@@ -12,6 +12,8 @@ Schemes (a `QuantScheme`, or its name):
 | "rtn{b}[-g{g}]"      | b-bit zero-point groups, packed  | fp (dequantized on the fly)            |
 | "gptq{b}[-g{g}][-act]"| the same format, GPTQ codes     | fp                                     |
 | "nf4"                | NF4, blocks of 64, double quant  | fp                                     |
+| "fp8"                | FP8 E4M3, fp32 scale per row     | fp                                     |
+| "fp8-w8a8"           | FP8 E4M3, fp32 scale per row     | E4M3, one dynamic scale per tensor     |
 
 b in {2, 3, 4, 8}; g divides the row (32, 64, 128); no -g: one group per row. The output head
 (tied to the token embedding in the course model) and the embeddings stay in floating point.
@@ -33,6 +35,7 @@ from minillm.io import atomic_folder, atomic_write_json, load_tensors, read_json
 from minillm.models import GPT
 from minillm.quantization.calibration import calibrate, check_calibration, linear_layers
 from minillm.quantization.formats import check_bits, check_group_size
+from minillm.quantization.fp8 import Fp8Linear
 from minillm.quantization.gptq import gptq_quantize
 from minillm.quantization.int4 import WEIGHT_BITS, WeightOnlyLinear
 from minillm.quantization.int8 import Int8Linear
@@ -44,7 +47,7 @@ from minillm.quantization.smoothquant import SmoothQuantLinear
 __all__ = ["QuantScheme", "parse_scheme", "quantize_model", "save_quantized", "load_quantized",
            "state_nbytes", "METHODS"]
 
-METHODS = ("w8a8", "llm.int8", "smoothquant", "rtn", "gptq", "nf4")
+METHODS = ("w8a8", "llm.int8", "smoothquant", "rtn", "gptq", "nf4", "fp8")
 
 
 @dataclass
@@ -52,9 +55,10 @@ class QuantScheme:
     method: str                      # one of METHODS
     bits: int = 8                    # rtn / gptq: 2, 3, 4 or 8
     group_size: int | None = None    # rtn / gptq: None = one group per row
-    activations: str = "dynamic"     # w8a8: "dynamic" / "static"; smoothquant: "tensor" / "token"
+    activations: str = "dynamic"     # w8a8: "dynamic" / "static"; smoothquant: "tensor" / "token";
+                                     # fp8: "none" / "tensor" / "token"
     threshold: float = 6.0           # llm.int8: outlier magnitude
-    alpha: float = 0.5               # smoothquant: migration strength
+    alpha: float | None = 0.5        # smoothquant: migration strength (None: unsmoothed)
     act_order: bool = False          # gptq
     damp: float = 0.01               # gptq: fraction of mean diag(H)
     blocksize: int = 128             # gptq: lazy-batch columns
@@ -65,13 +69,16 @@ class QuantScheme:
             raise ValueError(f"method={self.method!r}; choose one of {list(METHODS)}")
         if self.method in ("rtn", "gptq"):
             check_bits(self.bits, WEIGHT_BITS)
+        if self.method == "fp8" and self.activations not in ("none", "tensor", "token"):
+            raise ValueError(f"activations={self.activations!r} for fp8; choose 'none' "
+                             "(weights only), 'tensor' or 'token'")
         if self.group_size is not None:
             check_group_size(self.group_size, self.group_size)  # positive integer
         self.skip = tuple(self.skip)
 
     @property
     def needs_calibration(self) -> bool:
-        return self.method in ("gptq", "smoothquant") or (
+        return self.method == "gptq" or (self.method == "smoothquant" and self.alpha is not None) or (
             self.method == "w8a8" and self.activations == "static")
 
     def to_dict(self) -> dict:
@@ -91,7 +98,9 @@ def parse_scheme(scheme: str | QuantScheme) -> QuantScheme:
         return scheme
     fixed = {"w8a8": QuantScheme("w8a8"), "w8a8-static": QuantScheme("w8a8", activations="static"),
              "llm.int8": QuantScheme("llm.int8"), "smoothquant": QuantScheme(
-                 "smoothquant", activations="tensor"), "nf4": QuantScheme("nf4", bits=4)}
+                 "smoothquant", activations="tensor"), "nf4": QuantScheme("nf4", bits=4),
+             "fp8": QuantScheme("fp8", activations="none"),
+             "fp8-w8a8": QuantScheme("fp8", activations="tensor")}
     if scheme in fixed:
         return fixed[scheme]
     m = re.fullmatch(r"(rtn|gptq)(\d+)(?:-g(\d+))?(-act)?", scheme)
@@ -113,6 +122,8 @@ def _empty_module(lin: nn.Linear, s: QuantScheme) -> nn.Module:
         return SmoothQuantLinear(i, o, b, s.alpha, s.activations)
     if s.method == "nf4":
         return NF4Linear(i, o, b)
+    if s.method == "fp8":
+        return Fp8Linear(i, o, b, s.activations)
     return WeightOnlyLinear(i, o, b, s.bits, s.group_size)
 
 
@@ -122,9 +133,11 @@ def _quantized_module(lin: nn.Linear, s: QuantScheme, stats: dict | None) -> nn.
     if s.method == "llm.int8":
         return LLMInt8Linear.from_linear(lin, s.threshold)
     if s.method == "smoothquant":
-        return SmoothQuantLinear.from_linear(lin, stats["absmax"], s.alpha, s.activations)
+        return SmoothQuantLinear.from_linear(lin, stats and stats["absmax"], s.alpha, s.activations)
     if s.method == "nf4":
         return NF4Linear.from_linear(lin)
+    if s.method == "fp8":
+        return Fp8Linear.from_linear(lin, s.activations)
     if s.method == "rtn":
         return WeightOnlyLinear.from_linear(lin, s.bits, s.group_size)
     packed = gptq_quantize(lin.weight, stats["H"], s.bits, s.group_size, s.blocksize, s.damp,

@@ -38,7 +38,7 @@ class SmoothQuantLinear(Int8WeightLinear):
     int8 per tensor ("tensor", dynamic: the hard case SmoothQuant makes work) or per token."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 alpha: float = 0.5, activations: str = "tensor"):
+                 alpha: float | None = 0.5, activations: str = "tensor"):
         if activations not in ("tensor", "token"):
             raise ValueError(f"activations={activations!r}; choose 'tensor' or 'token'")
         super().__init__(in_features, out_features, bias)
@@ -46,11 +46,20 @@ class SmoothQuantLinear(Int8WeightLinear):
         self.register_buffer("smooth", torch.ones(in_features))
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, act_absmax: torch.Tensor, alpha: float = 0.5,
-                    activations: str = "tensor") -> SmoothQuantLinear:
+    def from_linear(cls, linear: nn.Linear, act_absmax: torch.Tensor | None,
+                    alpha: float | None = 0.5, activations: str = "tensor") -> SmoothQuantLinear:
+        """Smooth with calibration statistics `act_absmax` (per input channel) and strength
+        `alpha`; alpha=None is the unsmoothed baseline (s = 1: the same int8 arithmetic without
+        the migration, no calibration needed)."""
         m = cls(linear.in_features, linear.out_features, linear.bias is not None, alpha,
                 activations)
-        s = smoothing_factors(act_absmax, linear.weight, alpha)
+        if alpha is None:
+            s = torch.ones(linear.in_features, device=linear.weight.device)
+        else:
+            if act_absmax is None:
+                raise ValueError("SmoothQuant needs calibration statistics (act_absmax) unless "
+                                 "alpha=None (the unsmoothed baseline)")
+            s = smoothing_factors(act_absmax, linear.weight, alpha)
         m.smooth.copy_(s)
         return m.load_weight(*absmax_quantize(linear.weight.detach().float() * s, 8, "channel"),
                              linear.bias)
