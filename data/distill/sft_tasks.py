@@ -62,10 +62,10 @@ METHODS = ("sft", "seqkd", "kd")
 SEEDS = (0, 1, 2)
 
 
-def train_examples() -> list:
+def train_examples(per_task: int = PER_TASK) -> list:
     out = []
     for task in VERIFIABLE_TASKS:
-        out += load_sft("train", task=task)[:PER_TASK]
+        out += load_sft("train", task=task)[:per_task]
     return out
 
 
@@ -119,11 +119,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    global PER_TASK
-    PER_TASK = args.per_task
     teacher, ttok = load_model_and_tokenizer(TEACHER)
     teacher.eval()
-    examples, test = train_examples(), test_examples()
+    examples, test = train_examples(args.per_task), test_examples()
     results = read_json(out, "sft_tasks.json") if out.exists() else {
         "command": "PYTHONPATH=. OMP_NUM_THREADS=1 python data/distill/sft_tasks.py"
                    + ("" if args.steps == STEPS else f" --steps {args.steps}")
