@@ -116,6 +116,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "sft_tasks.json"))
     parser.add_argument("--steps", type=int, default=STEPS, help="(a smoke test: fewer)")
     parser.add_argument("--per-task", type=int, default=PER_TASK)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="only these arms (to run arms in parallel processes, each with its "
+                             "own --out holding a copy of the teacher's answers, then merge)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -148,15 +152,15 @@ def main() -> None:
             [e.task for e in examples], answers, [e.response for e in examples])
         results["teacher_train_seconds"] = time.perf_counter() - start
         atomic_write_json(out, results)
-    for seed in SEEDS:
-        for method in METHODS:
+    for seed in args.seeds:
+        for method in args.methods:
             key = f"{method}_s{seed}"
             if key in results["runs"]:
                 continue
             start = time.perf_counter()
             student, tok, history = train(method, seed, examples,
                                           results["teacher_train_answers"], teacher, args.steps)
-            if seed == SEEDS[0] and method == METHODS[0]:
+            if "student_params" not in results:
                 check_vocabularies(teacher.config.vocab_size, student.config.vocab_size,
                                    ttok.to_dict(), tok.to_dict())
                 results["student_params"] = sum(p.numel() for p in student.parameters())

@@ -197,6 +197,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH, help="windows of 128 bytes per step")
     parser.add_argument("--no-sweep", action="store_true",
                         help="skip the temperature sweep (the long comparison: results_long.json)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="only these seeds (to run seeds in parallel processes, each with "
+                             "its own --out, then merge the 'runs')")
     args = parser.parse_args()
     default = HERE / "results.json"
     torch.set_num_threads(1)
@@ -222,7 +225,7 @@ def main() -> None:
     if (results["steps"], results["batch_size"]) != (args.steps, args.batch_size):
         raise SystemExit(f"{out} holds runs of {results['steps']} steps x {results['batch_size']}: "
                          "give the same --steps / --batch-size, or another --out")
-    for run in runs(sweep=not args.no_sweep):
+    for run in [r for r in runs(sweep=not args.no_sweep) if r["seed"] in args.seeds]:
         key = name(run)
         if key in results["runs"]:
             continue
