@@ -24,7 +24,13 @@ main runs' students are sampled (16 prompts, 112 new bytes, temperature 1) for t
 numbers.
 
 Writes `results.json` next to this file after every run (a rerun skips the runs already there;
-delete it to start again). See README.md for the run time.
+delete it to start again). The long comparison of chapter 19 is the same recipe with more bytes
+and no sweep, into its own file (which does not replace `student_kd/`):
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python data/distill/train_students.py \
+        --out data/distill/results_long.json --steps 400 --batch-size 8 --no-sweep
+
+See README.md for the run times.
 """
 
 from __future__ import annotations
@@ -65,14 +71,24 @@ EVAL_BYTES = 10_000    # validation bytes scored for every run
 N_PROMPTS, PROMPT_BYTES, NEW_BYTES = 16, 16, 112
 
 
-def runs() -> list[dict]:
+def runs(sweep: bool = True) -> list[dict]:
+    """Every run, in order. With `sweep` (the shipped short comparison) seed by seed, the kd
+    temperature sweep beside seed 0; without it (the long comparison) scratch and kd for every
+    seed first, then the other methods, so that an interrupted rerun has the headline pair."""
+    def main_runs(seed: int, methods: tuple[str, ...]) -> list[dict]:
+        spec = {"scratch": {}, "kd": {"T": MAIN_T, "alpha": ALPHA},
+                "reverse_kl": {"T": MAIN_T, "alpha": ALPHA}, "seqkd": {},
+                "feature": {"alpha": FEATURE_ALPHA}}
+        return [{"method": m, "seed": seed, **spec[m]} for m in methods]
+
     out = []
+    if not sweep:
+        for methods in (("scratch", "kd"), ("feature", "reverse_kl", "seqkd")):
+            for seed in SEEDS:
+                out += main_runs(seed, methods)
+        return out
     for seed in SEEDS:
-        out += [{"method": "scratch", "seed": seed},
-                {"method": "kd", "seed": seed, "T": MAIN_T, "alpha": ALPHA},
-                {"method": "reverse_kl", "seed": seed, "T": MAIN_T, "alpha": ALPHA},
-                {"method": "seqkd", "seed": seed},
-                {"method": "feature", "seed": seed, "alpha": FEATURE_ALPHA}]
+        out += main_runs(seed, ("scratch", "kd", "reverse_kl", "seqkd", "feature"))
         if seed == 0:  # (beside seed 0's other runs: they share its teacher outputs)
             out += [{"method": "kd", "seed": 0, "T": t, "alpha": ALPHA} for t in SWEEP_T]
     return out
@@ -176,14 +192,25 @@ def sample_stats(model: torch.nn.Module, tok, val_text: str, seed: int = 0) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(HERE / "results.json"))
-    parser.add_argument("--steps", type=int, default=STEPS, help="(a smoke test: fewer)")
+    parser.add_argument("--steps", type=int, default=STEPS,
+                        help="optimizer steps of every run (a smoke test: fewer)")
+    parser.add_argument("--batch-size", type=int, default=BATCH, help="windows of 128 bytes per step")
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="skip the temperature sweep (the long comparison: results_long.json)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="only these seeds (to run seeds in parallel processes, each with "
+                             "its own --out, then merge the 'runs')")
     args = parser.parse_args()
+    default = HERE / "results.json"
     torch.set_num_threads(1)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {
-        "command": "PYTHONPATH=. OMP_NUM_THREADS=1 python data/distill/train_students.py",
+        "command": "PYTHONPATH=. OMP_NUM_THREADS=1 python data/distill/train_students.py"
+                   + ("" if out == default else " " + " ".join(
+                       [f"--out data/distill/{out.name}", f"--steps {args.steps}",
+                        f"--batch-size {args.batch_size}"] + ["--no-sweep"] * args.no_sweep)),
         "teacher": "data/checkpoints/shakespeare_byte", "student": STUDENT, "steps": args.steps,
-        "batch_size": BATCH, "seq_len": SEQ_LEN, "lr": LR, "eval_bytes": EVAL_BYTES,
+        "batch_size": args.batch_size, "seq_len": SEQ_LEN, "lr": LR, "eval_bytes": EVAL_BYTES,
         "runs": {}}
     teacher, tok = load_model_and_tokenizer(TEACHER)
     teacher.eval()
@@ -195,12 +222,15 @@ def main() -> None:
         results["teacher_samples"] = sample_stats(teacher, tok, val_text)
         results["teacher_seconds"] = time.perf_counter() - start
         atomic_write_json(out, results)
-    for run in runs():
+    if (results["steps"], results["batch_size"]) != (args.steps, args.batch_size):
+        raise SystemExit(f"{out} holds runs of {results['steps']} steps x {results['batch_size']}: "
+                         "give the same --steps / --batch-size, or another --out")
+    for run in [r for r in runs(sweep=not args.no_sweep) if r["seed"] in args.seeds]:
         key = name(run)
         if key in results["runs"]:
             continue
         start = time.perf_counter()
-        student, history, teacher_seconds = train(run, args.steps)
+        student, history, teacher_seconds = train(run, args.steps, args.batch_size)
         student.eval()
         record = {**run, "history": [{k: h[k] for k in ("step", "loss", "lm_loss") if k in h}
                                      for h in history],
@@ -212,7 +242,7 @@ def main() -> None:
             record["sample_stats"] = sample_stats(student, tok, val_text)
         if key == f"kd_T{MAIN_T:g}_s0":
             record["whole_val_bpb"] = text_bits_per_byte(student, val_text, tok)
-        if key == f"kd_T{MAIN_T:g}_s0" and out.parent == HERE:
+        if key == f"kd_T{MAIN_T:g}_s0" and out == default:  # (the chapter's shipped student)
             student.save(HERE / f"student_{run['method']}",
                          extra_files={"tokenizer.json": tok.to_dict(),
                                       "training.json": {"recipe": results["command"], **record}})
