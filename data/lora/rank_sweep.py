@@ -12,6 +12,16 @@ the fused attention projection attn.qkv alone (Table 5's question of which matri
 DoRA on all four. Each run's
 `summary.json` (trainable parameters, optimizer-state bytes, seconds per step, scores) is
 gathered into data/lora/rank_sweep.json with the exact command of each run.
+
+    python data/lora/rank_sweep.py --heldout [--seeds 1337,1338,1339] [--only full,lora_r1]
+
+re-trains full fine-tuning and LoRA r = 1, 2, 8 (the same recipe, no --final-eval) from
+three seeds (each seed its own data order and A initialisation, shared by every run of that
+seed, so runs pair by seed), exports each model, and scores it with `score`: the mean
+cross-entropy of the response tokens of the SFT *test* split (seen phrasings, every task,
+1,334 examples minus held-out phrasings; nats per response token), and bits per byte on the
+first 8,192 bytes of the validation plays (the slice the chapter's live runs use), the base
+model by the same two scorers. Results go to data/lora/rank_sweep_heldout.json.
 """
 
 from __future__ import annotations
@@ -41,6 +51,55 @@ def runs(steps: int) -> dict[str, list[str]]:
     return out
 
 
+HELDOUT_RUNS = ("full", "lora_r1", "lora_r2", "lora_r8")
+EVAL_BYTES = 8_192
+
+
+def score(export: Path | None, eval_bytes: int = EVAL_BYTES) -> dict:
+    """The one scorer of the held-out sweep: response loss on the SFT test split (seen
+    phrasings) and bits per byte on the first `eval_bytes` bytes of the validation plays.
+    `export` is a `minillm sft --export-dir` folder (a full model or an adapter); None scores
+    the chat-prepared base model."""
+    import torch
+    import torch.nn.functional as F
+
+    from minillm.alignment.chat import ChatTemplate
+    from minillm.alignment.recipe import load_model_and_tokenizer, prepare_chat_model
+    from minillm.alignment.sft import IGNORE, pack_batch, pack_rows, tokenize_example
+    from minillm.data import load_corpus
+    from minillm.data.sft import load_sft
+    from minillm.peft import load_adapter
+    from minillm.training.evaluate import text_bits_per_byte
+
+    base_dir = ROOT / "data" / "checkpoints" / "shakespeare_byte_d128"
+    if export is not None and not (export / "adapter_config.json").exists():
+        model, tok = load_model_and_tokenizer(export)
+    else:
+        model, tok = prepare_chat_model(*load_model_and_tokenizer(base_dir))
+        if export is not None:
+            load_adapter(model, export)
+    model.eval()
+    seq_len = model.config.context_length
+    template = ChatTemplate()
+    seqs = [tokenize_example(tok, template, e.prompt, e.response, seq_len)
+            for e in load_sft("test", heldout=False)]
+    rows = pack_rows([len(x) for x, _ in seqs], seq_len)
+    nats, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(rows), 16):
+            b = pack_batch(seqs, seq_len, rows=rows[i:i + 16])
+            logits = model(b["input_ids"], attention_mask=b["attention_mask"],
+                           position_ids=b["position_ids"]).logits
+            labels = b["labels"]
+            nats += F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                                    reduction="sum").item()
+            count += int((labels != IGNORE).sum())
+    text = load_corpus("shakespeare", "validation")[:eval_bytes]
+    return {"test_response_nats_per_token": nats / count, "test_response_tokens": count,
+            "test_examples": len(seqs), "eval_bytes": eval_bytes,
+            "val_bits_per_byte_slice": text_bits_per_byte(model, text, tok)}
+
+
 TASKS = ("speaker", "upper", "reverse_words", "count_words", "modernise", "arithmetic")
 
 
@@ -67,7 +126,12 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="comma-separated run names")
     parser.add_argument("--suffix", default="", help="appended to the run names (e.g. _500)")
     parser.add_argument("--table", action="store_true", help="print the README table and stop")
+    parser.add_argument("--heldout", action="store_true",
+                        help="the held-out-loss sweep: seeds x HELDOUT_RUNS, scored by `score`")
+    parser.add_argument("--seeds", default="1337,1338,1339")
     args = parser.parse_args()
+    if args.heldout:
+        return heldout(args)
     common = ["--checkpoint", "data/checkpoints/shakespeare_byte_d128", "--max-steps", str(args.steps),
               "--batch-size", "8", "--text-rows", "0", "--warmup-steps", "25",
               "--min-lr", "1e-4", "--eval-steps", "0", "--log-interval", "25",
@@ -94,6 +158,48 @@ def main() -> int:
         results_path.write_text(json.dumps(results, indent=1) + "\n")
         print(name, json.dumps({k: summary[k] for k in ("trainable_params", "seconds_per_step")}
                                | {"mean": summary["test_exact_match"]["mean"]}), flush=True)
+    return 0
+
+
+def heldout(args) -> int:
+    """Train (export, no --final-eval) and score each (seed, run); resumable: a scored pair in
+    the JSON is skipped, an exported but unscored one is rescored without retraining."""
+    path = ROOT / "data" / "lora" / "rank_sweep_heldout.json"
+    results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    if "base" not in results:
+        results["base"] = score(None)
+        path.write_text(json.dumps(results, indent=1) + "\n")
+    chosen = {k: v for k, v in runs(args.steps).items() if k in HELDOUT_RUNS}
+    if args.only:
+        chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for name, extra in chosen.items():
+            key = f"{name}_s{seed}"
+            if key in results["runs"]:
+                continue
+            out_dir, export = Path(args.out) / key, Path(args.out) / (key + "_export")
+            common = ["--checkpoint", "data/checkpoints/shakespeare_byte_d128",
+                      "--max-steps", str(args.steps), "--batch-size", "8", "--text-rows", "0",
+                      "--warmup-steps", "25", "--min-lr", "1e-4", "--eval-steps", "0",
+                      "--log-interval", "50", "--seed", str(seed), "--threads", "1",
+                      "--device", "cpu", "--output-dir", str(out_dir),
+                      "--export-dir", str(export)]
+            cmd = [sys.executable, "-m", "minillm", "sft", *common, *extra]
+            start = time.perf_counter()
+            if not (ROOT / export).exists():
+                subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            train_wall = time.perf_counter() - start
+            summary = json.loads((ROOT / out_dir / "summary.json").read_text())
+            t = time.perf_counter()
+            summary |= score(ROOT / export)
+            summary |= {"name": name, "seed": seed, "train_wall_seconds": train_wall,
+                        "score_seconds": time.perf_counter() - t,
+                        "command": "python -m minillm sft " + " ".join(cmd[4:])}
+            results["runs"][key] = summary
+            path.write_text(json.dumps(results, indent=1) + "\n")
+            print(key, f"{summary['test_response_nats_per_token']:.4f} nats/token",
+                  f"{summary['val_bits_per_byte_slice']:.3f} bits/byte",
+                  f"train {train_wall:.0f} s, score {summary['score_seconds']:.0f} s", flush=True)
     return 0
 
 
