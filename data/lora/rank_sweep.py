@@ -6,7 +6,8 @@ Every run is `minillm sft` from `data/checkpoints/shakespeare_byte` with the sam
 steps, batch and schedule, then `--final-eval` (exact match per task on the test split, seen and
 held-out phrasings, and nats/byte on the validation plays). The LoRA runs adapt all four linear
 layers of every block (attn.qkv, attn.proj, mlp.fc, mlp.proj) with alpha = 2r (s = 2 at every
-rank, so that rank alone changes) at lr 3e-3, and train the three chat tokens' embedding rows;
+rank: the constant-scale choice, not rsLoRA's alpha/sqrt(r); under Adam it makes the first
+update grow with r, chapter 14 section 7) at lr 3e-3, and train the three chat tokens' embedding rows;
 full fine-tuning trains every weight at the SFT recipe's lr 1e-3. Two more runs at r = 8:
 the fused attention projection attn.qkv alone (Table 5's question of which matrices), and
 DoRA on all four. Each run's
@@ -51,7 +52,7 @@ def runs(steps: int) -> dict[str, list[str]]:
     return out
 
 
-HELDOUT_RUNS = ("full", "lora_r1", "lora_r2", "lora_r8")
+HELDOUT_RUNS = ("full", "lora_r1", "lora_r8", "lora_r2")
 EVAL_BYTES = 8_192
 
 
@@ -129,7 +130,21 @@ def main() -> int:
     parser.add_argument("--heldout", action="store_true",
                         help="the held-out-loss sweep: seeds x HELDOUT_RUNS, scored by `score`")
     parser.add_argument("--seeds", default="1337,1338,1339")
+    parser.add_argument("--results", default=None,
+                        help="the held-out sweep's JSON (default data/lora/rank_sweep_heldout.json;"
+                             " one per process when seeds run in parallel)")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="merge these held-out JSON files into --results and stop")
     args = parser.parse_args()
+    if args.merge:
+        path = Path(args.results or ROOT / "data" / "lora" / "rank_sweep_heldout.json")
+        merged = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+        for extra in args.merge:
+            part = json.loads(Path(extra).read_text())
+            merged.setdefault("base", part.get("base"))
+            merged["runs"] |= part["runs"]
+        path.write_text(json.dumps(merged, indent=1) + "\n")
+        return 0
     if args.heldout:
         return heldout(args)
     common = ["--checkpoint", "data/checkpoints/shakespeare_byte_d128", "--max-steps", str(args.steps),
@@ -140,6 +155,9 @@ def main() -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
     if args.table:
         print(table(results))
+        held = results_path.with_name("rank_sweep_heldout.json")
+        if held.exists():
+            print("\n" + heldout_table(json.loads(held.read_text())))
         return 0
     chosen = runs(args.steps)
     if args.only:
@@ -161,15 +179,51 @@ def main() -> int:
     return 0
 
 
+T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}  # Student t, two-sided 95%, by sample size
+
+
+def heldout_table(results: dict) -> str:
+    """The README's table of the held-out sweep: mean ± 95% t-interval over seeds, and the
+    paired (same-seed) difference from full fine-tuning."""
+    import statistics
+
+    by = {}
+    for r in results["runs"].values():
+        by.setdefault(r["name"], {})[r["seed"]] = r
+    seeds = sorted(by["full"])
+
+    def ci(xs):
+        if len(xs) < 2:
+            return f"{xs[0]:.4f}"
+        return (f"{statistics.mean(xs):.4f} ± "
+                f"{T975[len(xs)] * statistics.stdev(xs) / math.sqrt(len(xs)):.4f}")
+
+    base = results["base"]
+    lines = ["| run | seeds | trainable params | test response loss (nats/token) | "
+             "LoRA − full, same seed | val bits/byte (first 8,192 bytes) |", "|---|---|---|---|---|---|"]
+    for name, recs in by.items():
+        ss = [s for s in seeds if s in recs]
+        loss = [recs[s]["test_response_nats_per_token"] for s in ss]
+        diff = ("–" if name == "full" else
+                ci([recs[s]["test_response_nats_per_token"]
+                    - by["full"][s]["test_response_nats_per_token"] for s in ss]))
+        lines.append(f"| {name} | {len(ss)} | {recs[ss[0]]['trainable_params']:,} | {ci(loss)} | "
+                     f"{diff} | {ci([recs[s]['val_bits_per_byte_slice'] for s in ss])} |")
+    lines.append(f"| base | – | – | {base['test_response_nats_per_token']:.4f} | – | "
+                 f"{base['val_bits_per_byte_slice']:.4f} |")
+    return "\n".join(lines)
+
+
 def heldout(args) -> int:
     """Train (export, no --final-eval) and score each (seed, run); resumable: a scored pair in
     the JSON is skipped, an exported but unscored one is rescored without retraining."""
-    path = ROOT / "data" / "lora" / "rank_sweep_heldout.json"
+    path = Path(args.results or ROOT / "data" / "lora" / "rank_sweep_heldout.json")
     results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     if "base" not in results:
         results["base"] = score(None)
         path.write_text(json.dumps(results, indent=1) + "\n")
-    chosen = {k: v for k, v in runs(args.steps).items() if k in HELDOUT_RUNS}
+    every = runs(args.steps)
+    chosen = {k: every[k] for k in HELDOUT_RUNS}
     if args.only:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
     for seed in (int(s) for s in args.seeds.split(",")):
