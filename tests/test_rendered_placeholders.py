@@ -8,8 +8,12 @@ output (display_data / execute_result with text/markdown) of every chapter.
 LaTeX is not a placeholder: `$\\frac{a}{b}$`, `$x_{t}$` and `$$\\sum_{i} p_{i}$$` use braces for
 groups. Math spans ($...$, $$...$$, \\(...\\), \\[...\\]) are removed before the search, and a
 brace group right after `^`, `_` or a LaTeX command (`\\mathrm{loss}`) is not counted either, so
-math written outside dollar signs passes too. What is left is a `{name}` or `{name:fmt}` in
-prose, which is what an f-string that was not rendered looks like.
+math written outside dollar signs passes too. Code spans (`...`, fenced blocks) and quoted string
+literals shown as Python writes them ('...' or "..." opening after a space, a table bar or a
+bracket: chapter 11 shows its prompt templates, slots and all, as repr()s) are not prose either.
+What is left is a `{name}` or `{name:fmt}` in prose, which is what an f-string that was not
+rendered looks like. (An apostrophe inside a word, "the model's", opens no quote, so a bug
+between apostrophes is still seen.)
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "chapters").glob("[0-9]
 
 PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?::[^}]*)?\}")
 MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|\\\(.*?\\\)|\\\[.*?\\\]", re.DOTALL)
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
+QUOTED = re.compile(r"(?<![\w])'(?:[^'\\\n]|\\.)*'|(?<![\w])\"(?:[^\"\\\n]|\\.)*\"")
 LATEX_BEFORE = re.compile(r"(?:[\^_}]|\\[A-Za-z]+)$")  # x^{..}, x_{..}, \frac{a}{b}, \mathrm{..}
 
 
 def unrendered_placeholders(markdown: str) -> list[str]:
     """The `{name}` / `{name:fmt}` placeholders left in rendered Markdown prose."""
-    prose = MATH.sub(" ", markdown)
+    prose = QUOTED.sub(" ", CODE.sub(" ", MATH.sub(" ", markdown)))
     return [m.group() for m in PLACEHOLDER.finditer(prose)
             if not LATEX_BEFORE.search(prose[:m.start()])]
 
@@ -57,7 +63,16 @@ def test_the_detector_sees_the_bug_and_passes_math():
         == ["{ppl:.2f}", "{n_prompts}"]
     assert unrendered_placeholders("ratio {pure_ratio:.2f}x, between $a$ and $b$") \
         == ["{pure_ratio:.2f}"]
-    # legitimate math and rendered text
+    assert unrendered_placeholders("the model's {gen_len} bytes and the paper's 200 tokens") \
+        == ["{gen_len}"]
+    assert unrendered_placeholders("the 'greedy' run: {n_new} bytes") == ["{n_new}"]
+    # legitimate math, code, quoted templates (chapter 11's table) and rendered text
+    assert unrendered_placeholders(
+        "| count_words | 1500 | 'Reckon the words in this line: {line}' |\n"
+        "| speaker | 'HOT' | '{text}\\nSay who spoke these words: \"{line' |\n"
+        "| modernise | \"Put this line into today's English: {lin\" |\n"
+        "| arithmetic | 'Work out {expr} and give the number.' |") == []
+    assert unrendered_placeholders("call `f'{x:.2f}'` or\n```\nprint(f'{y}')\n```") == []
     for ok in (r"$\frac{a}{b}$", r"$x_{t} + y^{n}$", r"$$\sum_{i} p_{i}$$",
                r"\(\mathrm{loss}\)", r"\frac{num}{den} outside dollars", r"$x_{\le t}$",
                "rendered: 128 bytes", "a set {1, 2, 3}", "a dict {'a': 1}", r"\mathrm{bpb}",
