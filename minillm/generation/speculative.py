@@ -15,6 +15,16 @@ if all γ are accepted a bonus token is drawn from p_{γ+1}. Each emitted token 
 target runs once per 1 + (accepted) tokens instead of once per token. With greedy decoding the
 rule reduces to "accept while the draft's argmax equals the target's".
 
+The cost model (Leviathan et al., §3): if each draft token is accepted with probability
+α independently, one target call yields E = (1 - α^(γ+1)) / (1 - α) tokens
+(`expected_tokens_per_call`), and if a draft step costs c target steps and the target checks γ + 1
+tokens in the time of one, the wall-clock speed-up over the target alone is
+
+    S(α, γ, c) = (1 - α^(γ+1)) / ((1 - α)(γc + 1))                    (`predicted_speedup`)
+
+At γ = 1 it is (1 + α) / (1 + c): a win iff α > c. `alpha_from_tokens_per_call` inverts E to read
+the α a run behaved as if it had (at γ = 1 it is accepted / drafted).
+
 Departures / notes: batch size 1 (rows would accept different numbers of tokens); a fixed γ =
 `num_assistant_tokens` (Hugging Face adapts it); both models see the same logits processors, so
 "the target's distribution" means the processed one (temperature, top-k, ...).
@@ -31,7 +41,8 @@ from minillm.generation.config import eos_ids
 from minillm.generation.processors import LogitsProcessor, apply_processors
 from minillm.generation.state import DecodeState, draw
 
-__all__ = ["speculative_generate", "verify_draft"]
+__all__ = ["alpha_from_tokens_per_call", "expected_tokens_per_call", "predicted_speedup",
+           "speculative_generate", "verify_draft"]
 
 
 def verify_draft(draft_tokens: torch.Tensor, q: torch.Tensor, p: torch.Tensor,
@@ -57,6 +68,37 @@ def verify_draft(draft_tokens: torch.Tensor, q: torch.Tensor, p: torch.Tensor,
             total = residual.sum()
             return i, _sample(residual / total if total > 0 else p[i], generator)
     return gamma, _sample(p[gamma], generator)
+
+
+def expected_tokens_per_call(alpha: float, gamma: int) -> float:
+    """E[tokens per target call] = sum_{i=0}^{γ} α^i = (1 - α^(γ+1)) / (1 - α) (γ + 1 at α = 1)."""
+    if not 0.0 <= alpha <= 1.0 or gamma < 0:
+        raise ValueError(f"alpha={alpha} must be in [0, 1] and gamma={gamma} >= 0")
+    return float(sum(alpha ** i for i in range(gamma + 1)))
+
+
+def predicted_speedup(alpha: float, gamma: int, c: float) -> float:
+    """Leviathan et al.'s wall-clock speed-up (1 - α^(γ+1)) / ((1 - α)(γc + 1)), where c is the
+    cost of one draft step in target steps (the target's γ+1-token check costs one step)."""
+    if c < 0:
+        raise ValueError(f"c={c} (draft step / target step) must be >= 0")
+    return expected_tokens_per_call(alpha, gamma) / (gamma * c + 1)
+
+
+def alpha_from_tokens_per_call(tokens_per_call: float, gamma: int) -> float:
+    """The α at which `expected_tokens_per_call(α, γ)` equals the measured tokens per target
+    call (bisection; it is increasing in α). Clipped to [0, 1]."""
+    if gamma < 1:
+        raise ValueError(f"gamma={gamma} must be >= 1")
+    lo, hi = 0.0, 1.0
+    if tokens_per_call <= 1.0:
+        return 0.0
+    if tokens_per_call >= gamma + 1:
+        return 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if expected_tokens_per_call(mid, gamma) < tokens_per_call else (lo, mid)
+    return (lo + hi) / 2
 
 
 def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
