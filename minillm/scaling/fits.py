@@ -125,7 +125,8 @@ def fit_power_law(x, loss) -> PowerLawFit:
 
 def pareto_frontier(x, loss) -> np.ndarray:
     """Indices (sorted by x) of points whose loss beats every point with a smaller or equal x:
-    the lower envelope Kaplan et al. fit L(N), L(D) and L(C) to."""
+    the lower envelope. (Kaplan et al. fit L(C) to such an envelope over training curves; their
+    L(N) and L(D) come from converged and early-stopped runs, not from an envelope.)"""
     x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
     order = np.lexsort((loss, x))
     keep, best = [], math.inf
