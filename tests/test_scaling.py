@@ -304,3 +304,27 @@ def test_run_sweep_refuses_to_mix_configs(tmp_path, monkeypatch):
     run_sweep(SweepConfig(budgets=(1e11,), shapes=((32, 1),)), out, log=False)  # same: resumes
     with pytest.raises(ValueError, match="holds runs of another sweep config"):
         run_sweep(SweepConfig(budgets=(1e11,), shapes=((32, 1),), lr=1e-2), out, log=False)
+
+
+def test_sweep_points_say_why_each_point_is_left_out():
+    from minillm.scaling.sweep import make_model_config, sweep_points
+
+    cfg = SweepConfig(budgets=(1e10, 1e12), shapes=((16, 1), (64, 2)), min_steps=30,
+                      min_tokens_per_param=0.8, max_tokens_per_param=300.0,
+                      skip=((1e12, 64, 2),))
+    points = sweep_points(cfg)
+    assert [(p["budget"], p["d_model"]) for p in points] == [(1e10, 16), (1e10, 64),
+                                                             (1e12, 16), (1e12, 64)]
+    for p in points:  # tokens per parameter from the FLOP count written out: 6N + 6 L T d
+        n_total = GPT(make_model_config(p["d_model"], p["n_layer"], cfg)).num_params(False)
+        n_head_in = n_total - cfg.context_length * p["d_model"]     # all but the position table
+        per_token = 6 * n_head_in + 6 * p["n_layer"] * cfg.context_length * p["d_model"]
+        steps = round(p["budget"] / per_token / (cfg.batch_size * cfg.context_length))
+        assert p["steps"] == steps and p["n_params"] == n_total
+        assert p["tokens_per_param"] == pytest.approx(steps * cfg.batch_size * cfg.context_length
+                                                      / n_total)
+    reasons = [p["dropped"] for p in points]
+    # 1e10 FLOPs: d16 gets 193 steps (~23 tokens/param), d64 fewer than 30 steps;
+    # 1e12: d16 sees ~2,300 tokens per parameter (> 300), d64 is listed in skip
+    assert reasons == [None, "min_steps", "max_tokens_per_param", "skip"]
+    assert [(s.budget, s.d_model) for s in plan_sweep(cfg)] == [(1e10, 16)]

@@ -50,11 +50,14 @@ __all__ = ["PowerLawFit", "fit_power_law", "pareto_frontier", "huber", "chinchil
 
 # Published values, for comparison: Hoffmann et al. 2022 (Chinchilla, arXiv:2203.15556) §3.3
 # and App. D.2 (the Approach 3 fit), Table 2 (the exponents a, b of Approaches 2 and 3); Kaplan et
-# al. 2020 (arXiv:2001.08361) Table 5 / §1.2 (N_opt ∝ C^0.73).
+# al. 2020 (arXiv:2001.08361) Table 5 / §1.2 (N_opt ∝ C^0.73); Epoch AI's refit of Chinchilla.
 PUBLISHED = {
     "chinchilla": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28,
                    "a_approach2": 0.49, "b_approach2": 0.51, "a_approach3": 0.46,
                    "b_approach3": 0.54},
+    # Besiroglu et al. 2024 (Epoch AI, "Chinchilla Scaling: A replication attempt",
+    # arXiv:2404.10102), Table 1: Approach 3 refitted on the data of Chinchilla's Figure 4
+    "epoch": {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658},
     "kaplan": {"alpha_N": 0.076, "N_c": 8.8e13, "alpha_D": 0.095, "D_c": 5.4e13,
                "alpha_C_min": 0.050, "a": 0.73},
 }
@@ -125,7 +128,8 @@ def fit_power_law(x, loss) -> PowerLawFit:
 
 def pareto_frontier(x, loss) -> np.ndarray:
     """Indices (sorted by x) of points whose loss beats every point with a smaller or equal x:
-    the lower envelope Kaplan et al. fit L(N), L(D) and L(C) to."""
+    the lower envelope. (Kaplan et al. fit L(C) to such an envelope over training curves; their
+    L(N) and L(D) come from converged and early-stopped runs, not from an envelope.)"""
     x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
     order = np.lexsort((loss, x))
     keep, best = [], math.inf

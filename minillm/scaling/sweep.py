@@ -41,7 +41,7 @@ from minillm.training import TrainConfig, Trainer, evaluate_loss
 from minillm.utils import seed_everything
 
 __all__ = ["SweepConfig", "RunSpec", "default_sweep_config", "make_model_config", "plan_sweep",
-           "train_point", "run_sweep", "load_sweep", "write_csv", "CSV_FIELDS"]
+           "sweep_points", "train_point", "run_sweep", "load_sweep", "write_csv", "CSV_FIELDS"]
 
 
 @dataclass
@@ -111,21 +111,40 @@ def make_model_config(d_model: int, n_layer: int, config: SweepConfig) -> GPTCon
                      d_model=d_model, n_layer=n_layer, n_head=d_model // config.head_dim)
 
 
-def plan_sweep(config: SweepConfig) -> list[RunSpec]:
-    """Every (budget, shape) point whose token count is sensible, cheapest budget first."""
-    plan = []
+def sweep_points(config: SweepConfig) -> list[dict]:
+    """Every (budget, shape) pair of the recipe, cheapest budget first, with the reason it is
+    left out of the sweep or None: "skip" (listed in `config.skip`), "min_steps" (fewer than
+    `min_steps` optimizer steps), "min_tokens_per_param" / "max_tokens_per_param" (tokens per
+    parameter, all parameters counted, outside those bounds). Each dict: budget, d_model,
+    n_layer, steps, n_params, tokens_per_param, dropped."""
+    points = []
     for budget in sorted(config.budgets):
         for d, n_layer in config.shapes:
-            if (budget, d, n_layer) in config.skip:
-                continue
             model = GPT(make_model_config(d, n_layer, config))
             steps = round(budget / model.flops_per_token() / config.tokens_per_step)
-            tokens_per_param = steps * config.tokens_per_step / model.num_params(False)
-            if steps < config.min_steps or not (
-                    config.min_tokens_per_param <= tokens_per_param <= config.max_tokens_per_param):
-                continue
-            plan.append(RunSpec(budget, d, n_layer, steps))
-    return plan
+            n_params = model.num_params(False)
+            tokens_per_param = steps * config.tokens_per_step / n_params
+            if (budget, d, n_layer) in config.skip:
+                dropped = "skip"
+            elif steps < config.min_steps:
+                dropped = "min_steps"
+            elif tokens_per_param < config.min_tokens_per_param:
+                dropped = "min_tokens_per_param"
+            elif tokens_per_param > config.max_tokens_per_param:
+                dropped = "max_tokens_per_param"
+            else:
+                dropped = None
+            points.append({"budget": budget, "d_model": d, "n_layer": n_layer, "steps": steps,
+                           "n_params": n_params, "tokens_per_param": tokens_per_param,
+                           "dropped": dropped})
+    return points
+
+
+def plan_sweep(config: SweepConfig) -> list[RunSpec]:
+    """Every (budget, shape) point whose token count is sensible, cheapest budget first
+    (`sweep_points` says why each other point is left out)."""
+    return [RunSpec(p["budget"], p["d_model"], p["n_layer"], p["steps"])
+            for p in sweep_points(config) if p["dropped"] is None]
 
 
 def train_point(spec: RunSpec, train_tokens: torch.Tensor, val_tokens: torch.Tensor,
