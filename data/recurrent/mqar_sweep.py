@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 N_KEYS, N_VALUES = 32, 32            # vocabulary: 32 key ids, then 32 value ids
 TEST_SEQUENCES, TEST_SEED = 512, 10_000
 MODELS = {  # name -> (class, config class, config without vocab, context and width)
-    "attention (GPT)": (GPT, GPTConfig, dict(n_layer=2, n_head=1)),
+    "attention (GPT)": (GPT, GPTConfig, dict(n_layer=2, n_head=1, positions="rope")),
     "linear attention": (LinearAttentionLM, LinearAttentionConfig, dict(n_layer=2, n_head=1)),
     "Mamba": (Mamba, MambaConfig, dict(n_layer=2, d_state=16)),
     "RWKV-4": (RWKV, RWKVConfig, dict(n_layer=2)),
