@@ -53,9 +53,9 @@ MODELS = {  # name -> (class, config class, config): about 120k weights each
     "RWKV-4": (RWKV, RWKVConfig, dict(COMMON, n_layer=2, d_ff=192)),
     "Mamba": (Mamba, MambaConfig, dict(COMMON, n_layer=3)),
 }
-COPY = dict(length=16, n_data=2, n_symbols=4)                 # the task, in miniature
+COPY = dict(length=64, n_data=4, n_symbols=8)     # the task, in miniature (the paper: 4096, 16, 16)
 COPY_MODEL = dict(vocab_size=2 + COPY["n_symbols"], context_length=COPY["length"] + COPY["n_data"],
-                  d_model=16, d_state=8, n_layer=2)
+                  d_model=32, d_state=8, n_layer=2)
 COPY_BATCH, COPY_LR = 32, 1e-2
 
 
@@ -93,12 +93,14 @@ def copy_run(selective: bool, seed: int, steps: int) -> dict:
     torch.manual_seed(seed)
     model = Mamba(MambaConfig(**COPY_MODEL, selective=selective))
     g = torch.Generator().manual_seed(seed)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     losses = fit_synthetic(model, lambda _s: selective_copying_batch(COPY_BATCH, **COPY,
                                                                      generator=g),
                            steps, lr=COPY_LR)
+    cpu = time.process_time() - cpu
     test = selective_copying_batch(512, **COPY, generator=torch.Generator().manual_seed(10_000))
     return {"selective": selective, "seed": seed, "train_seconds": time.perf_counter() - t,
+            "cpu_seconds": cpu,
             "accuracy": recall_accuracy(model, *test), "final_loss": sum(losses[-10:]) / 10}
 
 
@@ -110,7 +112,7 @@ def main() -> int:
     p.add_argument("--eval-interval", type=int, default=50)
     p.add_argument("--eval-bytes", type=int, default=32_768)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--copy-steps", type=int, default=600)
+    p.add_argument("--copy-steps", type=int, default=800)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "runs.json"))
     args = p.parse_args()
@@ -150,6 +152,7 @@ def main() -> int:
         for selective in (True, False) if "copying" in args.parts else ():
             r = copy_run(selective, seed, args.copy_steps)
             out["copying"].append(r)
+            Path(args.out).write_text(json.dumps(out, indent=1) + "\n")   # keep what is done
             print(f"copying {'selective' if selective else 'LTI':9s} seed {seed}  "
                   f"accuracy {r['accuracy']:.3f}  {r['train_seconds']:.0f} s", flush=True)
     out["total_seconds"] = time.perf_counter() - start
