@@ -166,9 +166,6 @@ def scoring(args) -> None:
         out = {}
         for scan in ("chunked", "recurrent"):
             model.config.scan = scan
-            for m in model.modules():
-                if hasattr(m, "scan"):
-                    m.scan = scan
             with torch.no_grad():
                 model(x)  # warm-up
                 out[scan] = timed(lambda model=model: model(x).logits, args.repeats)

@@ -182,9 +182,6 @@ def test_selective_scan_chunks_equal_the_recurrence_and_an_lti_scan_is_a_convolu
 def _set_scan(model, scan: str) -> None:
     """Force RWKV's / Mamba's window path: "chunked" (parallel) or "recurrent" (token loop)."""
     model.config.scan = scan
-    for m in model.modules():
-        if hasattr(m, "scan"):
-            m.scan = scan
 
 
 @pytest.mark.parametrize("kind", ["rwkv", "mamba"])

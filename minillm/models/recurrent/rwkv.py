@@ -171,7 +171,7 @@ class TimeMix(nn.Module):
         self.value = nn.Linear(c.d_model, A, bias=False)
         self.receptance = nn.Linear(c.d_model, A, bias=False)
         self.output = nn.Linear(A, c.d_model, bias=False)
-        self.chunk, self.scan = c.chunk, c.scan
+        self.c = c  # read at every forward: chunk and scan follow the model's config
 
     def forward(self, x: torch.Tensor, st: dict[str, torch.Tensor]) -> torch.Tensor:
         prev = token_shift(x, st.get("att_x"))
@@ -188,9 +188,9 @@ class TimeMix(nn.Module):
             if a is None:
                 a, b = torch.zeros_like(k[:, 0]), torch.zeros_like(k[:, 0])
                 p = torch.full_like(k[:, 0], _NEG)
-            if parallel_scan(self.scan):
+            if parallel_scan(self.c.scan):
                 out, st["a"], st["b"], st["p"] = wkv_chunked(w, self.time_first, k, v, a, b, p,
-                                                             self.chunk)
+                                                             self.c.chunk)
             else:
                 out, st["a"], st["b"], st["p"] = wkv_recurrent(w, self.time_first, k, v, a, b, p)
         st["att_x"] = x[:, -1]
