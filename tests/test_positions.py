@@ -42,6 +42,28 @@ def test_sinusoidal_table_matches_the_formula():
     torch.testing.assert_close(sinusoidal_table(10, 16, offset=40), t[40:50])
 
 
+def test_sinusoid_scale_sets_the_amplitude_of_the_position_signal():
+    """The GPT adds sinusoid_scale * init_std * sqrt(2) * the table, so the added signal's rms
+    is sinusoid_scale * init_std (the table's rms is 1/sqrt(2)); ~35 is Vaswani's amplitude."""
+    from minillm.models import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    idx = torch.randint(0, 32, (2, 24))
+    pos = torch.arange(24).expand(2, 24)
+    signals = {}
+    for scale in (1.0, 35.0):
+        model = GPT(GPTConfig(vocab_size=32, context_length=24, d_model=16, n_layer=1,
+                              n_head=2, positions="sinusoidal", sinusoid_scale=scale))
+        signal = model._embed(idx, pos, check_positions=True) - model.tok_emb(idx)
+        expected = scale * 0.02 * math.sqrt(2) * sinusoidal_table(24, 16)
+        torch.testing.assert_close(signal[0], expected, rtol=1e-5, atol=1e-7)
+        signals[scale] = signal
+    assert signals[35.0].pow(2).mean().sqrt().item() == pytest.approx(
+        35 * 0.02 * sinusoidal_table(24, 16).pow(2).mean().sqrt().item() * math.sqrt(2), rel=1e-5)
+    with pytest.raises(ValueError, match="sinusoid_scale"):
+        GPTConfig(positions="sinusoidal", sinusoid_scale=0.0)
+
+
 def test_rope_matches_llama_rotary_embedding_and_apply_rotary_pos_emb():
     cfg = _llama_config()
     rotary = modeling_llama.LlamaRotaryEmbedding(cfg)

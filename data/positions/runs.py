@@ -13,6 +13,12 @@ Usage (from the repository root; one torch thread):
    4d = 256) or SwiGLU (width 170 = 8d/3 rounded down: its three matrices hold 32,640 weights
    against GELU's 32,768), trained `--design-steps` steps, scored at the training length in bits
    per byte.
+3. `amplitude`: the sinusoidal scheme of part 1 at larger amplitudes (`GPTConfig.sinusoid_scale`
+   in `AMPLITUDES`: the package scales the sinusoids to the rms of a fresh learned table, init_std
+   = 0.02; about 35 times that is Vaswani et al.'s rms 1/sqrt(2)), same recipe and scoring as part
+   1 (scale 1 is part 1's sinusoidal run).
+4. `full`: part 1 at the chapter's `full=True` settings (`FULL`: 4 blocks, d_model 128, 4 times
+   the steps), seed 0 only (`--full-seeds`).
 
 A part not named in --parts is kept from --out.
 """
@@ -39,6 +45,9 @@ HERE = Path(__file__).resolve().parent
 SMALL = dict(d_model=64, n_layer=2, n_head=4)
 TRAIN_LEN, FACTORS, EVAL_TOKENS = 64, [1, 2, 4, 8], 16_384
 SCHEMES = ["none", "learned", "sinusoidal", "rope", "alibi"]
+AMPLITUDES = [3.0, 10.0, 35.0]
+PARTS = ["schemes", "design", "amplitude", "full"]
+FULL = dict(d_model=128, n_layer=4, n_head=4)
 DESIGN = {"LayerNorm + GELU": dict(norm="layernorm", mlp="gelu"),
           "RMSNorm + GELU": dict(norm="rmsnorm", mlp="gelu"),
           "LayerNorm + SwiGLU": dict(norm="layernorm", mlp="swiglu", d_ff=170),
@@ -57,10 +66,11 @@ def train(config: GPTConfig, steps: int, seed: int, train_ids: torch.Tensor) -> 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--parts", nargs="+", default=["schemes", "design"], choices=["schemes", "design"])
+    p.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--design-steps", type=int, default=1000)
+    p.add_argument("--full-seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "runs.json"))
     args = p.parse_args()
@@ -73,17 +83,21 @@ def main() -> int:
                       "model": SMALL, "train_len": TRAIN_LEN, "factors": FACTORS,
                       "eval_tokens": EVAL_TOKENS, "steps": args.steps,
                       "design_steps": args.design_steps, "seeds": args.seeds,
-                      "design": DESIGN},
+                      "design": DESIGN, "amplitudes": AMPLITUDES,
+                      "full": {"model": FULL, "steps": 4 * args.steps, "seeds": args.full_seeds}},
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "torch": torch.__version__, "threads": args.threads},
-           "schemes": [], "design": []}
+           "schemes": [], "design": [], "amplitude": [], "full": []}
     old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    for part in ("schemes", "design"):
+    for part in PARTS:
         if part not in args.parts and part in old:
             out[part] = old[part]           # kept, with the command that made it
             out["recipe"]["command_" + part] = old["recipe"].get("command_" + part,
                                                                  old["recipe"]["command"])
-        else:
+            for key in {"amplitude": ["amplitudes"], "full": ["full"]}.get(part, []):
+                if key in old["recipe"]:
+                    out["recipe"][key] = old["recipe"][key]
+        elif part in args.parts:
             out["recipe"]["command_" + part] = out["recipe"]["command"]
     start = time.perf_counter()
     for seed in args.seeds:
@@ -104,6 +118,24 @@ def main() -> int:
             out["design"].append({"variant": name, "seed": seed, "bpb": bpb,
                                   "params": sum(q.numel() for q in model.parameters())})
             print(f"seed {seed} {name:20s} {bpb:.4f} bits/byte", flush=True)
+        for scale in AMPLITUDES if "amplitude" in args.parts else ():
+            model = train(GPTConfig(vocab_size=tok.vocab_size, context_length=max(lengths),
+                                    positions="sinusoidal", sinusoid_scale=scale, **SMALL),
+                          args.steps, seed, train_ids)
+            losses = [evaluate_loss(model, val_ids, context_length=L) for L in lengths]
+            out["amplitude"].append({"scale": scale, "seed": seed, "loss": losses})
+            print(f"seed {seed} sinusoidal x{scale:<5g} " + " ".join(f"{v:.3f}" for v in losses),
+                  flush=True)
+        for _ in [0] if "full" in args.parts and seed in args.full_seeds else ():
+            for scheme in SCHEMES:
+                ctx = TRAIN_LEN if scheme == "learned" else max(lengths)
+                model = train(GPTConfig(vocab_size=tok.vocab_size, context_length=ctx,
+                                        positions=scheme, **FULL), 4 * args.steps, seed, train_ids)
+                losses = [evaluate_loss(model, val_ids, context_length=L) if L <= ctx else None
+                          for L in lengths]
+                out["full"].append({"scheme": scheme, "seed": seed, "loss": losses})
+                print(f"full seed {seed} {scheme:11s} "
+                      + " ".join(f"{v:.3f}" if v else "-" for v in losses), flush=True)
         out["seconds"] = time.perf_counter() - start
         tmp = Path(args.out).with_suffix(".tmp")
         tmp.write_text(json.dumps(out, indent=1))

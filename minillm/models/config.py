@@ -65,6 +65,8 @@ class GPTConfig:
     bias: bool = True              # biases in Linear layers and norms (GPT-2: True)
     tie_embeddings: bool = True    # output head shares the token embedding matrix
     positions: str = "learned"     # "none", "learned" (GPT-2), "sinusoidal", "rope", "alibi"
+    sinusoid_scale: float = 1.0    # "sinusoidal": amplitude as a multiple of init_std (rms of a
+                                   # fresh learned table); ~35 at init_std 0.02 is Vaswani's rms 1/sqrt(2)
     rope_base: float = 10000.0     # RoPE: theta_i = base^(-2i/d)
     rope_fraction: float = 1.0     # RoPE: share of each head's dims that rotate (GPT-NeoX: 0.25)
     rope_scaling: str = "none"     # RoPE for longer contexts: "linear" (interpolation), "ntk" or "yarn"
@@ -117,7 +119,7 @@ class GPTConfig:
         if not isinstance(self.d_ff, int) or self.d_ff <= 0:
             raise ValueError(f"d_ff={self.d_ff!r} must be a positive integer")
         for name in ("dropout", "norm_eps", "init_std", "rope_base", "rope_fraction",
-                     "rope_scale"):
+                     "rope_scale", "sinusoid_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{name}={value!r} must be a number")
@@ -128,6 +130,9 @@ class GPTConfig:
             raise ValueError(f"norm_eps={self.norm_eps} must be positive")
         if self.init_std <= 0:
             raise ValueError(f"init_std={self.init_std} must be positive")
+        if self.sinusoid_scale <= 0:
+            raise ValueError(f"sinusoid_scale={self.sinusoid_scale} must be positive (1 = the rms "
+                             "of a fresh learned table; about 35 = Vaswani et al.'s 1/sqrt(2))")
         if not isinstance(self.activation_checkpointing, bool):
             raise ValueError(f"activation_checkpointing={self.activation_checkpointing!r} "
                              "must be True or False")

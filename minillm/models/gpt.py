@@ -11,7 +11,8 @@ Departures from / notes on GPT-2, all switchable in `GPTConfig`:
   queries and keys inside attention and ALiBi biases the scores instead (minillm.models.positions).
   Vaswani et al. scale the token embeddings up by sqrt(d) so that they are not drowned by the
   sinusoids (rms 1/sqrt(2)); with GPT-2's N(0, init_std) embeddings we scale the sinusoids down
-  instead, to rms init_std, the scale of the learned table they replace;
+  instead, to rms init_std, the scale of the learned table they replace (`sinusoid_scale`
+  multiplies that: about 35 at init_std 0.02 is Vaswani's amplitude);
 - RMSNorm, post-norm, SwiGLU, biases off, untied head: the LLaMA family (`from_hf_llama`);
 - `n_kv_head < n_head` gives grouped-query attention (not in GPT-2);
 - `attn_mask="prefix"` / `"bidirectional"` turn the decoder into a prefix-LM (which decodes,
@@ -229,7 +230,7 @@ class GPT(LanguageModel):
                                  "'sinusoidal' for longer inputs")
             x = x + self.pos_emb(position_ids)
         elif c.positions == "sinusoidal":  # scaled to the rms of a fresh learned table
-            x = x + (c.init_std * math.sqrt(2)) * sinusoidal_at(position_ids, c.d_model).to(x.dtype)
+            x = x + (c.sinusoid_scale * c.init_std * math.sqrt(2)) * sinusoidal_at(position_ids, c.d_model).to(x.dtype)
         return x
 
     # ---- accounting ----------------------------------------------------------------------
