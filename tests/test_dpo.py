@@ -2,7 +2,8 @@
 gradient's direction, convergence to the analytic optimum, the Trainer plumbing, bad inputs.
 
 trl's losses are read from its trainers' own loss code: `DPOTrainer._compute_loss` (sigmoid,
-IPO) and `KTOTrainer._compute_loss` run on a stand-in `self` whose "model" returns the per-token
+IPO, hinge; IPO in both forms: trl's per-token one directly, eq. 17 on summed log-ratios by
+giving trl sequences whose whole response log-prob sits on one completion token) and `KTOTrainer._compute_loss` run on a stand-in `self` whose "model" returns the per-token
 log-probs we give it (so trl sums them itself); `CPOTrainer.cpo_loss` (SimPO; its "sigmoid"
 with label smoothing is conservative DPO when fed log-ratios) and `ORPOTrainer.odds_ratio_loss`
 are called directly. `CPOTrainer.get_batch_logps` checks `sequence_logps`.
@@ -21,6 +22,7 @@ from minillm.alignment import (
     ChatTemplate,
     PairBatches,
     dpo_loss,
+    hinge_loss,
     ipo_loss,
     kto_loss,
     orpo_loss,
@@ -136,12 +138,56 @@ def test_ipo_matches_trl(accelerator, beta):
     assert abs(ours.chosen_rewards.mean().item() - metrics["rewards/chosen"][0]) < 1e-6
 
 
-@pytest.mark.parametrize("beta,weights", [(0.1, (1.0, 1.0)), (0.5, (1.0, 1.33))])
-def test_kto_matches_trl(accelerator, beta, weights):
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_ipo_eq17_on_summed_log_ratios_matches_trl(accelerator, beta):
+    """Eq. 17 as written is trl's formula on responses of one token each: collapse every
+    response's summed log-prob onto a single completion token and trl's per-token mean is the
+    sum. On the real (multi-token) batch the two forms differ."""
+    per_token, mask, summed, n, ref = logps_batch(19)
+    b = summed.size(0) // 2
+    one_token = torch.zeros_like(per_token)
+    one_token[:, 0] = summed
+    one_mask = torch.zeros_like(mask)
+    one_mask[:, 1] = 1                      # the completion is position 1: per-token index 0
+    ours = ipo_loss(summed[:b], summed[b:], ref[:b], ref[b:], beta)
+    theirs, metrics = trl_dpo(accelerator, "ipo", beta, one_token, one_mask, ref)
+    torch.testing.assert_close(ours.loss, theirs, atol=1e-6, rtol=0)
+    assert abs(ours.chosen_rewards.mean().item() - metrics["rewards/chosen"][0]) < 1e-6
+    per_token_form = ipo_loss(summed[:b], summed[b:], ref[:b], ref[b:], beta, n[:b], n[b:])
+    assert (n > 1).any() and abs(per_token_form.loss.item() - ours.loss.item()) > 1e-2
+    with pytest.raises(ValueError, match="both chosen_tokens and rejected_tokens"):
+        ipo_loss(summed[:b], summed[b:], ref[:b], ref[b:], beta, n[:b], None)
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.1, 0.5, 2.0])
+def test_hinge_matches_trl(accelerator, beta):
+    per_token, mask, summed, _, ref = logps_batch(23 + int(beta * 100))
+    b = summed.size(0) // 2
+    ours = hinge_loss(summed[:b], summed[b:], ref[:b], ref[b:], beta)
+    theirs, metrics = trl_dpo(accelerator, "hinge", beta, per_token, mask, ref)
+    torch.testing.assert_close(ours.loss, theirs, atol=1e-6, rtol=0)
+    assert abs(ours.chosen_rewards.mean().item() - metrics["rewards/chosen"][0]) < 1e-6
+    assert abs(ours.rejected_rewards.mean().item() - metrics["rewards/rejected"][0]) < 1e-6
+    # a pair whose margin is past 1/beta costs nothing and pulls nothing
+    x = torch.tensor([0.0], requires_grad=True)
+    zero = torch.zeros(1)
+    past = hinge_loss(x + 1.5 / beta, zero, zero, zero, beta)
+    past.loss.backward()
+    assert past.loss.item() == 0 and x.grad.item() == 0
+
+
+@pytest.mark.parametrize("beta,weights,labelling", [
+    (0.1, (1.0, 1.0), "mixed"), (0.5, (1.0, 1.33), "mixed"),
+    (0.3, (1.0, 1.33), "undesirable"), (0.3, (0.8, 1.0), "desirable")])
+def test_kto_matches_trl(accelerator, beta, weights, labelling):
+    """Both of KTO's branches: a mixed batch, and batches of only undesirable (the rejected
+    examples' loss w_u (1 - sigmoid(beta (z - r)))) or only desirable examples."""
     from trl import KTOTrainer
     per_token, mask, summed, _, ref = logps_batch(11)
     g = torch.Generator().manual_seed(5)
-    labels = torch.rand(summed.size(0), generator=g) < 0.5
+    labels = {"mixed": torch.rand(summed.size(0), generator=g) < 0.5,
+              "undesirable": torch.zeros(summed.size(0), dtype=torch.bool),
+              "desirable": torch.ones(summed.size(0), dtype=torch.bool)}[labelling]
     kl_per_token = per_token.roll(1, 0)
     kl_summed, kl_ref = kl_per_token.sum(1), kl_per_token.sum(1) - 0.3  # estimate z = 0.3
     calls = iter([kl_per_token, per_token])  # trl asks for the KL rows first
@@ -163,8 +209,14 @@ def test_kto_matches_trl(accelerator, beta, weights):
     torch.testing.assert_close(ours.loss, theirs, atol=1e-6, rtol=0)
     m = me._metrics["train"]
     assert abs(m["kl"][0] - 0.3) < 1e-6
-    assert abs(ours.chosen_rewards.mean().item() - m["rewards/chosen"][0]) < 1e-6
-    assert abs(ours.rejected_rewards.mean().item() - m["rewards/rejected"][0]) < 1e-6
+    if labels.any():
+        assert abs(ours.chosen_rewards.mean().item() - m["rewards/chosen"][0]) < 1e-6
+    if not labels.all():
+        assert abs(ours.rejected_rewards.mean().item() - m["rewards/rejected"][0]) < 1e-6
+    if labelling == "undesirable":   # the undesirable branch, written out
+        r = (summed - ref).float()
+        by_hand = weights[1] * (1 - torch.sigmoid(beta * (0.3 - r)))
+        torch.testing.assert_close(ours.losses.float(), by_hand, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("beta,gamma,eps", [(2.0, 0.5, 0.0), (2.5, 1.0, 0.0), (1.0, 0.3, 0.2)])
@@ -307,6 +359,7 @@ def test_categorical_policy_converges_to_the_rlhf_optimum():
     lambda x: dpo_loss(x, x, x, x, beta=0.0),
     lambda x: dpo_loss(x, x, x, x, beta=-1.0),
     lambda x: ipo_loss(x, x, x, x, beta=0.0),
+    lambda x: hinge_loss(x, x, x, x, beta=0.0),
     lambda x: kto_loss(x, x, x > 0, x, x, beta=-0.1),
     lambda x: simpo_loss(x, x, beta=0.0),
     lambda x: orpo_loss(x, x, x.sum(), beta=0.0),
@@ -379,7 +432,7 @@ def tiny_pairs(n=24):
             for i in range(n)]
 
 
-@pytest.mark.parametrize("method", ["dpo", "ipo", "kto", "simpo", "orpo"])
+@pytest.mark.parametrize("method", ["dpo", "ipo", "ipo_sum", "hinge", "kto", "simpo", "orpo"])
 def test_training_through_the_trainer_raises_reward_accuracy(method):
     tok = add_special_tokens(ByteTokenizer())
     torch.manual_seed(0)
@@ -397,7 +450,8 @@ def test_training_through_the_trainer_raises_reward_accuracy(method):
     history = trainer.fit()
     assert history[-1]["reward_accuracy"] == 1.0
     assert history[-1]["reward_margin"] > history[0]["reward_margin"]
-    assert history[-1]["loss"] < history[0]["loss"]
+    # (the hinge can reach exactly 0: every pair past its margin 1/beta)
+    assert history[-1]["loss"] < history[0]["loss"] or history[-1]["loss"] == 0.0
     # the reference log-probs were cached once and are the reference model's
     ref = reference_logps(reference, [batches.train[0][0], batches.train[0][1]])
     torch.testing.assert_close(batches.ref_train[0, :2], ref)

@@ -19,7 +19,7 @@ from minillm.alignment.distill import (
     teacher_sequences,
 )
 from minillm.alignment.distill_run import DistillConfig
-from minillm.alignment.dpo import dpo_loss, ipo_loss, kto_loss, orpo_loss, simpo_loss
+from minillm.alignment.dpo import dpo_loss, hinge_loss, ipo_loss, kto_loss, orpo_loss, simpo_loss
 from minillm.alignment.dpo_run import DPOConfig
 from minillm.alignment.grpo import GRPOConfig, GRPOTrainer, grpo_loss
 from minillm.alignment.mixing import MixedBatches, mixed_loss_fn
@@ -33,7 +33,7 @@ from minillm.alignment.reward import (
 )
 from minillm.alignment.sft import SFTBatches, sft_loss_fn
 
-__all__ = ["bradley_terry_loss", "ChatTemplate", "distill_loss_fn", "DistillConfig", "dpo_loss",
+__all__ = ["bradley_terry_loss", "ChatTemplate", "distill_loss_fn", "DistillConfig", "dpo_loss", "hinge_loss",
            "DPOConfig", "FeatureDistillStudent", "forward_kl", "generalized_jsd", "grpo_loss",
            "GRPOConfig", "GRPOTrainer", "hidden_mse", "ipo_loss", "kd_loss", "kto_loss",
            "mixed_loss_fn", "MixedBatches", "orpo_loss", "PairBatches", "PPOConfig", "PPOTrainer",

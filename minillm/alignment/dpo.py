@@ -12,19 +12,27 @@ y_w > y_l the partition function cancels, leaving a classification loss on the p
 
 with *implicit rewards* r_hat(y) = beta * (log pi(y) - log pi_ref(y)). log pi(y) is the sum of
 the response tokens' log-probs (the prompt is masked): a per-token *mean* is a different loss
-(it is SimPO's), and `sequence_logps` makes the choice explicit.
+(with a reference it is sometimes called length-normalised DPO; SimPO, below, uses the mean
+without a reference), and `sequence_logps` makes the choice explicit.
 
 The relatives, each a function below with the same return type (`PreferenceLoss`):
 - conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"): labels flipped with
   probability eps: L = -(1 - eps) log sigmoid(beta d) - eps log sigmoid(-beta d);
 - IPO (Azar et al. 2023, arXiv:2310.12036, eq. 17): a squared loss that keeps the margin at
-  1/(2 beta) instead of pushing it to infinity: L = (d - 1/(2 beta))^2, with the log-ratios
-  averaged per response token (as trl does, confirmed with the IPO authors);
+  1/(2 beta) instead of pushing it to infinity: L = (d - 1/(2 beta))^2. Eq. 17 is written on
+  whole sequences, d the difference of the *summed* log-ratios (`ipo_loss` without token
+  counts); trl divides each summed log-ratio by its response length first (a choice trl says it
+  confirmed with the IPO authors, not in the paper; `ipo_loss` with token counts, and
+  `preference_loss_fn("ipo")`; `"ipo_sum"` is eq. 17 as written);
 - KTO (Ethayarajh et al. 2024, arXiv:2402.01306, eq. 7): unpaired desirable / undesirable
-  examples against a reference point z = max(0, KL estimate):
-  L = w_d (1 - sigmoid(beta (log-ratio - z)))  or  w_u (1 - sigmoid(beta (z - log-ratio)));
-- SimPO (Meng et al. 2024, arXiv:2405.14734, eq. 6): reference-free, length-normalised log-probs
-  (mean per token) and a target margin gamma: L = -log sigmoid(beta (m_w - m_l) - gamma);
+  examples against a reference point z = max(0, KL estimate), r the log-ratio:
+  desirable     L = w_d (1 - sigmoid(beta (r - z))),
+  undesirable   L = w_u (1 - sigmoid(beta (z - r)));
+- SimPO (Meng, Xia & Chen 2024, arXiv:2405.14734, eq. 6): reference-free, length-normalised
+  log-probs (mean per token) and a target margin gamma: L = -log sigmoid(beta (m_w - m_l) - gamma);
+- hinge (SLiC, Zhao et al. 2023, arXiv:2305.10425; trl's `loss_type="hinge"`): DPO's log-ratio
+  difference in a hinge instead of a log-sigmoid: L = max(0, 1 - beta d). It stops pushing a
+  pair once beta d >= 1, so its margins stop at 1/beta where DPO's grow on;
 - ORPO (Hong et al. 2024, arXiv:2403.07691, eq. 6-7): no reference; the SFT negative
   log-likelihood of the chosen response plus an odds-ratio term on mean log-probs p:
   L = NLL - lambda * log sigmoid( log odds(p_w) - log odds(p_l) ),  odds(p) = p / (1 - p).
@@ -44,8 +52,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PreferenceLoss", "dpo_loss", "ipo_loss", "kto_loss", "orpo_loss", "sequence_logps",
-           "simpo_loss"]
+__all__ = ["PreferenceLoss", "dpo_loss", "hinge_loss", "ipo_loss", "kto_loss", "orpo_loss",
+           "sequence_logps", "simpo_loss"]
 
 IGNORE = -100
 
@@ -141,18 +149,26 @@ def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
              ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float = 0.1,
              chosen_tokens: torch.Tensor | None = None,
              rejected_tokens: torch.Tensor | None = None) -> PreferenceLoss:
-    """IPO: (d - 1/(2 beta))^2 with d the difference of per-token log-ratios.
+    """IPO: (d - 1/(2 beta))^2, d the difference of the two responses' log-ratios.
+
+    Two forms, chosen by the token counts:
+    - without them (None, None): d is the difference of the *summed* log-ratios, Azar et al.'s
+      eq. 17 as written (the target is 1/(2 beta) nats per sequence);
+    - with them: each summed log-ratio is divided by its response length first, trl's choice
+      (`DPOTrainer`, `loss_type="ipo"`; the target is then 1/(2 beta) nats per token).
 
     Args:
         policy_*, ref_*: (B,) summed response log-probs.
         beta: IPO's regulariser tau (> 0): the target margin is 1/(2 beta).
-        chosen_tokens, rejected_tokens: (B,) response lengths; the summed log-ratios are divided
-            by them (None: no normalisation, the paper's formula on whole sequences).
+        chosen_tokens, rejected_tokens: (B,) response lengths, both or neither.
     Implicit rewards: beta times the summed log-ratios (as for DPO).
     """
     _check_beta(beta)
     _check_shapes(policy_chosen=policy_chosen, policy_rejected=policy_rejected,
                   ref_chosen=ref_chosen, ref_rejected=ref_rejected)
+    if (chosen_tokens is None) != (rejected_tokens is None):
+        raise ValueError("give both chosen_tokens and rejected_tokens (trl's per-token IPO) or "
+                         "neither (eq. 17 on summed log-ratios)")
     chosen_ratio = policy_chosen - ref_chosen
     rejected_ratio = policy_rejected - ref_rejected
     c = chosen_ratio if chosen_tokens is None else chosen_ratio / chosen_tokens.clamp(min=1)
@@ -161,6 +177,27 @@ def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     return PreferenceLoss(losses.mean(), losses, beta * chosen_ratio.detach(),
                           beta * rejected_ratio.detach())
 
+
+
+def hinge_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+               ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float = 0.1
+               ) -> PreferenceLoss:
+    """The hinge loss (SLiC's calibration loss on DPO's log-ratios; trl's "hinge"):
+    max(0, 1 - beta d), d the difference of the summed log-ratios.
+
+    Args:
+        policy_*, ref_*: (B,) summed response log-probs.
+        beta: > 0; a pair stops contributing once its margin d reaches 1/beta nats.
+    Implicit rewards: beta times the summed log-ratios (as for DPO).
+    """
+    _check_beta(beta)
+    _check_shapes(policy_chosen=policy_chosen, policy_rejected=policy_rejected,
+                  ref_chosen=ref_chosen, ref_rejected=ref_rejected)
+    chosen_ratio = policy_chosen - ref_chosen
+    rejected_ratio = policy_rejected - ref_rejected
+    losses = torch.relu(1 - beta * (chosen_ratio - rejected_ratio))
+    return PreferenceLoss(losses.mean(), losses, beta * chosen_ratio.detach(),
+                          beta * rejected_ratio.detach())
 
 def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor,
              kl_policy_logps: torch.Tensor, kl_ref_logps: torch.Tensor, beta: float = 0.1,

@@ -30,6 +30,7 @@ from torch import nn
 from minillm.alignment.chat import ChatTemplate
 from minillm.alignment.dpo import (
     dpo_loss,
+    hinge_loss,
     ipo_loss,
     kto_loss,
     orpo_loss,
@@ -43,7 +44,7 @@ from minillm.data.preference import PreferencePair, gold_reward
 __all__ = ["METHODS", "PairBatches", "pair_batches", "preference_loss_fn", "reference_logps",
            "sample_stats", "tokenize_pair"]
 
-METHODS = ("dpo", "ipo", "kto", "simpo", "orpo")
+METHODS = ("dpo", "ipo", "ipo_sum", "hinge", "kto", "simpo", "orpo")
 Pair = tuple[Sequence_, ...]  # (chosen, rejected) or (chosen, rejected, mismatched)
 
 
@@ -180,7 +181,9 @@ LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict
 def preference_loss_fn(method: str = "dpo", beta: float = 0.1, label_smoothing: float = 0.0,
                        gamma: float = 0.5) -> LossFn:
     """The Trainer's `loss_fn` for `PairBatches`: one forward over the 2B (3B for KTO) rows,
-    summed (DPO, IPO, KTO) or mean (SimPO, ORPO) response log-probs, the method's loss.
+    summed (DPO, IPO, hinge, KTO) or mean (SimPO, ORPO) response log-probs, the method's loss.
+    "ipo" is trl's IPO (log-ratios divided by the response lengths), "ipo_sum" Azar et al.'s
+    eq. 17 as written (summed log-ratios).
 
     Metrics: reward_accuracy (share of pairs whose chosen implicit reward is higher),
     reward_margin, chosen_reward, rejected_reward (means), chosen_logps and rejected_logps
@@ -192,6 +195,8 @@ def preference_loss_fn(method: str = "dpo", beta: float = 0.1, label_smoothing: 
     zero = torch.full((1,), -1.0)
     check = {"dpo": lambda: dpo_loss(zero, zero, zero, zero, beta, label_smoothing),
              "ipo": lambda: ipo_loss(zero, zero, zero, zero, beta),
+             "ipo_sum": lambda: ipo_loss(zero, zero, zero, zero, beta),
+             "hinge": lambda: hinge_loss(zero, zero, zero, zero, beta),
              "kto": lambda: kto_loss(zero, zero, zero > 0, zero, zero, beta),
              "simpo": lambda: simpo_loss(zero, zero, beta, gamma, label_smoothing),
              "orpo": lambda: orpo_loss(zero, zero, zero.sum(), beta)}
@@ -208,7 +213,7 @@ def preference_loss_fn(method: str = "dpo", beta: float = 0.1, label_smoothing: 
         b = summed.size(0) // k
         pc, pr = summed[:b], summed[b:2 * b]
         nc, nr = n[:b], n[b:2 * b]
-        needs_ref = method in ("dpo", "ipo", "kto")
+        needs_ref = method in ("dpo", "ipo", "ipo_sum", "hinge", "kto")
         if needs_ref and "ref_logps" not in batch:
             raise ValueError(f"method={method!r} needs the reference log-probs: build the "
                              "batches with pair_batches(..., reference=sft_model)")
@@ -217,6 +222,10 @@ def preference_loss_fn(method: str = "dpo", beta: float = 0.1, label_smoothing: 
             out = dpo_loss(pc, pr, ref[:b], ref[b:2 * b], beta, label_smoothing)
         elif method == "ipo":
             out = ipo_loss(pc, pr, ref[:b], ref[b:2 * b], beta, nc, nr)
+        elif method == "ipo_sum":
+            out = ipo_loss(pc, pr, ref[:b], ref[b:2 * b], beta)
+        elif method == "hinge":
+            out = hinge_loss(pc, pr, ref[:b], ref[b:2 * b], beta)
         elif method == "kto":
             good = torch.arange(2 * b, device=summed.device) < b
             out = kto_loss(summed[:2 * b], ref[:2 * b], good, summed[2 * b:].detach(),
