@@ -99,9 +99,12 @@ def stage_ppo(args) -> None:
         policy, tok = load_model_and_tokenizer(SFT)
         ref = copy.deepcopy(policy)
         cfg = PPOConfig(batch_size=16, minibatch_size=8, ppo_epochs=2, max_new_tokens=48,
-                        lr=args.ppo_lr, kl_coef=kl_coef, seed=0)
+                        lr=args.ppo_lr, kl_coef=kl_coef, seed=0,
+                        missing_eos_penalty=args.missing_eos_penalty,
+                        normalize_reward=args.normalize_reward,
+                        value_from_reward_model=args.value_from_reward_model)
         trainer = PPOTrainer(policy, ref, tok, prompts, reward_model_scorer(rm), cfg,
-                             gold_fn=gold_reward)
+                             gold_fn=gold_reward, reward_model=rm)
         start = time.perf_counter()
         for _ in range(args.ppo_steps):
             log = trainer.step()
@@ -164,6 +167,12 @@ def main() -> int:
     parser.add_argument("--kl-coefs", default=",".join(map(str, KL_COEFS)),
                         help="comma-separated fixed KL coefficients, one PPO run each")
     parser.add_argument("--ppo-out", default="ppo.json")
+    parser.add_argument("--missing-eos-penalty", type=float, default=None,
+                        help="Huang et al.: this score for responses cut at the cap (off by default)")
+    parser.add_argument("--normalize-reward", action="store_true",
+                        help="Huang et al.: standardise scores by SFT samples' mean and std")
+    parser.add_argument("--value-from-reward-model", action="store_true",
+                        help="Huang et al.: the critic is a copy of the reward model")
     parser.add_argument("--grpo-steps", type=int, default=120)
     parser.add_argument("--grpo-lr", type=float, default=1e-4)
     parser.add_argument("--grpo-tasks", default="count_words",

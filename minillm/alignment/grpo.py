@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from minillm.alignment.chat import ChatTemplate
-from minillm.alignment.ppo import kl_penalty, masked_mean, token_logprobs
+from minillm.alignment.ppo import kl_penalty, masked_mean, masked_normalize, token_logprobs
 from minillm.alignment.ppo_trainer import OnPolicyTrainer
 from minillm.alignment.recipe import score_chat
 from minillm.alignment.rollout import decode_responses, response_forward, sample_rollout
@@ -104,7 +104,7 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     elif loss_type == "bnpo":
         loss = masked_mean(per_token, mask)
     else:
-        loss = (per_token * mask).sum() / (mask.size(0) * (max_new_tokens or mask.size(1)))
+        loss = masked_normalize(per_token, mask, mask.size(0) * (max_new_tokens or mask.size(1)))
     with torch.no_grad():
         stats = {"kl": masked_mean(kl, mask),
                  "clip_frac": masked_mean(((ratio - 1).abs() > clip_range).float(), mask)}

@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["AdaptiveKLController", "FixedKLController", "entropy_from_logits",
-           "explained_variance", "gae_advantages", "kl_penalty", "last_index", "masked_mean", "masked_var",
+           "explained_variance", "gae_advantages", "kl_penalty", "last_index", "masked_mean",
+           "masked_normalize", "masked_var",
            "masked_whiten", "ppo_policy_loss", "ppo_value_loss", "rewards_with_kl",
            "token_logprobs"]
 
@@ -57,11 +58,34 @@ KL_ESTIMATORS = ("k1", "k3")
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of `x` over the positions where `mask` is 1 (all of them, or along `dim`)."""
+    """Mean of `x` over the positions where `mask` is 1 (all of them, or along `dim`).
+
+    An all-masked input (or row, along `dim`) gives 0, not the 0/0 = NaN of the plain formula
+    sum(x * mask) / sum(mask): the count is clamped to at least 1, so a response with no real
+    token contributes nothing instead of poisoning the batch.
+    """
     mask = mask.to(x.dtype)
     if dim is None:
         return (x * mask).sum() / mask.sum().clamp(min=1.0)
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def masked_normalize(x: torch.Tensor, mask: torch.Tensor, constant: float,
+                     dim: int | None = None) -> torch.Tensor:
+    """Sum of `x` over the positions where `mask` is 1, divided by a fixed `constant` (all
+    positions, or along `dim`): sum(x * mask) / constant.
+
+    Dr. GRPO (Liu et al. 2025, arXiv:2503.20783) and Stanford CS336's assignment 5 normalise a
+    per-token loss this way, by a constant such as the generation budget, instead of by each
+    response's own length (`masked_mean` per row), which weights a token of a short response
+    more than one of a long response. An all-masked input (or row) gives 0 (a sum of nothing).
+    """
+    if constant == 0:
+        raise ValueError("constant=0: masked_normalize divides by it (use e.g. max_new_tokens)")
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / constant
+    return (x * mask).sum(dim) / constant
 
 
 def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:

@@ -17,9 +17,21 @@ the pieces are the pure functions of `minillm.alignment.ppo`):
 Logged per step: proxy and gold reward, KL to the reference (sum over the response, k1),
 beta, clip fraction, approx-KL, value explained variance, entropy, response length, losses.
 
-Departures: the value head sits on the policy's own final hidden states (a shared trunk, as
-trl's `AutoModelForCausalLMWithValueHead` did) instead of a separate value model initialised
-from the reward model (InstructGPT); no pretraining-mix term (gamma = 0, "PPO" not "PPO-ptx").
+Three of Huang et al.'s implementation details ("The N+ Implementation Details of RLHF with
+PPO", 2024, arXiv:2403.17031), each an option, off by default (the shipped runs used none):
+- `missing_eos_penalty`: a response that reaches `max_new_tokens` without the stop token gets
+  this fixed score (e.g. -1) in place of the reward model's, which would otherwise read a
+  mid-sentence token it was never trained on;
+- `normalize_reward`: before the first update, `reward_norm_samples` responses are sampled from
+  the initial (SFT) policy with a generator of their own (the rollouts are unchanged) and the
+  reward model's scores are standardised by their mean and std for the whole run;
+- `value_from_reward_model`: the critic is a separate model, a copy of the reward model (trunk
+  and head; InstructGPT's choice), so V(s_t) starts as the reward model's score of the prefix
+  (rescaled when `normalize_reward` is on) instead of a zero-initialised head.
+
+Departures: by default the value head sits on the policy's own final hidden states (a shared
+trunk, as trl's `AutoModelForCausalLMWithValueHead` did); no pretraining-mix term (gamma = 0,
+"PPO" not "PPO-ptx").
 
 `OnPolicyTrainer` holds what PPO and GRPO share: the shuffled prompt stream, the seeded
 generator, the optimizer step, and a checkpoint folder that a run resumes from exactly:
@@ -32,6 +44,7 @@ generator, the optimizer step, and a checkpoint folder that a run resumes from e
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -67,7 +80,8 @@ from minillm.io import (
 )
 from minillm.models import GPT
 
-__all__ = ["OnPolicyTrainer", "PPOConfig", "PPOTrainer", "ValueHead", "reward_model_scorer"]
+__all__ = ["OnPolicyTrainer", "PPOConfig", "PPOTrainer", "ValueHead", "ValueModel",
+           "reward_model_scorer"]
 
 RewardFn = Callable[[Rollout, list[str]], torch.Tensor]
 
@@ -93,6 +107,10 @@ class PPOConfig:
     ent_coef: float = 0.0          # entropy bonus weight
     grad_clip: float = 1.0         # max global gradient norm (0 = none)
     seed: int = 0                  # seeds prompt order, sampling and mini-batches
+    missing_eos_penalty: float | None = None  # score of a response cut at the cap (None: off)
+    normalize_reward: bool = False  # standardise scores by SFT samples' mean and std
+    reward_norm_samples: int = 64  # SFT responses those statistics are measured on
+    value_from_reward_model: bool = False  # critic = a copy of the reward model
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
@@ -112,8 +130,27 @@ class PPOConfig:
         for name in ("gamma", "lam"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
+        if self.normalize_reward and self.reward_norm_samples < 2:
+            raise ValueError(f"reward_norm_samples={self.reward_norm_samples}: a std needs >= 2")
         if self.adaptive_kl:  # the controller checks kl_target and kl_horizon
             AdaptiveKLController(self.kl_coef, self.kl_target, self.kl_horizon)
+
+
+class ValueModel(nn.Module):
+    """A critic with its own trunk: V(s_t) = head(h_t) on a GPT's final hidden states, both
+    copied from a `RewardModel` (Huang et al.'s "initialise the value model from the reward
+    model")."""
+
+    def __init__(self, reward_model: nn.Module):
+        super().__init__()
+        self.backbone = copy.deepcopy(reward_model.backbone)
+        self.head = copy.deepcopy(reward_model.head)
+        self.backbone.lm_head = nn.Identity()  # unused: only the hidden states are read
+        self.backbone.train()
+
+    def forward(self, rollout: Rollout) -> torch.Tensor:
+        _, hidden = response_forward(self.backbone, rollout, return_hidden=True)
+        return self.head(hidden).squeeze(-1).float()
 
 
 class ValueHead(nn.Module):
@@ -275,36 +312,94 @@ class PPOTrainer(OnPolicyTrainer):
         reward_fn: (rollout, response texts) -> (B,) proxy rewards.
         config: a `PPOConfig`.
         gold_fn: optional text -> true reward, logged as "gold_reward" (never trained on).
+        reward_model: the `RewardModel` to copy the critic from (`value_from_reward_model`).
     """
 
     def __init__(self, policy: GPT, ref: GPT, tokenizer, prompts: Sequence[str],
                  reward_fn: RewardFn, config: PPOConfig | None = None,
                  gold_fn: Callable[[str], float] | None = None,
-                 template: ChatTemplate | None = None):
+                 template: ChatTemplate | None = None, reward_model: nn.Module | None = None):
         config = config or PPOConfig()
         super().__init__(policy, ref, tokenizer, prompts, config, template)
         self.reward_fn, self.gold_fn = reward_fn, gold_fn
-        self.value_head = ValueHead(policy.config.d_model).to(self.device)
-        self.heads = {"value_head": self.value_head}
+        self.reward_stats: tuple[float, float] | None = None  # (mean, std) when normalising
+        if config.value_from_reward_model:
+            if reward_model is None:
+                raise ValueError("value_from_reward_model=True needs the reward_model to copy")
+            self.value_head = ValueModel(reward_model).to(self.device)
+            self.heads = {"value_model": self.value_head}
+        else:
+            self.value_head = ValueHead(policy.config.d_model).to(self.device)
+            self.heads = {"value_head": self.value_head}
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                        if config.adaptive_kl else FixedKLController(config.kl_coef))
         self._build_optimizer()
 
     def _extra_json(self) -> dict:
-        return {"kl_coef": self.kl_ctl.value}
+        return {"kl_coef": self.kl_ctl.value, "reward_stats": self.reward_stats}
 
     def _load_extra_json(self, meta: dict) -> None:
         self.kl_ctl.value = float(meta["kl_coef"])
+        stats = meta.get("reward_stats")
+        self.reward_stats = None if stats is None else (float(stats[0]), float(stats[1]))
 
     def evaluate_forward(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of the response tokens (B, R, V) and the values of their states (B, R)."""
         logits, hidden = response_forward(self.policy, rollout, self.config.temperature,
                                           return_hidden=True)
+        if isinstance(self.value_head, ValueModel):
+            return logits, self.value_head(rollout)
         return logits, self.value_head(hidden)
 
-    def step(self) -> dict:
-        """One rollout and its PPO epochs; returns (and appends to `history`) the step's log."""
+    @torch.no_grad()
+    def measure_reward_stats(self) -> tuple[float, float]:
+        """Mean and std of the reward function's scores on `reward_norm_samples` responses of
+        the current policy, sampled with a generator of their own (seed + 1) so the run's
+        rollouts stay as they would be without normalisation. Sets `reward_stats`; with a critic
+        copied from the reward model, rescales its head so that it predicts normalised scores."""
         c = self.config
+        gen = torch.Generator().manual_seed(c.seed + 1)
+        idx = torch.randint(len(self.prompts), (c.reward_norm_samples,), generator=gen).tolist()
+        scores = []
+        self.policy.eval()
+        for start in range(0, len(idx), c.batch_size):
+            rollout = sample_rollout(self.policy, [self.prompts[i] for i in idx[start:start + c.batch_size]],
+                                     c.max_new_tokens, self.stop_id, gen, c.temperature)
+            texts = decode_responses(self.tokenizer, rollout, self.stop_id)
+            scores.append(self.reward_fn(rollout, texts).float().cpu())
+        all_scores = torch.cat(scores)
+        mean, std = float(all_scores.mean()), float(all_scores.std())
+        self.reward_stats = (mean, max(std, 1e-8))
+        if isinstance(self.value_head, ValueModel):
+            head = self.value_head.head
+            head.weight.div_(self.reward_stats[1])
+            head.bias.sub_(mean).div_(self.reward_stats[1])
+        return self.reward_stats
+
+    def shape_scores(self, scores: torch.Tensor, rollout: Rollout) -> torch.Tensor:
+        """The scores PPO trains on: normalised (`normalize_reward`), then the fixed
+        `missing_eos_penalty` for every response that never emitted the stop token."""
+        c = self.config
+        if c.normalize_reward:
+            if self.reward_stats is None:
+                raise RuntimeError("normalize_reward is on but measure_reward_stats() never ran")
+            scores = (scores - self.reward_stats[0]) / self.reward_stats[1]
+        if c.missing_eos_penalty is not None:
+            scores = torch.where(self._ended(rollout), scores,
+                                 torch.full_like(scores, float(c.missing_eos_penalty)))
+        return scores
+
+    def _ended(self, rollout: Rollout) -> torch.Tensor:
+        """(B,) bool: the response holds the stop token."""
+        return ((rollout.responses == self.stop_id) & rollout.response_mask.bool()).any(-1)
+
+    def step(self) -> dict:
+        """One rollout and its PPO epochs; returns (and appends to `history`) the step's log
+        ("proxy_reward" is the reward model's raw mean score, before any normalisation or
+        penalty; "ended_share" the share of responses that emitted the stop token)."""
+        c = self.config
+        if c.normalize_reward and self.reward_stats is None:
+            self.measure_reward_stats()  # before the first update, on the initial policy
         start = time.perf_counter()
         self.policy.eval()
         prompts = [self.prompts[i] for i in self._next_prompts(c.batch_size)]
@@ -319,8 +414,9 @@ class PPOTrainer(OnPolicyTrainer):
             old_logp = token_logprobs(logits, tokens)
             ref_logp = token_logprobs(response_forward(self.ref, rollout, c.temperature)[0], tokens)
             scores = self.reward_fn(rollout, texts).float().to(mask.device)
+            trained_scores = self.shape_scores(scores, rollout)
             kl = kl_penalty(old_logp, ref_logp, c.kl_estimator) * mask
-            rewards = rewards_with_kl(scores, kl, mask, self.kl_ctl.value)
+            rewards = rewards_with_kl(trained_scores, kl, mask, self.kl_ctl.value)
             advantages, returns = gae_advantages(rewards, old_values, mask, c.gamma, c.lam)
             advantages = masked_whiten(advantages, mask)
             explained = explained_variance(old_values, returns, mask)
@@ -356,6 +452,7 @@ class PPOTrainer(OnPolicyTrainer):
                                if self.gold_fn is not None else float("nan")),
                "kl": kl_k1, "kl_coef": kl_coef, "explained_variance": float(explained),
                "response_length": float(mask.sum(-1).mean()),
+               "ended_share": float(self._ended(rollout).float().mean()),
                **{k: v / n_updates for k, v in sums.items()},
                "rollout_s": rollout_s, "step_s": time.perf_counter() - start,
                "sample": texts[0]}

@@ -38,9 +38,9 @@ from minillm.data.preference import PreferencePair
 from minillm.models import GPT, GPTConfig
 from minillm.models.base import LanguageModel
 
-__all__ = ["PreferenceBatches", "RewardModel", "bradley_terry_loss", "calibration_bins",
-           "encode_pairs", "evaluate_reward_model", "gold_agreement", "pair_accuracy",
-           "reward_loss_fn", "score_pairs"]
+__all__ = ["FluentGold", "PreferenceBatches", "RewardModel", "bradley_terry_loss",
+           "calibration_bins", "encode_pairs", "evaluate_reward_model", "gold_agreement",
+           "mean_token_logprob", "pair_accuracy", "reward_loss_fn", "score_pairs"]
 
 
 class RewardModel(LanguageModel):
@@ -257,3 +257,81 @@ def evaluate_reward_model(model: RewardModel, tokenizer, pairs: Sequence[Prefere
             "gold_agreement": gold_agreement(chosen, rejected, gold_c, gold_r),
             "gold_label_agreement": pair_accuracy(gold_c, gold_r),
             "loss": float(bradley_terry_loss(chosen, rejected)), "ece": ece, "calibration": bins}
+
+
+# ---- a gold scorer with a fluency term -------------------------------------------------------
+@torch.no_grad()
+def mean_token_logprob(model: nn.Module, tokenizer, texts: Sequence[str], context: str = "\n",
+                       batch_size: int = 64) -> torch.Tensor:
+    """Mean log p (nats per token) of each text's tokens under a plain language model, each
+    read after `context` (default a newline: a line of a play starts after one).
+
+    An empty text has no tokens; it gets -log(vocab_size), the uniform model's mean, so that
+    saying nothing is not the most fluent answer. Returns (N,) float64 on the CPU.
+    """
+    if not context:
+        raise ValueError("context must hold at least one token: the first token needs a prefix")
+    ctx_ids = tokenizer.encode(context)
+    rows = [tokenizer.encode(t) for t in texts]
+    floor = -torch.log(torch.tensor(float(model.config.vocab_size), dtype=torch.float64))
+    out = torch.full((len(rows),), float(floor), dtype=torch.float64)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    ctx_max = model.config.context_length
+    for start in range(0, len(rows), batch_size):
+        chunk = [(i, (ctx_ids + r)[:ctx_max]) for i, r in enumerate(rows[start:start + batch_size],
+                                                                     start) if r]
+        if not chunk:
+            continue
+        width = max(len(ids) for _, ids in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width)
+        for k, (_, row) in enumerate(chunk):
+            ids[k, :len(row)] = torch.tensor(row)
+            mask[k, len(ctx_ids):len(row)] = 1.0  # score the text's tokens, not the context
+        logits = model(ids.to(device)).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
+        m = mask[:, 1:].to(device)
+        means = ((logp * m).sum(-1) / m.sum(-1)).double().cpu()
+        for k, (i, _) in enumerate(chunk):
+            out[i] = means[k]
+    model.train(was_training)
+    return out
+
+
+class FluentGold:
+    """A gold scorer that also asks for fluent text: the sentiment lexicon score
+    (`minillm.data.preference.gold_reward`: (#positive - #negative words) / sqrt(#words)) plus
+    `fluency_weight` times the mean log-probability per token of the text under a *base*
+    (pre-trained, never preference-tuned) model:
+
+        gold(y) = lexicon(y) + lambda * mean_t log p_base(y_t | y_<t)
+
+    It measures "positive and reads like the corpus": a string of "love love love" or a stutter
+    loses what the lexicon gives it if the base model finds it unlikely. Still a proxy for what a
+    reader wants, with blind spots of its own (a short, common positive word is both positive
+    and likely). Call it on one text (a `gold_fn`) or `score` a batch.
+    """
+
+    def __init__(self, base: nn.Module, tokenizer, fluency_weight: float = 0.5,
+                 context: str = "\n"):
+        if fluency_weight < 0:
+            raise ValueError(f"fluency_weight={fluency_weight} must be >= 0")
+        self.base, self.tokenizer = base, tokenizer
+        self.fluency_weight, self.context = fluency_weight, context
+
+    def parts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lexicon scores, mean log p_base per token), (N,) float64 each."""
+        from minillm.data.preference import gold_reward
+
+        lexicon = torch.tensor([gold_reward(t) for t in texts], dtype=torch.float64)
+        return lexicon, mean_token_logprob(self.base, self.tokenizer, texts, self.context)
+
+    def score(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N,) gold rewards of `texts`."""
+        lexicon, fluency = self.parts(texts)
+        return lexicon + self.fluency_weight * fluency
+
+    def __call__(self, text: str) -> float:
+        return float(self.score([text])[0])
