@@ -16,7 +16,8 @@ gathered into data/lora/rank_sweep.json with the exact command of each run.
 
     python data/lora/rank_sweep.py --heldout [--seeds 1337,1338,1339] [--only full,lora_r1]
 
-re-trains full fine-tuning and LoRA r = 1 and 8 (the same recipe, no --final-eval) from
+re-trains full fine-tuning and LoRA r = 1, 2, 4, 8 and 64 (the same recipe, no --final-eval),
+and the scale-controlled runs r = 1 and 64 at alpha = 16 (`scale_runs`: s = 16/r), from
 three seeds (each seed its own data order and A initialisation, shared by every run of that
 seed, so runs pair by seed), exports each model, and scores it with `score`: the mean
 cross-entropy of the response tokens of the SFT *test* split (seen phrasings, every task,
