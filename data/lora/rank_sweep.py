@@ -16,7 +16,8 @@ gathered into data/lora/rank_sweep.json with the exact command of each run.
 
     python data/lora/rank_sweep.py --heldout [--seeds 1337,1338,1339] [--only full,lora_r1]
 
-re-trains full fine-tuning and LoRA r = 1 and 8 (the same recipe, no --final-eval) from
+re-trains full fine-tuning and LoRA r = 1, 2, 4, 8 and 64 (the same recipe, no --final-eval),
+and the scale-controlled runs r = 1 and 64 at alpha = 16 (`scale_runs`: s = 16/r), from
 three seeds (each seed its own data order and A initialisation, shared by every run of that
 seed, so runs pair by seed), exports each model, and scores it with `score`: the mean
 cross-entropy of the response tokens of the SFT *test* split (seen phrasings, every task,
@@ -52,7 +53,16 @@ def runs(steps: int) -> dict[str, list[str]]:
     return out
 
 
-HELDOUT_RUNS = ("full", "lora_r1", "lora_r8")  # r = 2 did not fit the CPU budget
+HELDOUT_RUNS = ("full", "lora_r1", "lora_r2", "lora_r4", "lora_r8", "lora_r64")
+
+
+def scale_runs() -> dict[str, list[str]]:
+    """The held-out sweep's scale-controlled runs: constant alpha = 16, so s = alpha / r falls
+    as 1/r and the first Adam step of s*B@A stays flat in r (chapter 14 section 7), anchored
+    at r = 8 (s = 2, the alpha = 2r run itself)."""
+    lora = ["--lora-targets", TARGETS, "--lr", "3e-3"]
+    return {f"lora_r{r}_alpha16": ["--lora-r", str(r), "--lora-alpha", "16", *lora]
+            for r in (1, 64)}
 EVAL_BYTES = 8_192
 
 
@@ -199,17 +209,22 @@ def heldout_table(results: dict) -> str:
                 f"{T975[len(xs)] * statistics.stdev(xs) / math.sqrt(len(xs)):.4f}")
 
     base = results["base"]
-    lines = ["| run | seeds | trainable params | test response loss (nats/token) | "
-             "LoRA − full, same seed | val bits/byte (first 8,192 bytes) |", "|---|---|---|---|---|---|"]
-    for name, recs in by.items():
+    lines = ["| run | r, α (s = α/r) | seeds | trainable params | test response loss (nats/token) | "
+             "LoRA − full, same seed | val bits/byte (first 8,192 bytes) |",
+             "|---|---|---|---|---|---|---|"]
+    order = [*HELDOUT_RUNS, *scale_runs()]
+    for name in sorted(by, key=lambda n: order.index(n) if n in order else len(order)):
+        recs = by[name]
+        lora = next(iter(recs.values())).get("lora")
+        scale = "–" if lora is None else f"{lora['r']}, {lora['alpha']:g} ({lora['alpha'] / lora['r']:g})"
         ss = [s for s in seeds if s in recs]
         loss = [recs[s]["test_response_nats_per_token"] for s in ss]
         diff = ("–" if name == "full" else
                 ci([recs[s]["test_response_nats_per_token"]
                     - by["full"][s]["test_response_nats_per_token"] for s in ss]))
-        lines.append(f"| {name} | {len(ss)} | {recs[ss[0]]['trainable_params']:,} | {ci(loss)} | "
+        lines.append(f"| {name} | {scale} | {len(ss)} | {recs[ss[0]]['trainable_params']:,} | {ci(loss)} | "
                      f"{diff} | {ci([recs[s]['val_bits_per_byte_slice'] for s in ss])} |")
-    lines.append(f"| base | – | – | {base['test_response_nats_per_token']:.4f} | – | "
+    lines.append(f"| base | – | – | – | {base['test_response_nats_per_token']:.4f} | – | "
                  f"{base['val_bits_per_byte_slice']:.4f} |")
     return "\n".join(lines)
 
@@ -222,10 +237,10 @@ def heldout(args) -> int:
     if "base" not in results:
         results["base"] = score(None)
         path.write_text(json.dumps(results, indent=1) + "\n")
-    every = runs(args.steps)
-    chosen = {k: every[k] for k in HELDOUT_RUNS}
-    if args.only:
-        chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+    every = runs(args.steps) | scale_runs()
+    chosen = {k: every[k] for k in (*HELDOUT_RUNS, *scale_runs())}
+    if args.only:  # in the order given
+        chosen = {k: chosen[k] for k in args.only.split(",")}
     for seed in (int(s) for s in args.seeds.split(",")):
         for name, extra in chosen.items():
             key = f"{name}_s{seed}"
