@@ -214,6 +214,22 @@ def test_isoflops_recover_the_exponent_of_the_parametric_law():
         fit_isoflops(ns, losses, budgets, skip_unbracketed=False)
 
 
+def test_isoflops_window_ignores_a_cliff_far_from_the_minimum():
+    x = np.linspace(10, 14, 9)                        # ln N, steps of 0.5
+    loss = 2.0 + 0.05 * (x - 11.0) ** 2 + np.where(x > 12.2, 1.0, 0.0)   # a cliff at large N
+    budgets = np.full(9, 1e15)
+    runs = (np.exp(np.r_[x, x + 1]), np.r_[loss, 2.0 + 0.05 * (x - 12.0) ** 2],
+            np.r_[budgets, np.full(9, 1e16)])         # a second, clean profile
+    # all runs: the cliff drags the vertex below the smallest model (ln N 9.68 < 10)
+    assert math.log(fit_isoflop_parabola(np.exp(x), loss, 1e15).n_opt) < 10.0
+    # within a factor e^1.1 of the lowest run (ln N = 11): ln N 10 .. 12, the parabola is exact
+    two = fit_isoflops(*runs, window=math.exp(1.1))
+    assert [math.log(p.n_opt) for p in two.profiles] == pytest.approx([11.0, 13.0])
+    assert [p.n_points for p in two.profiles] == [5, 5]
+    with pytest.raises(ValueError, match="window"):
+        fit_isoflops(np.exp(x), loss, budgets, window=1.0)
+
+
 # ---- the sweep ----------------------------------------------------------------------------------
 def test_default_plan_spans_the_required_range():
     from minillm.scaling.sweep import default_sweep_config, make_model_config

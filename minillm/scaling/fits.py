@@ -361,7 +361,7 @@ class IsoFLOPFit:
 
 
 def fit_isoflops(n_params, loss, budgets, flops_per_param_token: float = 6.0,
-                 skip_unbracketed: bool = True) -> IsoFLOPFit:
+                 skip_unbracketed: bool = True, window: float | None = None) -> IsoFLOPFit:
     """Chinchilla's Approach 2: a parabola per budget, then log N_opt = log k_n + a log C.
 
     Args:
@@ -371,6 +371,10 @@ def fit_isoflops(n_params, loss, budgets, flops_per_param_token: float = 6.0,
         flops_per_param_token: D_opt = C / (this × N_opt); 6 for C = 6ND.
         skip_unbracketed: leave out (and list in `.skipped`) budgets whose parabola has no
             minimum or whose vertex lies outside the range of N trained; False raises instead.
+        window: fit each parabola only to the runs within this factor of N of the profile's
+            lowest-loss run (both sides; the vertex must then lie within those runs): a valley
+            that is much steeper on one side than a parabola (e.g. step-limited large models at
+            a small budget) then does not drag the vertex off. None (default): all runs.
 
     Returns:
         An `IsoFLOPFit`; `b = 1 − a` exactly under C = 6ND (D_opt is derived from N_opt).
@@ -379,6 +383,11 @@ def fit_isoflops(n_params, loss, budgets, flops_per_param_token: float = 6.0,
     profiles, skipped = [], []
     for budget in np.unique(c):
         sel = c == budget
+        if window is not None:
+            if window <= 1:
+                raise ValueError(f"window={window} must be a factor > 1 of N")
+            n_low = n[sel][np.argmin(y[sel])]
+            sel &= np.abs(np.log(n / n_low)) <= math.log(window) * (1 + 1e-12)
         try:
             profile = fit_isoflop_parabola(n[sel], y[sel], budget)
             if not n[sel].min() <= profile.n_opt <= n[sel].max():
