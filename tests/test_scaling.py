@@ -214,6 +214,22 @@ def test_isoflops_recover_the_exponent_of_the_parametric_law():
         fit_isoflops(ns, losses, budgets, skip_unbracketed=False)
 
 
+def test_isoflops_window_ignores_a_cliff_far_from_the_minimum():
+    x = np.linspace(10, 14, 9)                        # ln N, steps of 0.5
+    loss = 2.0 + 0.05 * (x - 11.0) ** 2 + np.where(x > 12.2, 1.0, 0.0)   # a cliff at large N
+    budgets = np.full(9, 1e15)
+    runs = (np.exp(np.r_[x, x + 1]), np.r_[loss, 2.0 + 0.05 * (x - 12.0) ** 2],
+            np.r_[budgets, np.full(9, 1e16)])         # a second, clean profile
+    # all runs: the cliff drags the vertex below the smallest model (ln N 9.68 < 10)
+    assert math.log(fit_isoflop_parabola(np.exp(x), loss, 1e15).n_opt) < 10.0
+    # within a factor e^1.1 of the lowest run (ln N = 11): ln N 10 .. 12, the parabola is exact
+    two = fit_isoflops(*runs, window=math.exp(1.1))
+    assert [math.log(p.n_opt) for p in two.profiles] == pytest.approx([11.0, 13.0])
+    assert [p.n_points for p in two.profiles] == [5, 5]
+    with pytest.raises(ValueError, match="window"):
+        fit_isoflops(np.exp(x), loss, budgets, window=1.0)
+
+
 # ---- the sweep ----------------------------------------------------------------------------------
 def test_default_plan_spans_the_required_range():
     from minillm.scaling.sweep import default_sweep_config, make_model_config
@@ -328,3 +344,70 @@ def test_sweep_points_say_why_each_point_is_left_out():
     # 1e12: d16 sees ~2,300 tokens per parameter (> 300), d64 is listed in skip
     assert reasons == [None, "min_steps", "max_tokens_per_param", "skip"]
     assert [(s.budget, s.d_model) for s in plan_sweep(cfg)] == [(1e10, 16)]
+
+
+# ---- Chinchilla Approach 1: the envelope of training curves ------------------------------------
+def test_envelope_by_hand():
+    from minillm.scaling import fit_envelope
+
+    # run 0 (N=10) is lower up to 2^1.5 FLOPs (1.75 vs 1.95, halfway in log C), run 1 (N=20) from 4
+    grid = [1.0, 2.0, 2.0**1.5, 4.0, 8.0, 16.0]
+    env = fit_envelope([10, 20], [[1, 2, 4], [2, 4, 8]], [[3.0, 2.0, 1.5], [2.5, 1.4, 1.0]],
+                       grid=grid, fit_range=(2.0, 4.0))
+    np.testing.assert_allclose(env.flops, grid[:5])               # 16: no run reaches it
+    np.testing.assert_allclose(env.loss, [3.0, 2.0, 1.75, 1.4, 1.0])
+    assert env.run.tolist() == [0, 0, 0, 1, 1]
+    assert env.n_opt.tolist() == [10, 10, 10, 20, 20]
+    np.testing.assert_allclose(env.d_opt, np.array(grid[:5]) / (6 * env.n_opt))
+    # log N_opt = (ln10, ln10, ln20) at log C = ln2 (1, 1.5, 2): least-squares slope exactly 1
+    assert env.a == pytest.approx(1.0) and env.b == pytest.approx(0.0, abs=1e-12)
+    # the line passes through the mean point (C = 2^1.5, N = 10·2^(1/3)) with slope 1
+    assert env.n_opt_at(4.0) == pytest.approx(10 * 2 ** (1 / 3) * 2**0.5)
+    tokens = [[5.0, 6.0, 7.0], [1.0, 2.0, 4.0]]                       # given tokens win
+    env2 = fit_envelope([10, 20], [[1, 2, 4], [2, 4, 8]], [[3.0, 2.0, 1.5], [2.5, 1.4, 1.0]],
+                        tokens=tokens, grid=[2.0, 4.0])
+    np.testing.assert_allclose(env2.d_opt, [6.0, 2.0])
+    with pytest.raises(ValueError, match="increasing"):
+        fit_envelope([10], [[1, 1, 2]], [[3.0, 2.0, 1.0]])
+    with pytest.raises(ValueError, match="one curve per run"):
+        fit_envelope([10, 20], [[1, 2]], [[3.0, 2.0]])
+
+
+def test_envelope_recovers_the_optimum_of_a_known_law():
+    from minillm.scaling import fit_envelope
+
+    # every run's curve is the law itself, L(N, D) along D = C / 6N: the envelope's minimum over
+    # N at fixed C is then the closed-form N_opt = G (C/6)^(β/(α+β)) (up to the N grid's step)
+    ns = np.logspace(2, 7.5, 221)                                  # step 10^(1/40): 5.9%
+    d = np.logspace(2, 10, 400)
+    flops = [6 * n * d for n in ns]
+    losses = [chinchilla_loss(n, d) for n in ns]
+    env = fit_envelope(ns, flops, losses, grid=np.logspace(10, 15, 300), fit_range=(1e10, 1e15))
+    s = TRUE["alpha"] + TRUE["beta"]
+    g = (TRUE["alpha"] * TRUE["A"] / (TRUE["beta"] * TRUE["B"])) ** (1 / s)
+    n_star = g * (env.flops / 6) ** (TRUE["beta"] / s)
+    assert np.abs(np.log(env.n_opt / n_star)).max() < math.log(1.06)
+    np.testing.assert_allclose(env.loss, chinchilla_loss(n_star, env.flops / (6 * n_star)),
+                               rtol=1e-3)
+    assert env.a == pytest.approx(TRUE["beta"] / s, abs=0.005)     # 0.452
+    assert env.b == pytest.approx(TRUE["alpha"] / s, abs=0.005)
+    # a curve that ends early does not count beyond its end (no extrapolation)
+    short = fit_envelope([1e3, 1e6], [[1e6, 1e7], [1e6, 1e12]], [[1.0, 0.5], [2.0, 1.9]],
+                         grid=[1e6, 1e7, 1e9])
+    assert short.run.tolist() == [0, 0, 1]
+
+
+def test_sweep_keeps_training_curves_and_small_widths(tmp_path):
+    from minillm.scaling.sweep import make_model_config
+
+    assert make_model_config(8, 1, SweepConfig(shapes=((8, 1),))).n_head == 1
+    torch.set_num_threads(1)
+    cfg = SweepConfig(budgets=(3e8,), shapes=((8, 1),), context_length=16, batch_size=4,
+                      eval_tokens=512, min_steps=1, min_tokens_per_param=0.01, curve_points=8)
+    (r,) = run_sweep(cfg, tmp_path / "sweep.jsonl", log=False)
+    every = r["steps"] // 8
+    assert r["curve_steps"] == [*range(every, r["steps"] + 1, every)] + (
+        [] if r["steps"] % every == 0 else [r["steps"]])
+    assert r["curve_flops"] == [s * 64 * r["flops_per_token"] for s in r["curve_steps"]]
+    assert r["curve_flops"][-1] == r["flops"]
+    assert len(r["curve_loss"]) == len(r["curve_steps"]) and r["curve_loss"][0] > r["curve_loss"][-1]

@@ -20,6 +20,11 @@ Approach 2 fits, per compute budget (an IsoFLOP profile), a parabola of loss aga
 vertex is N_opt(C), and a line through log N_opt against log C gives N_opt ∝ C^a (and
 D_opt = C / (6 N_opt) ∝ C^b, b = 1 − a).
 
+Approach 1 (§3.1) reads the lowest loss at each FLOP count off every run's *training curve*
+(intermediate points included): on a log-spaced grid of C, the run whose interpolated curve is
+lowest gives N_opt(C) and D_opt(C) (the tokens that run had seen by C); lines through log N_opt
+and log D_opt against log C give a and b (`fit_envelope`).
+
 Departures:
 - the initialisation grid is screened first: the objective is evaluated at every grid point
   (cheap, vectorised) and L-BFGS refines only the `n_refine` best (`n_refine=None` refines all
@@ -46,7 +51,7 @@ import torch
 __all__ = ["PowerLawFit", "fit_power_law", "pareto_frontier", "huber", "chinchilla_objective",
            "ChinchillaFit", "fit_chinchilla", "CHINCHILLA_GRID", "DEFAULT_GRID",
            "IsoFLOPProfile", "IsoFLOPFit", "fit_isoflop_parabola", "fit_isoflops",
-           "compute_optimal", "PUBLISHED"]
+           "EnvelopeFit", "fit_envelope", "compute_optimal", "PUBLISHED"]
 
 # Published values, for comparison: Hoffmann et al. 2022 (Chinchilla, arXiv:2203.15556) §3.3
 # and App. D.2 (the Approach 3 fit), Table 2 (the exponents a, b of Approaches 2 and 3); Kaplan et
@@ -356,7 +361,7 @@ class IsoFLOPFit:
 
 
 def fit_isoflops(n_params, loss, budgets, flops_per_param_token: float = 6.0,
-                 skip_unbracketed: bool = True) -> IsoFLOPFit:
+                 skip_unbracketed: bool = True, window: float | None = None) -> IsoFLOPFit:
     """Chinchilla's Approach 2: a parabola per budget, then log N_opt = log k_n + a log C.
 
     Args:
@@ -366,6 +371,10 @@ def fit_isoflops(n_params, loss, budgets, flops_per_param_token: float = 6.0,
         flops_per_param_token: D_opt = C / (this × N_opt); 6 for C = 6ND.
         skip_unbracketed: leave out (and list in `.skipped`) budgets whose parabola has no
             minimum or whose vertex lies outside the range of N trained; False raises instead.
+        window: fit each parabola only to the runs within this factor of N of the profile's
+            lowest-loss run (both sides; the vertex must then lie within those runs): a valley
+            that is much steeper on one side than a parabola (e.g. step-limited large models at
+            a small budget) then does not drag the vertex off. None (default): all runs.
 
     Returns:
         An `IsoFLOPFit`; `b = 1 − a` exactly under C = 6ND (D_opt is derived from N_opt).
@@ -374,6 +383,11 @@ def fit_isoflops(n_params, loss, budgets, flops_per_param_token: float = 6.0,
     profiles, skipped = [], []
     for budget in np.unique(c):
         sel = c == budget
+        if window is not None:
+            if window <= 1:
+                raise ValueError(f"window={window} must be a factor > 1 of N")
+            n_low = n[sel][np.argmin(y[sel])]
+            sel &= np.abs(np.log(n / n_low)) <= math.log(window) * (1 + 1e-12)
         try:
             profile = fit_isoflop_parabola(n[sel], y[sel], budget)
             if not n[sel].min() <= profile.n_opt <= n[sel].max():
@@ -399,6 +413,100 @@ def fit_isoflops(n_params, loss, budgets, flops_per_param_token: float = 6.0,
                       k_n=k_n, k_d=1.0 / (flops_per_param_token * k_n),
                       a_se=float(law.exponent_se) if law is not None else float("nan"),
                       flops_per_param_token=flops_per_param_token, skipped=skipped)
+
+
+# ---- Chinchilla Approach 1: the envelope of training curves ------------------------------------
+@dataclass
+class EnvelopeFit:
+    """The lower envelope of training curves on a grid of FLOPs, and N_opt = k_n C^a,
+    D_opt = k_d C^b fitted to it (least squares in log-log over the grid points in `fit_range`).
+
+    `run[i]` is the index of the run that is lowest at `flops[i]`; `n_opt[i]` its parameters,
+    `d_opt[i]` the tokens it had seen by then. The grid points are not independent measurements
+    (N_opt is a staircase over the model sizes trained), so no standard error is given."""
+    flops: np.ndarray
+    loss: np.ndarray
+    n_opt: np.ndarray
+    d_opt: np.ndarray
+    run: np.ndarray
+    a: float
+    b: float
+    k_n: float
+    k_d: float
+    fit_range: tuple[float, float]
+
+    def n_opt_at(self, budget):
+        return self.k_n * np.asarray(budget, dtype=float) ** self.a
+
+    def d_opt_at(self, budget):
+        return self.k_d * np.asarray(budget, dtype=float) ** self.b
+
+
+def fit_envelope(n_params, flops, losses, tokens=None, grid=None, n_grid: int = 1500,
+                 fit_range: tuple[float, float] | None = None,
+                 flops_per_param_token: float = 6.0) -> EnvelopeFit:
+    """Chinchilla's Approach 1: for each FLOP count, the run whose training curve is lowest.
+
+    Args:
+        n_params: one parameter count per run.
+        flops: one increasing array per run, the training FLOPs at each logged point.
+        losses: one array per run, the (smoothed) training loss at those points.
+        tokens: one array per run, the tokens seen at those points; default
+            flops / (flops_per_param_token × N).
+        grid: the FLOP counts to evaluate the envelope at; default `n_grid` log-spaced points
+            from the smallest to the largest logged FLOPs (points no run reaches are dropped).
+        fit_range: (C_lo, C_hi), the grid points the power laws are fitted on; default all.
+
+    Between logged points a curve is interpolated linearly in log C; outside its first and last
+    point a run does not count (a run is not extrapolated). Returns an `EnvelopeFit`.
+    """
+    n = np.asarray(n_params, dtype=float).ravel()
+    if len(flops) != len(n) or len(losses) != len(n) or (tokens is not None
+                                                         and len(tokens) != len(n)):
+        raise ValueError(f"need one curve per run: {len(n)} runs, {len(flops)} FLOP arrays, "
+                         f"{len(losses)} loss arrays")
+    if len(n) == 0 or (n <= 0).any() or not np.isfinite(n).all():
+        raise ValueError("n_params must be finite and positive, at least one run")
+    curves = []
+    for i in range(len(n)):
+        c_i = np.asarray(flops[i], dtype=float).ravel()
+        l_i = np.asarray(losses[i], dtype=float).ravel()
+        t_i = (c_i / (flops_per_param_token * n[i]) if tokens is None
+               else np.asarray(tokens[i], dtype=float).ravel())
+        if not len(c_i) == len(l_i) == len(t_i) or len(c_i) == 0:
+            raise ValueError(f"run {i}: FLOPs, losses and tokens must have the same non-zero "
+                             f"length, got {len(c_i)}, {len(l_i)}, {len(t_i)}")
+        if (c_i <= 0).any() or (np.diff(c_i) <= 0).any() or not np.isfinite(l_i).all():
+            raise ValueError(f"run {i}: FLOPs must be positive and increasing, losses finite")
+        curves.append((np.log(c_i), l_i, np.log(t_i)))
+    if grid is None:
+        lo = min(float(np.exp(c[0][0])) for c in curves)
+        hi = max(float(np.exp(c[0][-1])) for c in curves)
+        grid = np.logspace(math.log10(lo), math.log10(hi), n_grid)
+    x = np.log(np.asarray(grid, dtype=float).ravel())
+    table = np.full((len(n), len(x)), np.inf)
+    log_tokens = np.zeros((len(n), len(x)))
+    for i, (lc, ll, lt) in enumerate(curves):
+        inside = (x >= lc[0]) & (x <= lc[-1])
+        table[i, inside] = np.interp(x[inside], lc, ll)
+        log_tokens[i, inside] = np.interp(x[inside], lc, lt)
+    covered = np.isfinite(table).any(axis=0)
+    x, table, log_tokens = x[covered], table[:, covered], log_tokens[:, covered]
+    if len(x) == 0:
+        raise ValueError("no grid point lies within any run's curve")
+    best = table.argmin(axis=0)
+    cols = np.arange(len(x))
+    flops_grid = np.exp(x)
+    n_opt, d_opt = n[best], np.exp(log_tokens[best, cols])
+    lo, hi = fit_range if fit_range is not None else (flops_grid[0], flops_grid[-1])
+    sel = (flops_grid >= lo * (1 - 1e-12)) & (flops_grid <= hi * (1 + 1e-12))
+    if sel.sum() < 2:
+        raise ValueError(f"fit_range {fit_range} holds {sel.sum()} grid point(s); need >= 2")
+    a, log_kn = np.polyfit(x[sel], np.log(n_opt[sel]), 1)
+    b, log_kd = np.polyfit(x[sel], np.log(d_opt[sel]), 1)
+    return EnvelopeFit(flops=flops_grid, loss=table[best, cols], n_opt=n_opt, d_opt=d_opt,
+                       run=best, a=float(a), b=float(b), k_n=math.exp(log_kn),
+                       k_d=math.exp(log_kd), fit_range=(float(lo), float(hi)))
 
 
 def compute_optimal(budget, fit: ChinchillaFit | IsoFLOPFit,

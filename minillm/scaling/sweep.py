@@ -48,8 +48,8 @@ __all__ = ["SweepConfig", "RunSpec", "default_sweep_config", "make_model_config"
 class SweepConfig:
     budgets: tuple[float, ...] = (3e10, 1e11, 3e11, 1e12, 3e12)  # training FLOPs per IsoFLOP
     shapes: tuple[tuple[int, int], ...] = (                          # (d_model, n_layer)
-        (16, 1), (32, 1), (32, 2), (48, 2), (64, 2), (64, 3), (96, 3), (128, 3))
-    head_dim: int = 16                 # n_head = d_model // head_dim
+        (8, 1), (12, 1), (16, 1), (32, 1), (32, 2), (48, 2), (64, 2), (64, 3), (96, 3), (128, 3))
+    head_dim: int = 16                 # n_head = d_model // head_dim (one head below head_dim)
     context_length: int = 64           # tokens per training window (T)
     batch_size: int = 16               # windows per step: 1024 tokens per step
     lr: float = 3e-3                   # peak AdamW learning rate, every size
@@ -61,17 +61,19 @@ class SweepConfig:
     eval_tokens: int = 32768           # fixed slice at the start of the validation split
     min_steps: int = 30                # skip points that would train for fewer steps
     min_tokens_per_param: float = 0.8  # skip points far off either side of any optimum
-    max_tokens_per_param: float = 1000.0
+    max_tokens_per_param: float = 2000.0
+    curve_points: int = 64             # training-loss curve: one logged point every steps // this
     skip: tuple[tuple[float, int, int], ...] = field(default_factory=tuple)  # (C, d, L) left out
 
     def __post_init__(self) -> None:
         if not self.budgets or any(c <= 0 for c in self.budgets):
             raise ValueError(f"budgets={self.budgets} must be a non-empty tuple of positive FLOPs")
         for d, n_layer in self.shapes:
-            if d % self.head_dim or n_layer <= 0:
+            if (d >= self.head_dim and d % self.head_dim) or d <= 0 or n_layer <= 0:
                 raise ValueError(f"shape (d_model={d}, n_layer={n_layer}) needs d_model divisible "
-                                 f"by head_dim={self.head_dim} and n_layer >= 1")
-        for name in ("context_length", "batch_size", "eval_tokens", "min_steps"):
+                                 f"by head_dim={self.head_dim} (or below it: one head) and "
+                                 "n_layer >= 1")
+        for name in ("context_length", "batch_size", "eval_tokens", "min_steps", "curve_points"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
         if not 0 < self.min_tokens_per_param < self.max_tokens_per_param:
@@ -106,9 +108,11 @@ class RunSpec:
 
 
 def make_model_config(d_model: int, n_layer: int, config: SweepConfig) -> GPTConfig:
-    """The GPT of one sweep point: byte vocabulary, learned positions, tied embeddings."""
+    """The GPT of one sweep point: byte vocabulary, learned positions, tied embeddings;
+    d_model // head_dim heads, or one head of width d_model when d_model < head_dim."""
     return GPTConfig(vocab_size=ByteTokenizer().vocab_size, context_length=config.context_length,
-                     d_model=d_model, n_layer=n_layer, n_head=d_model // config.head_dim)
+                     d_model=d_model, n_layer=n_layer,
+                     n_head=max(1, d_model // config.head_dim))
 
 
 def sweep_points(config: SweepConfig) -> list[dict]:
@@ -153,6 +157,12 @@ def train_point(spec: RunSpec, train_tokens: torch.Tensor, val_tokens: torch.Ten
 
     The loss is `evaluate_loss` over the first `config.eval_tokens` tokens of `val_tokens`
     (every token scored once, in windows of `context_length`), in nats per byte.
+
+    The record keeps the run's training curve: `curve_steps` (every `steps // curve_points`
+    steps and the last), `curve_flops` (training FLOPs done by then: step × tokens per step ×
+    flops_per_token) and `curve_loss` (the mean training loss over the steps since the previous
+    logged point, i.e. a boxcar-smoothed curve; 5 decimals) — Chinchilla's Approach 1 reads
+    its envelope off these (`minillm.scaling.fits.fit_envelope`).
     """
     seed_everything(config.seed, libraries=("torch",))
     model = GPT(make_model_config(spec.d_model, spec.n_layer, config))
@@ -160,7 +170,8 @@ def train_point(spec: RunSpec, train_tokens: torch.Tensor, val_tokens: torch.Ten
     tcfg = TrainConfig(max_steps=spec.steps, batch_size=config.batch_size, lr=config.lr,
                        min_lr=config.lr * config.min_lr_ratio, warmup_steps=warmup,
                        weight_decay=config.weight_decay, eval_interval=0,
-                       log_interval=max(1, spec.steps // 10), seed=config.seed, device=device,
+                       log_interval=max(1, spec.steps // config.curve_points), seed=config.seed,
+                       device=device,
                        progress=False)
     trainer = Trainer(model, train_tokens, None, tcfg)
     start = time.perf_counter()
@@ -176,6 +187,10 @@ def train_point(spec: RunSpec, train_tokens: torch.Tensor, val_tokens: torch.Ten
         "flops_per_token": model.flops_per_token(), "tokens": tokens,
         "flops": tokens * model.flops_per_token(), "val_loss": val_loss,
         "train_loss": history[-1]["loss"], "seconds": seconds,
+        "curve_steps": [h["step"] for h in history],
+        "curve_flops": [h["step"] * config.tokens_per_step * model.flops_per_token()
+                        for h in history],
+        "curve_loss": [round(h["lm_loss"], 5) for h in history],
     }
 
 
