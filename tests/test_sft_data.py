@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,14 @@ from minillm.data.preference import (
     preference_prompts,
 )
 from minillm.data.sft import (
+    EXTRA_PHRASINGS,
     N_SEEN_PHRASINGS,
     TASKS,
     VERIFIABLE_TASKS,
     build_sft_dataset,
     load_sft,
     modernise,
+    phrasing_template,
     play_texts,
 )
 
@@ -120,6 +123,45 @@ def test_same_seed_same_set_other_seed_other_set():
     assert a != build_sft_dataset({"validation": 20}, seed=2)
     with pytest.raises(ValueError, match="unknown splits"):
         build_sft_dataset({"dev": 3})
+
+
+def _fields(template: str, prompt: str) -> dict[str, str]:
+    """The fields that fill `template` into `prompt` (its placeholders as regex groups)."""
+    pattern = re.sub(r"\\{(\w+)\\}", r"(?P<\1>.*)", re.escape(template))
+    match = re.fullmatch(pattern, prompt, flags=re.DOTALL)
+    assert match is not None, (template, prompt)
+    return match.groupdict()
+
+
+def test_extra_phrasings_reword_train_only_and_keep_every_input():
+    sizes = {"train": 40, "validation": 5, "test": 5}
+    base = build_sft_dataset(sizes, seed=3)
+    wide = build_sft_dataset(sizes, seed=3, extra_phrasings=8)
+    assert len(base) == len(wide)
+    for a, b in zip(base, wide, strict=True):
+        assert (a.task, a.response, a.split, a.play, a.heldout) == \
+            (b.task, b.response, b.split, b.play, b.heldout)
+        if a.split != "train":
+            assert a == b                    # validation and test are untouched
+            continue
+        assert b.phrasing != len(TASKS[b.task]) - 1      # the held-out phrasing stays unseen
+        # the same input, filled into the new phrasing
+        fields = _fields(phrasing_template(a.task, a.phrasing), a.prompt)
+        assert b.prompt == phrasing_template(b.task, b.phrasing).format(**fields)
+    used = {e.phrasing for e in wide if e.split == "train"}
+    assert used == set(range(N_SEEN_PHRASINGS)) | set(range(5, 13))
+    assert sum(a.prompt != b.prompt for a, b in zip(base, wide, strict=True)) > 100
+    with pytest.raises(ValueError, match="extra_phrasings=9"):
+        build_sft_dataset(sizes, extra_phrasings=9)
+
+
+def test_extra_phrasings_are_new_wordings_with_the_tasks_fields():
+    for task, extras in EXTRA_PHRASINGS.items():
+        assert len(set(extras)) == len(extras) == 8
+        assert not set(extras) & set(TASKS[task])
+        placeholders = {"speaker": {"{line}", "{text}"}, "arithmetic": {"{expr}"}}.get(task, {"{line}"})
+        for t in extras + TASKS[task]:
+            assert set(re.findall(r"\{\w+\}", t)) == placeholders, (task, t)
 
 
 def test_load_sft_errors_name_the_problem(tmp_path):

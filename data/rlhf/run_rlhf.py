@@ -38,6 +38,7 @@ from minillm.alignment.reward import (
 )
 from minillm.data.preference import gold_reward, load_preferences
 from minillm.data.sft import VERIFIABLE_TASKS, load_sft
+from minillm.io import atomic_write_json
 from minillm.training import TrainConfig, Trainer
 
 HERE = Path(__file__).resolve().parent
@@ -88,33 +89,50 @@ def stage_reward(args) -> None:
 
 
 def stage_ppo(args) -> None:
+    from minillm.alignment.dpo_run import measure
+
     rm = RewardModel.from_checkpoint(HERE / "reward_model")
     prompts = sorted({p.prompt for p in load_preferences("train")})
+    # chapter 13's shared held-out prompts: the DPO runs are measured on the same 128
+    heldout_prompts = [p.prompt for p in load_preferences("test")[:args.heldout_prompts]]
     out = HERE / args.ppo_out
     coefs = [float(b) for b in args.kl_coefs.split(",")]
-    # runs at other coefficients already in the file are kept (one file, several invocations)
-    runs = [r for r in json.loads(out.read_text())["runs"] if r["kl_coef"] not in coefs] \
-        if out.exists() else []
+    seeds = [int(s) for s in args.ppo_seeds.split(",")]
     for kl_coef in coefs:
-        policy, tok = load_model_and_tokenizer(SFT)
-        ref = copy.deepcopy(policy)
-        cfg = PPOConfig(batch_size=16, minibatch_size=8, ppo_epochs=2, max_new_tokens=48,
-                        lr=args.ppo_lr, kl_coef=kl_coef, seed=0,
-                        missing_eos_penalty=args.missing_eos_penalty,
-                        normalize_reward=args.normalize_reward,
-                        value_from_reward_model=args.value_from_reward_model)
-        trainer = PPOTrainer(policy, ref, tok, prompts, reward_model_scorer(rm), cfg,
-                             gold_fn=gold_reward, reward_model=rm)
-        start = time.perf_counter()
-        for _ in range(args.ppo_steps):
-            log = trainer.step()
-            if log["step"] % 10 == 0:
-                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
-                                  for k, v in log.items()}), flush=True)
-        runs.append({"kl_coef": kl_coef, "config": cfg.__dict__,
-                     "seconds": time.perf_counter() - start, "history": trainer.history})
-        runs.sort(key=lambda r: r["kl_coef"])
-        out.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+        for seed in seeds:
+            policy, tok = load_model_and_tokenizer(SFT)
+            ref = copy.deepcopy(policy)
+            cfg = PPOConfig(batch_size=16, minibatch_size=8, ppo_epochs=2, max_new_tokens=48,
+                            lr=args.ppo_lr, kl_coef=kl_coef, seed=seed,
+                            missing_eos_penalty=args.missing_eos_penalty,
+                            normalize_reward=args.normalize_reward,
+                            value_from_reward_model=args.value_from_reward_model)
+            torch.manual_seed(seed)
+            trainer = PPOTrainer(policy, ref, tok, prompts, reward_model_scorer(rm), cfg,
+                                 gold_fn=gold_reward, reward_model=rm)
+            start = time.perf_counter()
+            for _ in range(args.ppo_steps):
+                log = trainer.step()
+                if log["step"] % 10 == 0:
+                    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                                      for k, v in log.items()}), flush=True)
+            seconds = time.perf_counter() - start
+            record = {"kl_coef": kl_coef, "seed": seed, "config": cfg.__dict__,
+                      "seconds": seconds, "history": trainer.history}
+            if args.heldout_prompts:
+                policy.eval()
+                record["heldout"] = measure(policy, ref, tok, heldout_prompts, 2)
+                record["heldout_prompts"] = len(heldout_prompts)
+                folder = ROOT / "build/ppo_policies" / f"{out.stem}_b{kl_coef}_s{seed}"
+                policy.save(folder, extra_files={"tokenizer.json": tok.to_dict()})
+            # re-read before writing: runs at other (coefficient, seed), from earlier or
+            # concurrent invocations, are kept, so several commands build one file
+            runs = [r for r in json.loads(out.read_text())["runs"]
+                    if (r["kl_coef"], r.get("seed", 0)) != (kl_coef, seed)] \
+                if out.exists() else []
+            runs.append(record)
+            runs.sort(key=lambda r: (r["kl_coef"], r.get("seed", 0)))
+            atomic_write_json(out, {"runs": runs})
 
 
 def stage_grpo(args) -> None:
@@ -167,6 +185,10 @@ def main() -> int:
     parser.add_argument("--kl-coefs", default=",".join(map(str, KL_COEFS)),
                         help="comma-separated fixed KL coefficients, one PPO run each")
     parser.add_argument("--ppo-out", default="ppo.json")
+    parser.add_argument("--ppo-seeds", default="0", help="comma-separated seeds, one run each")
+    parser.add_argument("--heldout-prompts", type=int, default=0,
+                        help="measure the final policy on this many held-out preference prompts "
+                             "(chapter 13's 128; 0: skip) and keep it under build/ppo_policies/")
     parser.add_argument("--missing-eos-penalty", type=float, default=None,
                         help="Huang et al.: this score for responses cut at the cap (off by default)")
     parser.add_argument("--normalize-reward", action="store_true",

@@ -35,8 +35,9 @@ from pathlib import Path
 from minillm.data.corpus import SPLITS, data_dir
 from minillm.data.jsonl import read_jsonl
 
-__all__ = ["TASKS", "VERIFIABLE_TASKS", "SFTExample", "Speech", "build_sft_dataset",
-           "load_sft", "modernise", "play_texts", "speeches", "write_sft_dataset"]
+__all__ = ["EXTRA_PHRASINGS", "TASKS", "VERIFIABLE_TASKS", "SFTExample", "Speech",
+           "build_sft_dataset", "load_sft", "modernise", "phrasing_template", "play_texts",
+           "speeches", "write_sft_dataset"]
 
 # ---- the tasks and their phrasings (the last of each is held out) ----------------------------
 TASKS: dict[str, tuple[str, ...]] = {
@@ -93,6 +94,91 @@ TASKS: dict[str, tuple[str, ...]] = {
 VERIFIABLE_TASKS = tuple(t for t in TASKS if t != "continue")
 N_SEEN_PHRASINGS = 4  # phrasings 0-3 train; 4 is held out
 
+# ---- more seen phrasings, for the paraphrase-augmentation ablation (chapter 11) ---------------
+# FLAN's fix for a model that learned the templates: many more phrasings per task. These eight
+# per task are train-only extras (`build_sft_dataset(extra_phrasings=...)`); none repeats the
+# held-out phrasing's distinctive wording, which stays unseen. Their `phrasing` index counts on
+# from the held-out one: index 5 is EXTRA_PHRASINGS[task][0] (`phrasing_template`).
+EXTRA_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "speaker": (
+        "Whose words are these: \"{line}\"?\n{text}",
+        "{text}\nWho said \"{line}\"?",
+        "Identify the character who speaks \"{line}\".\n{text}",
+        "Here is a scene.\n{text}\nWhich speaker has the line \"{line}\"?",
+        "Tell me the name of whoever says \"{line}\".\n{text}",
+        "{text}\nThe line \"{line}\" belongs to which character?",
+        "Find who utters \"{line}\" in this passage.\n{text}",
+        "Speaker of \"{line}\"?\n{text}",
+    ),
+    "upper": (
+        "Make this line all caps: {line}",
+        "Capitalise this line: {line}",
+        "Rewrite in upper case: {line}",
+        "Write this out in block letters: {line}",
+        "UPPERCASE this: {line}",
+        "Turn this line into capital letters, please: {line}",
+        "Give me this line in uppercase: {line}",
+        "{line}\nWrite the line above in capital letters.",
+    ),
+    "reverse_words": (
+        "Reverse the words of this line: {line}",
+        "Put the words in backwards order: {line}",
+        "Read this line backwards, one word at a time: {line}",
+        "Flip the word order: {line}",
+        "Give the words of this line in reverse: {line}",
+        "Write this line with its words reversed: {line}",
+        "{line}\nNow say those words in reverse order.",
+        "Word order reversed, please: {line}",
+    ),
+    "count_words": (
+        "Count how many words this line has: {line}",
+        "What is the word count of this line? {line}",
+        "How many words does this contain? {line}",
+        "{line}\nHow many words was that?",
+        "Give the number of words: {line}",
+        "Word count: {line}",
+        "Tally the words in: {line}",
+        "How long is this line in words? {line}",
+    ),
+    "modernise": (
+        "Translate into modern English: {line}",
+        "Update the old words in this line: {line}",
+        "Write this line as we would say it now: {line}",
+        "Modernize: {line}",
+        "Replace the archaic words: {line}",
+        "Make this line sound modern: {line}",
+        "{line}\nRewrite that in modern words.",
+        "Swap thou and thy for you and your: {line}",
+    ),
+    "arithmetic": (
+        "Calculate {expr}.",
+        "What does {expr} come to?",
+        "Solve: {expr}",
+        "{expr} equals what?",
+        "Tell me the value of {expr}.",
+        "Find {expr}.",
+        "How much is {expr}?",
+        "Evaluate {expr}.",
+    ),
+    "continue": (
+        "What is the next line? {line}",
+        "Continue: {line}",
+        "Keep the speech going: {line}",
+        "Write the line that follows: {line}",
+        "Finish this speech: {line}",
+        "Add the next line: {line}",
+        "{line}\nWhat follows?",
+        "Extend this speech by a line: {line}",
+    ),
+}
+
+
+def phrasing_template(task: str, index: int) -> str:
+    """The template of `SFTExample.phrasing` `index`: 0-4 are TASKS[task] (4 held out), 5 on
+    are EXTRA_PHRASINGS[task]."""
+    return (TASKS[task] + EXTRA_PHRASINGS[task])[index]
+
+
 # the modern forms; whole words only, first-letter case kept ("Thou" -> "You")
 MODERN = {"thou": "you", "thee": "you", "thy": "your", "thine": "your", "hast": "have",
           "dost": "do", "doth": "does"}
@@ -109,7 +195,7 @@ class SFTExample:
     response: str
     split: str           # "train", "validation" or "test"
     play: str            # source play, or "arithmetic"
-    phrasing: int        # index into TASKS[task]
+    phrasing: int        # index into TASKS[task] + EXTRA_PHRASINGS[task]
     heldout: bool        # phrasing is the held-out one (test split only)
 
 
@@ -212,7 +298,8 @@ def _arithmetic(split: str) -> list[dict]:
     return out
 
 
-def build_sft_dataset(per_task: dict[str, int] | None = None, seed: int = 0) -> list[SFTExample]:
+def build_sft_dataset(per_task: dict[str, int] | None = None, seed: int = 0,
+                      extra_phrasings: int = 0) -> list[SFTExample]:
     """Make the instruction set.
 
     Args:
@@ -220,6 +307,10 @@ def build_sft_dataset(per_task: dict[str, int] | None = None, seed: int = 0) -> 
             "test": 100} (default). The test split gets each input twice: with a seen
             phrasing and with the held-out one. Arithmetic has only as many as its problems.
         seed: seeds the choice of lines and phrasings.
+        extra_phrasings: paraphrase augmentation of the train split: its prompts draw from the
+            four seen phrasings plus the first `extra_phrasings` of EXTRA_PHRASINGS[task]
+            (0-8), by a second generator, so every split's inputs, and the validation and test
+            splits whole, are those of `extra_phrasings=0`: only train's wording changes.
 
     Returns:
         The examples, train first, then validation, then test; within a split grouped by task.
@@ -228,7 +319,11 @@ def build_sft_dataset(per_task: dict[str, int] | None = None, seed: int = 0) -> 
     unknown = set(per_task) - set(SPLITS)
     if unknown:
         raise ValueError(f"per_task has unknown splits {sorted(unknown)}; use {SPLITS}")
+    if not 0 <= extra_phrasings <= min(map(len, EXTRA_PHRASINGS.values())):
+        raise ValueError(f"extra_phrasings={extra_phrasings}: choose 0 to "
+                         f"{min(map(len, EXTRA_PHRASINGS.values()))} (EXTRA_PHRASINGS per task)")
     rng = random.Random(seed)
+    wide = random.Random(seed + 1)  # train's augmented phrasings, apart from rng's inputs
     examples: list[SFTExample] = []
     for split in SPLITS:
         if split not in per_task:
@@ -250,8 +345,11 @@ def build_sft_dataset(per_task: dict[str, int] | None = None, seed: int = 0) -> 
             for d, play in unique[:per_task[split]]:
                 fields = {k: v for k, v in d.items() if k != "response"}
                 p = rng.randrange(N_SEEN_PHRASINGS)
-                examples.append(SFTExample(task, phrasings[p].format(**fields), d["response"],
-                                           split, play, p, False))
+                if split == "train" and extra_phrasings:  # 0-3 seen, 5 on the extras
+                    p = wide.randrange(N_SEEN_PHRASINGS + extra_phrasings)
+                    p = p if p < N_SEEN_PHRASINGS else len(phrasings) + p - N_SEEN_PHRASINGS
+                examples.append(SFTExample(task, phrasing_template(task, p).format(**fields),
+                                           d["response"], split, play, p, False))
                 if split == "test":
                     examples.append(SFTExample(task, phrasings[-1].format(**fields),
                                                d["response"], split, play,
