@@ -182,6 +182,11 @@ def test_grpo_step_raises_the_rewarded_responses(monkeypatch):
     assert float((adv * change).sum()) > 0  # rewarded responses gained probability
     for key in ("reward", "kl", "clip_frac", "loss", "response_length", "solved_groups"):
         assert math.isfinite(log[key])
+    # the lengths of rewarded and unrewarded responses, from the replayed rollout
+    lengths, right = mask.sum(-1), seen["r"] > 0
+    for kind, pick in (("right", right), ("wrong", ~right)):
+        expected = float(lengths[pick].mean()) if pick.any() else None
+        assert log[f"length_{kind}"] == (pytest.approx(expected) if expected is not None else None)
 
 
 def test_flat_groups_leave_the_policy_where_it_is():

@@ -52,7 +52,13 @@ def main() -> int:
     parser.add_argument("--out-dir", default=str(HERE),
                         help="where train.jsonl, test.jsonl and manifest.json go (default: "
                              "data/preference/, the set chapters 12-13 read)")
+    parser.add_argument("--train-pairs", type=int, default=N_PAIRS["train"],
+                        help="untied training pairs to make (chapter 12's reward-model data "
+                             "scaling uses 8,000 in build/)")
+    parser.add_argument("--splits", nargs="+", default=list(N_PAIRS), choices=tuple(N_PAIRS))
     args = parser.parse_args()
+    sizes = {split: args.train_pairs if split == "train" else n
+             for split, n in N_PAIRS.items() if split in args.splits}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -65,7 +71,7 @@ def main() -> int:
 
     digests, stats = {}, {}
     train_lines = {line for line, _ in first_lines("train")}
-    for split, n in N_PAIRS.items():
+    for split, n in sizes.items():
         lines = first_lines(split)
         if split != "train":  # a line common to several plays ("I will, my lord.") stays in train
             lines = [(line, play) for line, play in lines if line not in train_lines]

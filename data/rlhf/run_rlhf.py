@@ -1,6 +1,6 @@
 """Chapter 12's shipped runs: a reward model, PPO at several KL coefficients, GRPO.
 
-    python data/rlhf/run_rlhf.py [--stage reward|ppo|grpo|all] [--ppo-steps N] [--grpo-steps N]
+    python data/rlhf/run_rlhf.py [--stage reward|reward_scaling|ppo|grpo|all] [--ppo-steps N] ...
 
 1. reward: the SFT checkpoint + a scalar head, trained on data/preference/train.jsonl with the
    Bradley-Terry loss through the Trainer; held-out accuracy, gold agreement and calibration on
@@ -10,7 +10,16 @@
    split), once per KL coefficient; proxy reward, gold reward and KL per step. Writes ppo.json.
 3. grpo: GRPO from the SFT checkpoint on the verifiable tasks' training prompts (exact-match
    reward), one task per run; greedy exact match on every task and sampled exact match on the
-   trained one, before and after. Writes grpo_<task>.json.
+   trained one, before and after, and the greedy answers' length per task. Writes
+   grpo_<task>.json (--grpo-out: another name; --grpo-loss-type dr_grpo --grpo-scale none:
+   Dr. GRPO).
+4. reward_scaling (not part of "all"): reward models on the first 1,000 ... 8,000 pairs of a
+   larger preference set (--reward-pairs-dir), one epoch each, measured on the shipped test
+   pairs. Writes reward_scaling.json.
+
+PPO takes --ppo-seeds, Huang et al.'s three options (--missing-eos-penalty, --normalize-reward,
+--value-from-reward-model) and --heldout-prompts (the final policy measured on chapter 13's
+held-out prompts, and kept under build/ppo_policies/).
 
 Everything runs on the CPU with one thread (torch.set_num_threads(1)), seeded.
 """
@@ -28,7 +37,7 @@ import torch
 
 from minillm.alignment.grpo import GRPOConfig, GRPOTrainer
 from minillm.alignment.ppo_trainer import PPOConfig, PPOTrainer, reward_model_scorer
-from minillm.alignment.recipe import load_model_and_tokenizer
+from minillm.alignment.recipe import load_model_and_tokenizer, score_chat
 from minillm.alignment.reward import (
     PreferenceBatches,
     RewardModel,
@@ -36,6 +45,7 @@ from minillm.alignment.reward import (
     evaluate_reward_model,
     reward_loss_fn,
 )
+from minillm.alignment.sft import exact_match_by_task
 from minillm.data.preference import gold_reward, load_preferences
 from minillm.data.sft import VERIFIABLE_TASKS, load_sft
 from minillm.io import atomic_write_json
@@ -86,6 +96,37 @@ def stage_reward(args) -> None:
                           "gold_agreement": row["test"]["gold_agreement"],
                           "ece": row["test"]["ece"], "s": round(seconds, 1)}), flush=True)
     (HERE / "reward.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def stage_reward_scaling(args) -> None:
+    """Reward models on more pairs: the first n of a larger set (`--reward-pairs-dir`, made by
+    data/preference/make_preference_data.py --train-pairs N --splits train), one epoch each,
+    measured on the shipped held-out pairs. Writes reward_scaling.json."""
+    _, tok = load_model_and_tokenizer(SFT)
+    train = load_preferences("train", args.reward_pairs_dir)
+    test = load_preferences("test")
+    shipped_prompts = {p.prompt for p in test}
+    if any(p.prompt in shipped_prompts for p in train):
+        raise ValueError(f"{args.reward_pairs_dir}/train.jsonl shares prompts with the test pairs")
+    sizes = [int(n) for n in args.reward_sizes.split(",")]
+    if max(sizes) > len(train):
+        raise ValueError(f"--reward-sizes asks for {max(sizes)} pairs; {args.reward_pairs_dir} has "
+                         f"{len(train)}: make more with --train-pairs")
+    out = HERE / "reward_scaling.json"
+    results = {"pairs_file": str(args.reward_pairs_dir), "epochs": args.reward_epochs,
+               "test_pairs": len(test), "label_agrees_with_gold": {}, "by_pairs": []}
+    for n in sizes:
+        results["label_agrees_with_gold"][n] = sum(p.gold_chosen > p.gold_rejected
+                                                   for p in train[:n]) / n
+        steps = max(20, args.reward_epochs * n // 16)
+        rm, _, seconds = train_reward_model(train[:n], test, tok, steps)
+        row = {"n_pairs": n, "steps": steps, "seconds": seconds,
+               "test": evaluate_reward_model(rm, tok, test)}
+        results["by_pairs"].append(row)
+        print(json.dumps({"n_pairs": n, "test_accuracy": row["test"]["accuracy"],
+                          "gold_agreement": row["test"]["gold_agreement"],
+                          "s": round(seconds, 1)}), flush=True)
+        atomic_write_json(out, results)
 
 
 def stage_ppo(args) -> None:
@@ -140,7 +181,7 @@ def stage_grpo(args) -> None:
     ref = copy.deepcopy(policy)
     cfg = GRPOConfig(prompts_per_step=args.grpo_prompts, group_size=8, minibatch_size=32,
                      max_new_tokens=args.grpo_new_tokens, lr=args.grpo_lr, beta=args.grpo_beta,
-                     scale=args.grpo_scale, seed=0)
+                     scale=args.grpo_scale, loss_type=args.grpo_loss_type, seed=args.grpo_seed)
     ctx = policy.config.context_length
 
     def fits(e) -> bool:
@@ -153,7 +194,21 @@ def stage_grpo(args) -> None:
             for e in load_sft("test", task=t, heldout=heldout)[:args.grpo_test_per_task]]
     trainer = GRPOTrainer(policy, ref, tok, train, cfg)
     trained_test = [e for e in test if e.task in tasks]
-    before = trainer.evaluate(test)
+
+    def greedy(examples) -> tuple[dict, dict, dict]:
+        """Exact match per task (as trainer.evaluate), mean answer length in tokens per task,
+        and two answers per task."""
+        task_of, answers, refs = score_chat(policy, tok, examples, trainer.template)
+        lengths, shown = {}, {}
+        for t, a in zip(task_of, answers, strict=True):
+            lengths.setdefault(t, []).append(len(tok.encode(a)))
+            shown.setdefault(t, [])
+            if len(shown[t]) < 2:
+                shown[t].append(a)
+        return (exact_match_by_task(task_of, answers, refs),
+                {t: sum(v) / len(v) for t, v in lengths.items()}, shown)
+
+    before, before_len, before_shown = greedy(test)
     before_sampled = trainer.evaluate_sampled(trained_test, n=8)
     print(json.dumps({"before": before, "before_sampled": before_sampled}), flush=True)
     start = time.perf_counter()
@@ -162,24 +217,30 @@ def stage_grpo(args) -> None:
         if log["step"] % 10 == 0:
             print(json.dumps({k: round(v, 3) for k, v in log.items()}), flush=True)
     seconds = time.perf_counter() - start
-    after = trainer.evaluate(test)
+    after, after_len, after_shown = greedy(test)
     after_sampled = trainer.evaluate_sampled(trained_test, n=8)
     print(json.dumps({"after": after, "after_sampled": after_sampled}), flush=True)
     out = args.grpo_out or f"grpo_{'_'.join(tasks)}.json"
     (HERE / out).write_text(json.dumps({
         "config": cfg.__dict__, "train_tasks": list(tasks), "train_prompts": len(train),
         "test_per_task": args.grpo_test_per_task, "test_heldout_included": args.grpo_test_heldout,
-        "before": before, "after": after, "sampled_n": 8, "before_sampled": before_sampled,
+        "before": before, "after": after, "before_length": before_len, "after_length": after_len,
+        "before_answers": before_shown, "after_answers": after_shown, "sampled_n": 8, "before_sampled": before_sampled,
         "after_sampled": after_sampled, "seconds": seconds,
         "history": trainer.history}, indent=1) + "\n")
 
 
-STAGES = {"reward": stage_reward, "ppo": stage_ppo, "grpo": stage_grpo}
+STAGES = {"reward": stage_reward, "reward_scaling": stage_reward_scaling, "ppo": stage_ppo,
+          "grpo": stage_grpo}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--stage", default="all", choices=("reward", "ppo", "grpo", "all"))
+    parser.add_argument("--stage", default="all",
+                        choices=("reward", "reward_scaling", "ppo", "grpo", "all"))
+    parser.add_argument("--reward-pairs-dir", default=str(ROOT / "build/preference_8k"))
+    parser.add_argument("--reward-sizes", default="1000,2000,4000,8000")
+    parser.add_argument("--reward-epochs", type=int, default=1)
     parser.add_argument("--ppo-steps", type=int, default=300)
     parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--kl-coefs", default=",".join(map(str, KL_COEFS)),
@@ -203,6 +264,8 @@ def main() -> int:
     parser.add_argument("--grpo-prompts", type=int, default=16, help="prompts per GRPO step")
     parser.add_argument("--grpo-beta", type=float, default=0.04)
     parser.add_argument("--grpo-scale", default="group", choices=("group", "none"))
+    parser.add_argument("--grpo-loss-type", default="grpo", choices=("grpo", "dr_grpo", "bnpo"))
+    parser.add_argument("--grpo-seed", type=int, default=0)
     parser.add_argument("--grpo-test-per-task", type=int, default=100)
     parser.add_argument("--grpo-test-heldout", action="store_true",
                         help="score held-out phrasings too (default: seen phrasings only)")
@@ -210,8 +273,8 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    for stage in ("reward", "ppo", "grpo"):
-        if args.stage in (stage, "all"):
+    for stage in STAGES:
+        if args.stage == stage or (args.stage == "all" and stage != "reward_scaling"):
             start = time.perf_counter()
             STAGES[stage](args)
             print(f"{stage}: {time.perf_counter() - start:.0f} s", flush=True)

@@ -256,6 +256,11 @@ class GRPOTrainer(OnPolicyTrainer):
                "solved_groups": float((groups.max(-1).values > 0).float().mean()),
                "flat_groups": float((groups.std(-1) == 0).float().mean()),
                "response_length": float(mask.sum(-1).mean()),
+               # Dr. GRPO's length bias shows here: the lengths of rewarded and unrewarded
+               # responses (None when the rollout has none of that kind)
+               **{f"length_{kind}": (float(mask.sum(-1)[pick].mean()) if pick.any() else None)
+                  for kind, pick in (("right", rewards.to(mask.device) > 0),
+                                     ("wrong", rewards.to(mask.device) <= 0))},
                **{k: v / n for k, v in sums.items()},
                "rollout_s": rollout_s, "step_s": time.perf_counter() - start}
         self.history.append(log)
