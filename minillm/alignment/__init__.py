@@ -1,5 +1,5 @@
 """Post-training: supervised fine-tuning (chat template, loss masking, packing), reward models,
-PPO and GRPO (rollouts, KL penalty, clipped losses), DPO with its relatives (IPO, KTO, SimPO,
+PPO, GRPO and REINFORCE/RLOO (rollouts, KL penalty, clipped losses), DPO with its relatives (IPO, KTO, SimPO,
 ORPO), and knowledge distillation (soft targets, reverse KL, generalized JSD, sequence-level,
 feature).
 
@@ -25,6 +25,7 @@ from minillm.alignment.grpo import GRPOConfig, GRPOTrainer, grpo_loss
 from minillm.alignment.mixing import MixedBatches, mixed_loss_fn
 from minillm.alignment.pairs import PairBatches, preference_loss_fn
 from minillm.alignment.ppo_trainer import PPOConfig, PPOTrainer
+from minillm.alignment.reinforce import ReinforceConfig, ReinforceTrainer
 from minillm.alignment.reward import (
     PreferenceBatches,
     RewardModel,
@@ -37,5 +38,5 @@ __all__ = ["bradley_terry_loss", "ChatTemplate", "distill_loss_fn", "DistillConf
            "DPOConfig", "FeatureDistillStudent", "forward_kl", "generalized_jsd", "grpo_loss",
            "GRPOConfig", "GRPOTrainer", "hidden_mse", "ipo_loss", "kd_loss", "kto_loss",
            "mixed_loss_fn", "MixedBatches", "orpo_loss", "PairBatches", "PPOConfig", "PPOTrainer",
-           "preference_loss_fn", "PreferenceBatches", "reverse_kl", "reward_loss_fn",
-           "RewardModel", "sft_loss_fn", "SFTBatches", "simpo_loss", "teacher_sequences"]
+           "preference_loss_fn", "PreferenceBatches", "ReinforceConfig", "ReinforceTrainer",
+           "reverse_kl", "reward_loss_fn", "RewardModel", "sft_loss_fn", "SFTBatches", "simpo_loss", "teacher_sequences"]

@@ -176,7 +176,8 @@ def reward_model_scorer(reward_model: nn.Module) -> RewardFn:
 
 
 class OnPolicyTrainer:
-    """Shared by PPO and GRPO: prompts, generator, optimizer, checkpoint and resume.
+    """Shared by PPO, GRPO and REINFORCE/RLOO: prompts, generator, optimizer, checkpoint and
+    resume.
 
     Subclasses set `self.heads` (extra trained modules by name) before calling
     `_build_optimizer`, and implement `step()`.
@@ -230,6 +231,10 @@ class OnPolicyTrainer:
         """Add (name, scalar tensor or float) pairs into `sums`."""
         for k, v in items:
             sums[k] = sums.get(k, 0.0) + (v.item() if isinstance(v, torch.Tensor) else float(v))
+
+    def _ended(self, rollout: Rollout) -> torch.Tensor:
+        """(B,) bool: the response holds the stop token."""
+        return ((rollout.responses == self.stop_id) & rollout.response_mask.bool()).any(-1)
 
     def _optimizer_step(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
@@ -388,10 +393,6 @@ class PPOTrainer(OnPolicyTrainer):
             scores = torch.where(self._ended(rollout), scores,
                                  torch.full_like(scores, float(c.missing_eos_penalty)))
         return scores
-
-    def _ended(self, rollout: Rollout) -> torch.Tensor:
-        """(B,) bool: the response holds the stop token."""
-        return ((rollout.responses == self.stop_id) & rollout.response_mask.bool()).any(-1)
 
     def step(self) -> dict:
         """One rollout and its PPO epochs; returns (and appends to `history`) the step's log
