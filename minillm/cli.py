@@ -523,6 +523,8 @@ def cmd_dpo(args: argparse.Namespace) -> int:
     config = DPOConfig(**config_kwargs(args, DPOConfig, renames=DPO_RENAMES))
     if config.checkpoint:
         config.checkpoint = str(_model_folder(config.checkpoint))
+    if config.fluent_checkpoint:
+        config.fluent_checkpoint = str(_model_folder(config.fluent_checkpoint))
     print(summary(run(config, "minillm " + " ".join(args.argv))))
     return 0
 

@@ -8,10 +8,12 @@ starts from `data/checkpoints/shakespeare_sft_d128` (the policy; a frozen copy i
 trains with `preference_loss_fn(method, beta)` on `data/preference/train.jsonl` through the
 course's `Trainer` (AdamW, constant learning rate after warm-up), and every `eval_steps` steps
 samples one response per held-out prompt (`test.jsonl`'s prompts) at temperature 1 to measure
-the gold reward, the KL to the reference and the response length (`sample_stats`). At the end:
-the same on `final_samples` samples per prompt, reward accuracy and margin on the held-out
-pairs, and bits per byte on the validation plays (the course's metric line). The SFT model
-itself is measured the same way, as step 0 of every run.
+the gold reward, the fluency-aware gold (`FluentGold`: the lexicon plus `fluent_weight` times
+the mean log p per token under the base model `fluent_checkpoint`), the KL to the reference and
+the response length (`sample_stats`), and the loss, reward accuracy and margin on the held-out
+pairs (`heldout_pair_metrics`). At the end: the same on `final_samples` samples per prompt, and
+bits per byte on the validation plays (the course's metric line). The SFT model itself is
+measured the same way, as step 0 of every run.
 The reference log-probs of the pairs are computed once and shared by all runs.
 """
 
@@ -28,6 +30,7 @@ from torch import nn
 
 from minillm.alignment.pairs import PairBatches, pair_batches, preference_loss_fn, sample_stats
 from minillm.alignment.recipe import load_model_and_tokenizer
+from minillm.alignment.reward import FluentGold
 from minillm.data import load_corpus
 from minillm.data.corpus import data_dir
 from minillm.data.preference import load_preferences
@@ -67,6 +70,9 @@ class DPOConfig:
     final_samples: int = 2         # samples per prompt in the final measurement
     log_interval: int = 10         # steps between entries in each run's history
     seed: int = 0                  # seeds the pair order, dropout and the measurements' samples
+    fluent_checkpoint: str | None = None  # the base model of the fluency-aware gold
+                                   # (None = data/checkpoints/shakespeare_byte_d128, chapter 12's)
+    fluent_weight: float = 1.0     # lambda of the fluency-aware gold (chapter 12's best-of-n: 1)
     threads: int = 1               # torch CPU threads (the shipped runs used 1)
 
     def __post_init__(self) -> None:
@@ -90,6 +96,8 @@ class DPOConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps={self.warmup_steps} must be >= 0")
+        if self.fluent_weight < 0:
+            raise ValueError(f"fluent_weight={self.fluent_weight} must be >= 0")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be positive")
 
@@ -114,23 +122,33 @@ def heldout_pair_metrics(model: nn.Module, batches: PairBatches, loss_fn) -> dic
 
 
 def measure(policy: nn.Module, reference: nn.Module, tok, prompts: Sequence[str], seeds: int,
-            seed: int = 1000) -> dict:
+            seed: int = 1000, fluent: FluentGold | None = None) -> dict:
     """Gold reward, KL and length over `seeds` samples per prompt: means and the standard errors
-    of gold reward and KL (`*_se`); five example responses."""
+    of gold reward and KL (`*_se`); five example responses. With a `fluent` scorer
+    (`FluentGold`) also the fluency-aware gold of the same samples, `fluent_gold` and
+    `fluent_gold_se`, and their mean log p per token under its base model (`fluency`)."""
     runs = [sample_stats(policy, reference, tok, prompts, seed=seed + s) for s in range(seeds)]
     out = {k: sum(r[k] for r in runs) / seeds for k in ("gold_reward", "kl", "length")}
     for key, per in (("gold_reward", "gold_rewards"), ("kl", "kls")):
         values = torch.tensor([v for r in runs for v in r[per]], dtype=torch.float64)
         out[f"{key}_se"] = (values.std() / len(values) ** 0.5).item()   # standard error
+    if fluent is not None:
+        lexicon, fluency = fluent.parts([t for r in runs for t in r["responses"]])
+        scores = lexicon + fluent.fluency_weight * fluency
+        out["fluent_gold"] = scores.mean().item()
+        out["fluent_gold_se"] = (scores.std() / len(scores) ** 0.5).item()
+        out["fluency"] = fluency.mean().item()
     out["example_responses"] = runs[0]["responses"][:5]
     return out
 
 
 def run_one(method: str, beta: float, sft: nn.Module, tok, batches: PairBatches,
             prompts: Sequence[str], config: DPOConfig, val_text: str,
-            initial_state: dict) -> dict:
+            initial_state: dict, fluent: FluentGold | None = None) -> dict:
     """Train one policy from the SFT model and measure it along the way; `initial_state` is
-    the batches' state to start from (every run sees the same pairs in the same order)."""
+    the batches' state to start from (every run sees the same pairs in the same order).
+    Each `curve` entry holds the step's sample measures (`measure`, one sample per prompt) and
+    the held-out pair metrics (`heldout_pairs`, as `heldout_pair_metrics`)."""
     c = config
     torch.manual_seed(c.seed)
     policy = copy.deepcopy(sft).requires_grad_(True)
@@ -146,13 +164,20 @@ def run_one(method: str, beta: float, sft: nn.Module, tok, batches: PairBatches,
     while trainer.step < c.max_steps:
         trainer.config.max_steps = min(trainer.step + c.eval_steps, c.max_steps)
         trainer.fit()                      # constant lr: fitting in chunks changes nothing
-        stats = measure(policy, sft, tok, prompts, 1, seed=c.seed + trainer.step)
-        curve.append({"step": trainer.step, **{k: stats[k] for k in ("gold_reward", "kl", "length")}})
+        stats = measure(policy, sft, tok, prompts, 1, seed=c.seed + trainer.step, fluent=fluent)
+        pairs = heldout_pair_metrics(policy, batches, loss_fn)
+        curve.append({"step": trainer.step, **{k: v for k, v in stats.items()
+                                               if k != "example_responses"},
+                      "heldout_pairs": pairs})
         print(f"  {method} beta={beta} step {trainer.step}: gold {stats['gold_reward']:.3f} "
-              f"kl {stats['kl']:.2f} len {stats['length']:.1f}", flush=True)
+              f"kl {stats['kl']:.2f} len {stats['length']:.1f} held-out margin "
+              f"{pairs['reward_margin']:.3f}", flush=True)
     train_s = time.perf_counter() - start
-    final = measure(policy, sft, tok, prompts, c.final_samples)
-    return {"method": method, "beta": beta, "steps": trainer.step, "train_seconds": train_s,
+    # the final samples' seeds: 1000, 1001, ... for seed 0 (the shipped runs'), 1000 + 100 * seed on
+    final = measure(policy, sft, tok, prompts, c.final_samples, seed=1000 + 100 * c.seed,
+                    fluent=fluent)
+    return {"method": method, "beta": beta, "seed": c.seed, "lr": c.lr, "steps": trainer.step,
+            "train_seconds": train_s,
             "final": final, "heldout_pairs": heldout_pair_metrics(policy, batches, loss_fn),
             "val_bits_per_byte": text_bits_per_byte(policy.eval(), val_text, tok),
             "curve": curve, "history": trainer.history}
@@ -176,16 +201,21 @@ def run(config: DPOConfig, command: str) -> dict:
     initial_state = batches.state_dict()
     ref_seconds = time.perf_counter() - t0
     val_text = load_corpus("shakespeare", "validation")
-    sft_stats = measure(sft, sft, tok, prompts, c.final_samples)
+    base, base_tok = load_model_and_tokenizer(
+        c.fluent_checkpoint or data_dir() / "checkpoints/shakespeare_byte_d128")
+    fluent = FluentGold(base.eval().requires_grad_(False), base_tok, c.fluent_weight)
+    sft_stats = measure(sft, sft, tok, prompts, c.final_samples, seed=1000 + 100 * c.seed,
+                        fluent=fluent)
     result = {"command": command,
               "torch": torch.__version__, "reference_logps_seconds": ref_seconds,
+              "seed": c.seed, "lr": c.lr, "fluent_weight": c.fluent_weight,
               "sft": {"final": sft_stats,
                       "val_bits_per_byte": text_bits_per_byte(sft, val_text, tok)},
               "runs": []}
     print(f"SFT: gold {sft_stats['gold_reward']:.3f} len {sft_stats['length']:.1f}", flush=True)
     for method, beta in runs:
         result["runs"].append(run_one(method, beta, sft, tok, batches, prompts, c, val_text,
-                                      initial_state))
+                                      initial_state, fluent))
         atomic_write_json(results_path(c), result)   # a killed sweep keeps its finished runs
     return result
 
