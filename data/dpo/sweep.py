@@ -74,9 +74,9 @@ def main() -> None:
             "command": "python data/dpo/sweep.py", "torch": torch.__version__, "lr": float(lr),
             "seed": seed, "fluent_weight": 1.0, "fluent_base": "shakespeare_byte_d128",
             "sft": sft_record, "runs": []}
-        if any(f"{r['method']}:{r['beta']:g}" == spec for r in record["runs"]):
-            continue
         method, beta = parse_run(spec)
+        if any((r["method"], r["beta"]) == (method, beta) for r in record["runs"]):
+            continue                     # finished ("ipo:1.0" and a recorded beta of 1 match)
         kto = method == "kto"
         if kto not in encoded:
             t0 = time.perf_counter()

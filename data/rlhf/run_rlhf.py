@@ -176,6 +176,39 @@ def stage_ppo(args) -> None:
             atomic_write_json(out, {"runs": runs})
 
 
+def stage_ppo_heldout(args) -> None:
+    """Chapter 13's frontier needs PPO on its shared held-out prompts with the fluency-aware gold:
+    every run of --ppo-out whose final policy is under build/ppo_policies/ (kept by
+    --heldout-prompts) is measured again on the first --heldout-prompts test prompts, 2 samples
+    each, with FluentGold (base shakespeare_byte_d128, lambda 1: chapter 12's best-of-n).
+    Writes ppo_heldout.json."""
+    from minillm.alignment.dpo_run import measure
+    from minillm.alignment.reward import FluentGold
+
+    base, base_tok = load_model_and_tokenizer(ROOT / "data/checkpoints/shakespeare_byte_d128")
+    fluent = FluentGold(base.eval().requires_grad_(False), base_tok, 1.0)
+    ref, tok = load_model_and_tokenizer(SFT)
+    ref.eval()
+    prompts = [p.prompt for p in load_preferences("test")[:args.heldout_prompts or 128]]
+    src = HERE / args.ppo_out
+    runs = []
+    for r in json.loads(src.read_text())["runs"]:
+        folder = ROOT / "build/ppo_policies" / f"{src.stem}_b{r['kl_coef']}_s{r.get('seed', 0)}"
+        if not folder.is_dir():
+            print(f"skipped: no policy at {folder}", flush=True)
+            continue
+        policy, _ = load_model_and_tokenizer(folder)
+        options = {k: r["config"][k] for k in ("missing_eos_penalty", "normalize_reward",
+                                               "value_from_reward_model")}
+        runs.append({"kl_coef": r["kl_coef"], "seed": r.get("seed", 0), "options": options,
+                     "source": src.name, "steps": len(r["history"]),
+                     "heldout": measure(policy.eval(), ref, tok, prompts, 2, fluent=fluent),
+                     "heldout_prompts": len(prompts)})
+        print(json.dumps({k: runs[-1]["heldout"][k] for k in ("gold_reward", "fluent_gold", "kl")}),
+              flush=True)
+    atomic_write_json(HERE / "ppo_heldout.json", {"runs": runs})
+
+
 def stage_grpo(args) -> None:
     policy, tok = load_model_and_tokenizer(SFT)
     ref = copy.deepcopy(policy)
@@ -231,13 +264,13 @@ def stage_grpo(args) -> None:
 
 
 STAGES = {"reward": stage_reward, "reward_scaling": stage_reward_scaling, "ppo": stage_ppo,
-          "grpo": stage_grpo}
+          "ppo_heldout": stage_ppo_heldout, "grpo": stage_grpo}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stage", default="all",
-                        choices=("reward", "reward_scaling", "ppo", "grpo", "all"))
+                        choices=(*STAGES, "all"))
     parser.add_argument("--reward-pairs-dir", default=str(ROOT / "build/preference_8k"))
     parser.add_argument("--reward-sizes", default="1000,2000,4000,8000")
     parser.add_argument("--reward-epochs", type=int, default=1)
@@ -274,7 +307,7 @@ def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     for stage in STAGES:
-        if args.stage == stage or (args.stage == "all" and stage != "reward_scaling"):
+        if args.stage == stage or (args.stage == "all" and stage in ("reward", "ppo", "grpo")):
             start = time.perf_counter()
             STAGES[stage](args)
             print(f"{stage}: {time.perf_counter() - start:.0f} s", flush=True)
