@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from rl_checks import close, tiny_gpt
+from rl_checks import RecordingReward, close, tiny_gpt
 
 import minillm.alignment.ppo_trainer as ppo_trainer
 from minillm.alignment.best_of_n import (
@@ -31,20 +31,6 @@ PROMPTS = ["Continue: to be", "Say something sweet", "What is love?", "Speak of 
 @pytest.fixture(scope="module")
 def tok():
     return add_special_tokens(ByteTokenizer())
-
-
-class RecordingReward:
-    """A stand-in proxy (mean token id of the response / 64) that remembers every call."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, rollout, texts):
-        del texts
-        mask = rollout.response_mask.float()
-        scores = (rollout.responses.float() * mask).sum(-1) / mask.sum(-1) / 64.0
-        self.calls.append((rollout, scores.clone()))
-        return scores
 
 
 def make(tok, reward_fn, reward_model=None, **kw):
